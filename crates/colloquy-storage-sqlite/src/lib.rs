@@ -1,0 +1,889 @@
+//! SQLite backend of [`colloquy_storage::Store`]: the embedded default.
+//!
+//! One connection writes (group-committed batches, `BEGIN IMMEDIATE`), a small pool reads;
+//! WAL mode lets reads run beside the writer and see every committed batch at once.
+
+mod rows;
+
+use async_trait::async_trait;
+use colloquy_storage::*;
+use colloquy_wire::{ChatStatus, EventRole, EventType, ReconstructionStatus};
+use rows::*;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Settings of the SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    /// `FULL` (default) fsyncs the WAL on every commit: a committed batch survives power loss.
+    /// `NORMAL` survives process crashes only, and is faster on slow disks.
+    pub synchronous_full: bool,
+    /// Connections of the read pool.
+    pub read_connections: u32,
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        Self {
+            synchronous_full: true,
+            read_connections: 4,
+        }
+    }
+}
+
+/// A SQLite database opened by URL (`sqlite://path/to/file.db`).
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+fn db(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if d.is_unique_violation() {
+            return StoreError::Conflict(d.message().to_string());
+        }
+    }
+    StoreError::Database(Box::new(e))
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database and applies pending migrations.
+    pub async fn open(url: &str, settings: &SqliteSettings) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(db)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if settings.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(db)?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(settings.read_connections.max(1))
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(db)?;
+        Ok(Self { write, read })
+    }
+
+    /// Closes both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+const CHAT_COLUMNS: &str = "id, user_id, chat_group_id, status, start_timestamp, end_timestamp, \
+     event_count, metadata, config_id, config_version";
+const EVENT_COLUMNS: &str = "id, chat_id, seq, timestamp, role, type, message_text, \
+     emotion_features, metadata, related_event_id";
+const GROUP_COLUMNS: &str = "g.id, g.user_id, g.first_start_timestamp, \
+     g.most_recent_start_timestamp, g.num_chats, g.most_recent_chat_id, \
+     g.most_recent_config_id, g.most_recent_config_version, \
+     EXISTS (SELECT 1 FROM chats c WHERE c.chat_group_id = g.id AND c.status = 'ACTIVE') AS active";
+
+fn dir(ascending: bool) -> &'static str {
+    if ascending {
+        "ASC"
+    } else {
+        "DESC"
+    }
+}
+
+/// Rows of an event insert, with the group each event's chat belongs to.
+struct PendingEvent<'a> {
+    chat_id: Uuid,
+    group_id: Uuid,
+    event: &'a NewEvent,
+}
+
+/// Events per multi-row INSERT (10 parameters each, well below SQLite's limit).
+const INSERT_CHUNK: usize = 500;
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_account(&self, account: &NewAccount, key: &NewApiKey) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO accounts (id, name, data_retention, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(account.id.to_string())
+        .bind(&account.name)
+        .bind(account.data_retention)
+        .bind(account.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(db)?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn count_accounts(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(n as u64)
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT k.id, k.user_id, k.name, k.prefix, k.created_at, k.revoked_at, a.data_retention \
+             FROM api_keys k JOIN accounts a ON a.id = k.user_id \
+             ORDER BY k.created_at DESC, k.id",
+        )
+        .fetch_all(&self.write)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKeyRecord {
+                    id: uuid_col(r, 0)?,
+                    user_id: uuid_col(r, 1)?,
+                    name: r.get(2),
+                    prefix: r.get(3),
+                    created_at: r.get(4),
+                    revoked_at: r.get(5),
+                    data_retention: r.get(6),
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, api_key_id: Uuid, now_ms: i64) -> StoreResult<bool> {
+        let res =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now_ms)
+                .bind(api_key_id.to_string())
+                .execute(&self.write)
+                .await
+                .map_err(db)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn principal_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<Principal>> {
+        let row = sqlx::query(
+            "SELECT k.user_id, k.id, a.data_retention FROM api_keys k \
+             JOIN accounts a ON a.id = k.user_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| principal(&r)).transpose()
+    }
+
+    async fn insert_access_token(
+        &self,
+        token_hash: &str,
+        api_key_id: Uuid,
+        expires_at_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, api_key_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(api_key_id.to_string())
+        .bind(expires_at_ms)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn principal_by_token_hash(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<Principal>> {
+        let row = sqlx::query(
+            "SELECT k.user_id, k.id, a.data_retention FROM access_tokens t \
+             JOIN api_keys k ON k.id = t.api_key_id JOIN accounts a ON a.id = k.user_id \
+             WHERE t.token_hash = ? AND t.expires_at > ? AND k.revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| principal(&r)).transpose()
+    }
+
+    async fn secret_hash_for_key(
+        &self,
+        key_hash: &str,
+    ) -> StoreResult<Option<(Principal, String)>> {
+        let row = sqlx::query(
+            "SELECT k.user_id, k.id, a.data_retention, k.secret_hash FROM api_keys k \
+             JOIN accounts a ON a.id = k.user_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| Ok((principal(&r)?, r.get(3)))).transpose()
+    }
+
+    async fn heartbeat_instance(&self, instance_id: Uuid, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO server_instances (id, heartbeat_at) VALUES (?, ?) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(instance_id.to_string())
+        .bind(now_ms)
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_instance(&self, instance_id: Uuid) -> StoreResult<()> {
+        sqlx::query("DELETE FROM server_instances WHERE id = ?")
+            .bind(instance_id.to_string())
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn close_orphaned_chats(&self, stale_before_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.write.begin().await.map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT c.id, c.chat_group_id, c.last_event_timestamp, \
+               (SELECT COALESCE(MAX(e.seq), -1) + 1 FROM chat_events e WHERE e.chat_id = c.id) \
+             FROM chats c LEFT JOIN server_instances i ON i.id = c.instance_id \
+             WHERE c.status = 'ACTIVE' AND (i.id IS NULL OR i.heartbeat_at < ?)",
+        )
+        .bind(stale_before_ms)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for r in &rows {
+            let chat_id: String = r.get(0);
+            let group_id: String = r.get(1);
+            let last: i64 = r.get(2);
+            let seq: i64 = r.get(3);
+            sqlx::query(
+                "UPDATE chats SET status = 'ERROR', end_timestamp = ?, event_count = event_count + 1 \
+                 WHERE id = ?",
+            )
+            .bind(last)
+            .bind(&chat_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(
+                "INSERT INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, role, type, \
+                 message_text, emotion_features, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, '', '', ?)",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(&chat_id)
+            .bind(&group_id)
+            .bind(seq)
+            .bind(last)
+            .bind(EventRole::System.as_str())
+            .bind(EventType::ChatEndMessage.as_str())
+            .bind(r#"{"reason":"server_failure"}"#)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
+        let mut conn = self.write.acquire().await.map_err(db)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        let result = apply_in_tx(&mut conn, ops).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let fin = sqlx::query(end).execute(&mut *conn).await.map_err(db);
+        let outcomes = result?;
+        fin?;
+        Ok(outcomes)
+    }
+
+    async fn list_chats(
+        &self,
+        user_id: Uuid,
+        filter: &ChatFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<ChatRecord>> {
+        let mut where_ = String::from("user_id = ?");
+        if filter.status.is_some() {
+            where_.push_str(" AND status = ?");
+        }
+        if filter.config_id.is_some() {
+            where_.push_str(" AND config_id = ?");
+        }
+        let d = dir(page.ascending);
+        let sql = format!(
+            "SELECT {CHAT_COLUMNS} FROM chats WHERE {where_} \
+             ORDER BY start_timestamp {d}, id {d} LIMIT ? OFFSET ?"
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM chats WHERE {where_}");
+        let uid = user_id.to_string();
+        let mut q = sqlx::query(&sql).bind(&uid);
+        let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(&uid);
+        if let Some(s) = filter.status {
+            q = q.bind(s.as_str());
+            c = c.bind(s.as_str());
+        }
+        if let Some(cfg) = &filter.config_id {
+            q = q.bind(cfg);
+            c = c.bind(cfg);
+        }
+        let rows = q
+            .bind(page.size as i64)
+            .bind(page.offset())
+            .fetch_all(&self.read)
+            .await
+            .map_err(db)?;
+        let total = c.fetch_one(&self.read).await.map_err(db)?;
+        Ok(Page {
+            items: rows.iter().map(chat_row).collect::<StoreResult<_>>()?,
+            total: total as u64,
+        })
+    }
+
+    async fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> StoreResult<Option<ChatRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHAT_COLUMNS} FROM chats WHERE id = ? AND user_id = ?"
+        ))
+        .bind(chat_id.to_string())
+        .bind(user_id.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(chat_row).transpose()
+    }
+
+    async fn list_chat_events(
+        &self,
+        chat_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<Page<EventRecord>> {
+        let d = dir(page.ascending);
+        let cid = chat_id.to_string();
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM chat_events WHERE chat_id = ? \
+             ORDER BY seq {d} LIMIT ? OFFSET ?"
+        ))
+        .bind(&cid)
+        .bind(page.size as i64)
+        .bind(page.offset())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        let total: i64 = sqlx::query_scalar("SELECT event_count FROM chats WHERE id = ?")
+            .bind(&cid)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db)?
+            .unwrap_or(0);
+        Ok(Page {
+            items: rows.iter().map(event_row).collect::<StoreResult<_>>()?,
+            total: total as u64,
+        })
+    }
+
+    async fn list_chat_groups(
+        &self,
+        user_id: Uuid,
+        config_id: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<GroupRecord>> {
+        let where_ = if config_id.is_some() {
+            "g.user_id = ? AND g.most_recent_config_id = ?"
+        } else {
+            "g.user_id = ?"
+        };
+        let d = dir(page.ascending);
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM chat_groups g WHERE {where_} \
+             ORDER BY g.first_start_timestamp {d}, g.id {d} LIMIT ? OFFSET ?"
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM chat_groups g WHERE {where_}");
+        let uid = user_id.to_string();
+        let mut q = sqlx::query(&sql).bind(&uid);
+        let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(&uid);
+        if let Some(cfg) = config_id {
+            q = q.bind(cfg);
+            c = c.bind(cfg);
+        }
+        let rows = q
+            .bind(page.size as i64)
+            .bind(page.offset())
+            .fetch_all(&self.read)
+            .await
+            .map_err(db)?;
+        let total = c.fetch_one(&self.read).await.map_err(db)?;
+        Ok(Page {
+            items: rows.iter().map(group_row).collect::<StoreResult<_>>()?,
+            total: total as u64,
+        })
+    }
+
+    async fn get_chat_group(
+        &self,
+        user_id: Uuid,
+        group_id: Uuid,
+    ) -> StoreResult<Option<GroupRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {GROUP_COLUMNS} FROM chat_groups g WHERE g.id = ? AND g.user_id = ?"
+        ))
+        .bind(group_id.to_string())
+        .bind(user_id.to_string())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(group_row).transpose()
+    }
+
+    async fn list_group_chats(
+        &self,
+        group_id: Uuid,
+        status: Option<ChatStatus>,
+        page: PageRequest,
+    ) -> StoreResult<Page<ChatRecord>> {
+        let where_ = if status.is_some() {
+            "chat_group_id = ? AND status = ?"
+        } else {
+            "chat_group_id = ?"
+        };
+        let d = dir(page.ascending);
+        let sql = format!(
+            "SELECT {CHAT_COLUMNS} FROM chats WHERE {where_} \
+             ORDER BY start_timestamp {d}, id {d} LIMIT ? OFFSET ?"
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM chats WHERE {where_}");
+        let gid = group_id.to_string();
+        let mut q = sqlx::query(&sql).bind(&gid);
+        let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(&gid);
+        if let Some(s) = status {
+            q = q.bind(s.as_str());
+            c = c.bind(s.as_str());
+        }
+        let rows = q
+            .bind(page.size as i64)
+            .bind(page.offset())
+            .fetch_all(&self.read)
+            .await
+            .map_err(db)?;
+        let total = c.fetch_one(&self.read).await.map_err(db)?;
+        Ok(Page {
+            items: rows.iter().map(chat_row).collect::<StoreResult<_>>()?,
+            total: total as u64,
+        })
+    }
+
+    async fn list_group_events(
+        &self,
+        group_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<Page<EventRecord>> {
+        let d = dir(page.ascending);
+        let gid = group_id.to_string();
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM chat_events WHERE chat_group_id = ? \
+             ORDER BY timestamp {d}, chat_id {d}, seq {d} LIMIT ? OFFSET ?"
+        ))
+        .bind(&gid)
+        .bind(page.size as i64)
+        .bind(page.offset())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(event_count), 0) FROM chats WHERE chat_group_id = ?",
+        )
+        .bind(&gid)
+        .fetch_one(&self.read)
+        .await
+        .map_err(db)?;
+        Ok(Page {
+            items: rows.iter().map(event_row).collect::<StoreResult<_>>()?,
+            total: total as u64,
+        })
+    }
+
+    async fn ensure_reconstructions(
+        &self,
+        user_id: Uuid,
+        chat_ids: &[Uuid],
+        now_ms: i64,
+    ) -> StoreResult<Vec<ReconstructionRecord>> {
+        let mut tx = self.write.begin().await.map_err(db)?;
+        let uid = user_id.to_string();
+        let mut out = Vec::with_capacity(chat_ids.len());
+        for chat_id in chat_ids {
+            let cid = chat_id.to_string();
+            sqlx::query(
+                "INSERT INTO audio_reconstructions (chat_id, user_id, status, modified_at) \
+                 SELECT id, user_id, ?, ? FROM chats WHERE id = ? AND user_id = ? \
+                 ON CONFLICT (chat_id) DO NOTHING",
+            )
+            .bind(ReconstructionStatus::Queued.as_str())
+            .bind(now_ms)
+            .bind(&cid)
+            .bind(&uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            let row = sqlx::query(
+                "SELECT chat_id, user_id, status, filename, modified_at, error \
+                 FROM audio_reconstructions WHERE chat_id = ? AND user_id = ?",
+            )
+            .bind(&cid)
+            .bind(&uid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(r) = row {
+                out.push(reconstruction_row(&r)?);
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+}
+
+async fn insert_key(tx: &mut sqlx::Transaction<'_, Sqlite>, key: &NewApiKey) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, secret_hash, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id.to_string())
+    .bind(key.user_id.to_string())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.key_hash)
+    .bind(&key.secret_hash)
+    .bind(key.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The body of [`Store::apply_batch`], inside an open `BEGIN IMMEDIATE` transaction.
+async fn apply_in_tx(
+    conn: &mut sqlx::SqliteConnection,
+    ops: &[WriteOp],
+) -> StoreResult<Vec<OpOutcome>> {
+    // 1. Which of the batch's keys are revoked: one query for the whole batch.
+    let keys: HashSet<Uuid> = ops.iter().map(WriteOp::api_key_id).collect();
+    let mut revoked = HashSet::new();
+    if !keys.is_empty() {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for k in &keys {
+            sep.push_bind(k.to_string());
+        }
+        sep.push_unseparated(")");
+        for r in qb.build().fetch_all(&mut *conn).await.map_err(db)? {
+            revoked.insert(uuid_col(&r, 0)?);
+        }
+    }
+
+    // 2. The groups of chats appended to (chats started in this batch are added below).
+    let mut groups: HashMap<Uuid, Uuid> = HashMap::new();
+    let existing: HashSet<Uuid> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::AppendEvents { chat_id, .. } | WriteOp::EndChat { chat_id, .. } => {
+                Some(*chat_id)
+            }
+            _ => None,
+        })
+        .collect();
+    if !existing.is_empty() {
+        let ids: Vec<Uuid> = existing.into_iter().collect();
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("SELECT id, chat_group_id FROM chats WHERE id IN (");
+            let mut sep = qb.separated(", ");
+            for c in chunk {
+                sep.push_bind(c.to_string());
+            }
+            sep.push_unseparated(")");
+            for r in qb.build().fetch_all(&mut *conn).await.map_err(db)? {
+                groups.insert(uuid_col(&r, 0)?, uuid_col(&r, 1)?);
+            }
+        }
+    }
+
+    // 3. Apply the ops in order; collect events and per-chat counters.
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut pending: Vec<PendingEvent> = Vec::new();
+    let mut counters: HashMap<Uuid, (i64, i64)> = HashMap::new();
+    for op in ops {
+        let is_revoked = revoked.contains(&op.api_key_id());
+        let outcome = match op {
+            WriteOp::CheckKey { .. } => {
+                if is_revoked {
+                    OpOutcome::KeyRevoked
+                } else {
+                    OpOutcome::Applied
+                }
+            }
+            WriteOp::StartChat { chat, events, .. } => {
+                if is_revoked {
+                    OpOutcome::KeyRevoked
+                } else if !start_chat(conn, chat).await? {
+                    OpOutcome::GroupNotFound
+                } else {
+                    let group = match chat.group {
+                        GroupChoice::New(g) | GroupChoice::Resume(g) => g,
+                    };
+                    groups.insert(chat.id, group);
+                    queue_events(&mut pending, &mut counters, chat.id, group, events);
+                    OpOutcome::Applied
+                }
+            }
+            WriteOp::AppendEvents {
+                chat_id, events, ..
+            } => {
+                if is_revoked {
+                    OpOutcome::KeyRevoked
+                } else {
+                    if let Some(g) = groups.get(chat_id) {
+                        queue_events(&mut pending, &mut counters, *chat_id, *g, events);
+                    }
+                    OpOutcome::Applied
+                }
+            }
+            WriteOp::EndChat {
+                chat_id,
+                status,
+                end_timestamp,
+                events,
+                ..
+            } => {
+                if let Some(g) = groups.get(chat_id) {
+                    queue_events(&mut pending, &mut counters, *chat_id, *g, events);
+                }
+                sqlx::query(
+                    "UPDATE chats SET status = ?, end_timestamp = ? \
+                     WHERE id = ? AND status = 'ACTIVE'",
+                )
+                .bind(status.as_str())
+                .bind(end_timestamp)
+                .bind(chat_id.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+                if is_revoked {
+                    OpOutcome::KeyRevoked
+                } else {
+                    OpOutcome::Applied
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+
+    // 4. Insert the events in few statements, then bump each chat's counters once.
+    for chunk in pending.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, role, type, \
+             message_text, emotion_features, metadata, related_event_id) ",
+        );
+        qb.push_values(chunk, |mut b, p| {
+            b.push_bind(p.event.id.to_string())
+                .push_bind(p.chat_id.to_string())
+                .push_bind(p.group_id.to_string())
+                .push_bind(p.event.seq)
+                .push_bind(p.event.timestamp)
+                .push_bind(p.event.role.as_str())
+                .push_bind(p.event.event_type.as_str())
+                .push_bind(p.event.message_text.as_deref())
+                .push_bind(p.event.emotion_features.as_deref())
+                .push_bind(p.event.metadata.as_deref())
+                .push_bind(p.event.related_event_id.map(|u| u.to_string()));
+        });
+        qb.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    for (chat_id, (count, last)) in counters {
+        sqlx::query(
+            "UPDATE chats SET event_count = event_count + ?, \
+             last_event_timestamp = MAX(last_event_timestamp, ?) WHERE id = ?",
+        )
+        .bind(count)
+        .bind(last)
+        .bind(chat_id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    Ok(outcomes)
+}
+
+fn queue_events<'a>(
+    pending: &mut Vec<PendingEvent<'a>>,
+    counters: &mut HashMap<Uuid, (i64, i64)>,
+    chat_id: Uuid,
+    group_id: Uuid,
+    events: &'a [NewEvent],
+) {
+    for e in events {
+        pending.push(PendingEvent {
+            chat_id,
+            group_id,
+            event: e,
+        });
+        let c = counters.entry(chat_id).or_insert((0, i64::MIN));
+        c.0 += 1;
+        c.1 = c.1.max(e.timestamp);
+    }
+}
+
+/// Inserts a chat and creates or joins its group; false when the group to resume is not
+/// the account's.
+async fn start_chat(conn: &mut sqlx::SqliteConnection, chat: &NewChat) -> StoreResult<bool> {
+    let uid = chat.user_id.to_string();
+    let cid = chat.id.to_string();
+    let group = match chat.group {
+        GroupChoice::New(g) => {
+            sqlx::query(
+                "INSERT INTO chat_groups (id, user_id, first_start_timestamp, \
+                 most_recent_start_timestamp, most_recent_chat_id, most_recent_config_id, \
+                 most_recent_config_version, num_chats) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+            )
+            .bind(g.to_string())
+            .bind(&uid)
+            .bind(chat.start_timestamp)
+            .bind(chat.start_timestamp)
+            .bind(&cid)
+            .bind(&chat.config_id)
+            .bind(chat.config_version)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            g
+        }
+        GroupChoice::Resume(g) => {
+            let res = sqlx::query(
+                "UPDATE chat_groups SET num_chats = num_chats + 1, \
+                 most_recent_chat_id = CASE WHEN ?1 >= most_recent_start_timestamp THEN ?2 ELSE most_recent_chat_id END, \
+                 most_recent_config_id = CASE WHEN ?1 >= most_recent_start_timestamp THEN ?3 ELSE most_recent_config_id END, \
+                 most_recent_config_version = CASE WHEN ?1 >= most_recent_start_timestamp THEN ?4 ELSE most_recent_config_version END, \
+                 most_recent_start_timestamp = MAX(most_recent_start_timestamp, ?1) \
+                 WHERE id = ?5 AND user_id = ?6",
+            )
+            .bind(chat.start_timestamp)
+            .bind(&cid)
+            .bind(&chat.config_id)
+            .bind(chat.config_version)
+            .bind(g.to_string())
+            .bind(&uid)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+            if res.rows_affected() == 0 {
+                return Ok(false);
+            }
+            g
+        }
+    };
+    sqlx::query(
+        "INSERT INTO chats (id, user_id, chat_group_id, status, start_timestamp, \
+         last_event_timestamp, metadata, config_id, config_version, instance_id) \
+         VALUES (?, ?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&cid)
+    .bind(&uid)
+    .bind(group.to_string())
+    .bind(chat.start_timestamp)
+    .bind(chat.start_timestamp)
+    .bind(&chat.metadata)
+    .bind(&chat.config_id)
+    .bind(chat.config_version)
+    .bind(chat.instance_id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = SqliteStore::open(&url, &SqliteSettings::default())
+            .await
+            .unwrap();
+        colloquy_storage::conformance::run_all(&store).await;
+        // Reopening applies no migration twice and keeps the data.
+        store.close().await;
+        let again = SqliteStore::open(&url, &SqliteSettings::default())
+            .await
+            .unwrap();
+        assert!(again.count_accounts().await.unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn events_are_immutable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = SqliteStore::open(&url, &SqliteSettings::default())
+            .await
+            .unwrap();
+        let who = colloquy_storage::conformance::new_account(&store, true).await;
+        colloquy_storage::conformance::start_chat(
+            &store,
+            &who,
+            GroupChoice::New(Uuid::new_v4()),
+            1,
+            None,
+            Uuid::new_v4(),
+        )
+        .await;
+        let err = sqlx::query("UPDATE chat_events SET message_text = 'changed'")
+            .execute(&store.write)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
+    }
+}

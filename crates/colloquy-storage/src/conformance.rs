@@ -1,0 +1,710 @@
+//! The conformance suite every [`Store`] backend must pass.
+//!
+//! Each backend's tests call [`run_all`] with a fresh, migrated, empty store. The checks are
+//! plain `assert!`s so a failure names the property that broke.
+
+use crate::*;
+use colloquy_wire::{ChatStatus, EventRole, EventType, ReconstructionStatus};
+use uuid::Uuid;
+
+/// Runs every check in sequence against one empty store.
+pub async fn run_all(store: &dyn Store) {
+    keys_and_auth(store).await;
+    chat_lifecycle_and_listing(store).await;
+    resume_and_groups(store).await;
+    tenancy(store).await;
+    revocation_in_batches(store).await;
+    orphaned_chats(store).await;
+    reconstructions(store).await;
+    large_batches(store).await;
+}
+
+fn page(number: u32, size: u32, ascending: bool) -> PageRequest {
+    PageRequest {
+        number,
+        size,
+        ascending,
+    }
+}
+
+/// Creates an account with one key; returns (principal, key hash, secret hash).
+pub async fn new_account(store: &dyn Store, retention: bool) -> Principal {
+    let user_id = Uuid::new_v4();
+    let key_id = Uuid::new_v4();
+    let key_hash = format!("hash-{key_id}");
+    store
+        .create_account(
+            &NewAccount {
+                id: user_id,
+                name: Some("test".into()),
+                data_retention: retention,
+                created_at: 1,
+            },
+            &NewApiKey {
+                id: key_id,
+                user_id,
+                name: None,
+                prefix: key_id.to_string()[..8].to_string(),
+                key_hash: key_hash.clone(),
+                secret_hash: format!("secret-{key_id}"),
+                created_at: 1,
+            },
+        )
+        .await
+        .expect("create account");
+    Principal {
+        user_id,
+        api_key_id: key_id,
+        data_retention: retention,
+    }
+}
+
+fn event(seq: i64, ts: i64, role: EventRole, ty: EventType, text: &str) -> NewEvent {
+    NewEvent {
+        id: Uuid::new_v4(),
+        seq,
+        timestamp: ts,
+        role,
+        event_type: ty,
+        message_text: Some(text.to_string()),
+        emotion_features: None,
+        metadata: None,
+        related_event_id: None,
+    }
+}
+
+/// Starts a chat in a new group (or resumes `group`) with a `CHAT_START_MESSAGE`.
+pub async fn start_chat(
+    store: &dyn Store,
+    who: &Principal,
+    group: GroupChoice,
+    start: i64,
+    config: Option<&str>,
+    instance: Uuid,
+) -> (Uuid, OpOutcome) {
+    let chat_id = Uuid::new_v4();
+    let out = store
+        .apply_batch(&[WriteOp::StartChat {
+            api_key_id: who.api_key_id,
+            chat: NewChat {
+                id: chat_id,
+                user_id: who.user_id,
+                group,
+                start_timestamp: start,
+                metadata: Some("{}".into()),
+                config_id: config.map(str::to_string),
+                config_version: config.map(|_| 3),
+                instance_id: instance,
+            },
+            events: vec![event(
+                0,
+                start,
+                EventRole::System,
+                EventType::ChatStartMessage,
+                "",
+            )],
+        }])
+        .await
+        .expect("start chat");
+    (chat_id, out[0])
+}
+
+async fn keys_and_auth(store: &dyn Store) {
+    let before = store.count_accounts().await.unwrap();
+    let who = new_account(store, true).await;
+    assert_eq!(store.count_accounts().await.unwrap(), before + 1);
+    let hash = format!("hash-{}", who.api_key_id);
+    let p = store.principal_by_key_hash(&hash).await.unwrap();
+    assert_eq!(p, Some(who), "a live key resolves to its principal");
+    assert_eq!(store.principal_by_key_hash("nope").await.unwrap(), None);
+
+    let (p, secret) = store.secret_hash_for_key(&hash).await.unwrap().unwrap();
+    assert_eq!(p, who);
+    assert_eq!(secret, format!("secret-{}", who.api_key_id));
+
+    store
+        .insert_access_token("tok-1", who.api_key_id, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.principal_by_token_hash("tok-1", 9_999).await.unwrap(),
+        Some(who)
+    );
+    assert_eq!(
+        store
+            .principal_by_token_hash("tok-1", 10_000)
+            .await
+            .unwrap(),
+        None,
+        "an expired token is refused"
+    );
+
+    // A second key on the same account, then revoke the first.
+    let second = NewApiKey {
+        id: Uuid::new_v4(),
+        user_id: who.user_id,
+        name: Some("second".into()),
+        prefix: "second00".into(),
+        key_hash: "hash-second".into(),
+        secret_hash: "secret-second".into(),
+        created_at: 2,
+    };
+    store.add_api_key(&second).await.unwrap();
+    let dup = store.add_api_key(&second).await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict(_))),
+        "duplicate key: {dup:?}"
+    );
+    let keys = store.list_api_keys().await.unwrap();
+    assert!(keys
+        .iter()
+        .any(|k| k.id == second.id && k.name.as_deref() == Some("second")));
+
+    assert!(store.revoke_api_key(who.api_key_id, 5).await.unwrap());
+    assert!(!store.revoke_api_key(who.api_key_id, 6).await.unwrap());
+    assert_eq!(store.principal_by_key_hash(&hash).await.unwrap(), None);
+    assert_eq!(
+        store.principal_by_token_hash("tok-1", 9_000).await.unwrap(),
+        None,
+        "a revoked key's tokens stop working"
+    );
+    assert!(store
+        .principal_by_key_hash("hash-second")
+        .await
+        .unwrap()
+        .is_some());
+    let revoked = store
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.id == who.api_key_id)
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(5));
+}
+
+async fn chat_lifecycle_and_listing(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    store.heartbeat_instance(instance, 1_000).await.unwrap();
+    let mut chats = Vec::new();
+    for i in 0..7 {
+        let cfg = if i % 2 == 0 { Some("cfg-even") } else { None };
+        let (id, out) = start_chat(
+            store,
+            &who,
+            GroupChoice::New(Uuid::new_v4()),
+            1_000 + i,
+            cfg,
+            instance,
+        )
+        .await;
+        assert_eq!(out, OpOutcome::Applied);
+        chats.push(id);
+    }
+    // Append to the first chat, in two batches, then end it.
+    let c0 = chats[0];
+    let out = store
+        .apply_batch(&[
+            WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: c0,
+                events: vec![event(
+                    1,
+                    2_000,
+                    EventRole::User,
+                    EventType::UserMessage,
+                    "hello",
+                )],
+            },
+            WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: c0,
+                events: vec![
+                    event(2, 2_000, EventRole::Agent, EventType::AgentMessage, "hi"),
+                    event(3, 2_001, EventRole::User, EventType::UserMessage, "bye"),
+                ],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![OpOutcome::Applied, OpOutcome::Applied]);
+    store
+        .apply_batch(&[WriteOp::EndChat {
+            api_key_id: who.api_key_id,
+            chat_id: c0,
+            status: ChatStatus::UserEnded,
+            end_timestamp: 2_005,
+            events: vec![event(
+                4,
+                2_005,
+                EventRole::System,
+                EventType::ChatEndMessage,
+                "",
+            )],
+        }])
+        .await
+        .unwrap();
+
+    let chat = store.get_chat(who.user_id, c0).await.unwrap().unwrap();
+    assert_eq!(chat.status, ChatStatus::UserEnded);
+    assert_eq!(chat.end_timestamp, Some(2_005));
+    assert_eq!(chat.event_count, 5);
+    assert_eq!(chat.config_id.as_deref(), Some("cfg-even"));
+    assert_eq!(chat.config_version, Some(3));
+    assert_eq!(chat.metadata.as_deref(), Some("{}"));
+
+    // Events in order, both directions, paged.
+    let all = store
+        .list_chat_events(c0, page(0, 100, true))
+        .await
+        .unwrap();
+    assert_eq!(all.total, 5);
+    let texts: Vec<_> = all
+        .items
+        .iter()
+        .map(|e| e.message_text.clone().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["", "hello", "hi", "bye", ""]);
+    assert_eq!(all.items[1].role, EventRole::User);
+    assert_eq!(all.items[2].event_type, EventType::AgentMessage);
+    let desc = store.list_chat_events(c0, page(0, 2, false)).await.unwrap();
+    assert_eq!(desc.items[0].event_type, EventType::ChatEndMessage);
+    assert_eq!(desc.items[1].message_text.as_deref(), Some("bye"));
+    let p2 = store.list_chat_events(c0, page(2, 2, true)).await.unwrap();
+    assert_eq!(p2.items.len(), 1);
+    assert_eq!(p2.total, 5);
+    let past = store.list_chat_events(c0, page(3, 2, true)).await.unwrap();
+    assert!(past.items.is_empty(), "a page past the end is empty");
+
+    // Chat listing: order, paging, filters.
+    let asc = store
+        .list_chats(who.user_id, &ChatFilter::default(), page(0, 3, true))
+        .await
+        .unwrap();
+    assert_eq!(asc.total, 7);
+    assert_eq!(
+        asc.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        chats[..3].to_vec()
+    );
+    let desc = store
+        .list_chats(who.user_id, &ChatFilter::default(), page(0, 3, false))
+        .await
+        .unwrap();
+    assert_eq!(desc.items[0].id, chats[6]);
+    let last = store
+        .list_chats(who.user_id, &ChatFilter::default(), page(2, 3, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        last.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![chats[6]]
+    );
+    let ended = store
+        .list_chats(
+            who.user_id,
+            &ChatFilter {
+                status: Some(ChatStatus::UserEnded),
+                config_id: None,
+            },
+            page(0, 10, true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.total, 1);
+    assert_eq!(ended.items[0].id, c0);
+    let active = store
+        .list_chats(
+            who.user_id,
+            &ChatFilter {
+                status: Some(ChatStatus::Active),
+                config_id: Some("cfg-even".into()),
+            },
+            page(0, 10, true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(active.total, 3, "chats 2, 4, 6 are active with cfg-even");
+}
+
+async fn resume_and_groups(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    store.heartbeat_instance(instance, 1_000).await.unwrap();
+    let g = Uuid::new_v4();
+    let (c1, _) = start_chat(store, &who, GroupChoice::New(g), 5_000, Some("a"), instance).await;
+    store
+        .apply_batch(&[WriteOp::EndChat {
+            api_key_id: who.api_key_id,
+            chat_id: c1,
+            status: ChatStatus::UserEnded,
+            end_timestamp: 5_100,
+            events: vec![event(
+                1,
+                5_100,
+                EventRole::System,
+                EventType::ChatEndMessage,
+                "",
+            )],
+        }])
+        .await
+        .unwrap();
+    let (c2, out) = start_chat(
+        store,
+        &who,
+        GroupChoice::Resume(g),
+        6_000,
+        Some("b"),
+        instance,
+    )
+    .await;
+    assert_eq!(out, OpOutcome::Applied);
+    let (_, out) = start_chat(
+        store,
+        &who,
+        GroupChoice::Resume(Uuid::new_v4()),
+        6_500,
+        None,
+        instance,
+    )
+    .await;
+    assert_eq!(out, OpOutcome::GroupNotFound);
+    let (other_group_chat, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        7_000,
+        Some("a"),
+        instance,
+    )
+    .await;
+
+    let group = store.get_chat_group(who.user_id, g).await.unwrap().unwrap();
+    assert_eq!(group.num_chats, 2);
+    assert_eq!(group.first_start_timestamp, 5_000);
+    assert_eq!(group.most_recent_start_timestamp, 6_000);
+    assert_eq!(group.most_recent_chat_id, Some(c2));
+    assert_eq!(group.most_recent_config_id.as_deref(), Some("b"));
+    assert!(group.active, "c2 is still active");
+
+    let chats = store
+        .list_group_chats(g, None, page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        chats.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![c1, c2]
+    );
+    let ended = store
+        .list_group_chats(g, Some(ChatStatus::UserEnded), page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(ended.items.len(), 1);
+    assert_eq!(ended.total, 1);
+
+    let events = store.list_group_events(g, page(0, 10, true)).await.unwrap();
+    assert_eq!(events.total, 3);
+    assert_eq!(
+        events.items.iter().map(|e| e.chat_id).collect::<Vec<_>>(),
+        vec![c1, c1, c2]
+    );
+    let desc = store.list_group_events(g, page(0, 1, false)).await.unwrap();
+    assert_eq!(desc.items[0].chat_id, c2);
+
+    // Group listing with the most-recent-config filter: g's latest chat used "b".
+    let by_a = store
+        .list_chat_groups(who.user_id, Some("a"), page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(by_a.total, 1);
+    let by_b = store
+        .list_chat_groups(who.user_id, Some("b"), page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(by_b.items.len(), 1);
+    assert_eq!(by_b.items[0].id, g);
+    let all = store
+        .list_chat_groups(who.user_id, None, page(0, 10, false))
+        .await
+        .unwrap();
+    assert_eq!(all.total, 2);
+    assert_eq!(
+        all.items[1].id, g,
+        "newest first: the other group started later"
+    );
+    assert_eq!(all.items[0].most_recent_chat_id, Some(other_group_chat));
+}
+
+async fn tenancy(store: &dyn Store) {
+    let alice = new_account(store, true).await;
+    let bob = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let g = Uuid::new_v4();
+    let (chat, _) = start_chat(store, &alice, GroupChoice::New(g), 1, None, instance).await;
+    assert!(store.get_chat(bob.user_id, chat).await.unwrap().is_none());
+    assert!(store
+        .get_chat_group(bob.user_id, g)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .list_chats(bob.user_id, &ChatFilter::default(), page(0, 10, true))
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    let (_, out) = start_chat(store, &bob, GroupChoice::Resume(g), 2, None, instance).await;
+    assert_eq!(
+        out,
+        OpOutcome::GroupNotFound,
+        "another account's group cannot be resumed"
+    );
+    assert!(
+        store
+            .ensure_reconstructions(bob.user_id, &[chat], 3)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no reconstruction for another account's chat"
+    );
+}
+
+async fn revocation_in_batches(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let live = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let (chat, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        1,
+        None,
+        instance,
+    )
+    .await;
+    let (live_chat, _) = start_chat(
+        store,
+        &live,
+        GroupChoice::New(Uuid::new_v4()),
+        1,
+        None,
+        instance,
+    )
+    .await;
+    store.revoke_api_key(who.api_key_id, 2).await.unwrap();
+    let out = store
+        .apply_batch(&[
+            WriteOp::CheckKey {
+                api_key_id: who.api_key_id,
+            },
+            WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: chat,
+                events: vec![event(1, 3, EventRole::User, EventType::UserMessage, "x")],
+            },
+            WriteOp::AppendEvents {
+                api_key_id: live.api_key_id,
+                chat_id: live_chat,
+                events: vec![event(1, 3, EventRole::User, EventType::UserMessage, "y")],
+            },
+            WriteOp::CheckKey {
+                api_key_id: live.api_key_id,
+            },
+            WriteOp::EndChat {
+                api_key_id: who.api_key_id,
+                chat_id: chat,
+                status: ChatStatus::Error,
+                end_timestamp: 4,
+                events: vec![event(
+                    1,
+                    4,
+                    EventRole::System,
+                    EventType::ChatEndMessage,
+                    "",
+                )],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            OpOutcome::KeyRevoked,
+            OpOutcome::KeyRevoked,
+            OpOutcome::Applied,
+            OpOutcome::Applied,
+            OpOutcome::KeyRevoked
+        ]
+    );
+    let c = store.get_chat(who.user_id, chat).await.unwrap().unwrap();
+    assert_eq!(
+        c.event_count, 2,
+        "start + end; the revoked append was dropped"
+    );
+    assert_eq!(
+        c.status,
+        ChatStatus::Error,
+        "EndChat applies even when revoked"
+    );
+    let l = store
+        .get_chat(live.user_id, live_chat)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.event_count, 2);
+}
+
+async fn orphaned_chats(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let dead = Uuid::new_v4();
+    let alive = Uuid::new_v4();
+    store.heartbeat_instance(dead, 10_000).await.unwrap();
+    store.heartbeat_instance(alive, 10_000).await.unwrap();
+    let (orphan, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        10_000,
+        None,
+        dead,
+    )
+    .await;
+    store
+        .apply_batch(&[WriteOp::AppendEvents {
+            api_key_id: who.api_key_id,
+            chat_id: orphan,
+            events: vec![event(
+                1,
+                10_500,
+                EventRole::User,
+                EventType::UserMessage,
+                "last words",
+            )],
+        }])
+        .await
+        .unwrap();
+    let (kept, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        10_000,
+        None,
+        alive,
+    )
+    .await;
+    store.heartbeat_instance(alive, 20_000).await.unwrap();
+    let closed = store.close_orphaned_chats(15_000).await.unwrap();
+    assert!(closed >= 1);
+    let o = store.get_chat(who.user_id, orphan).await.unwrap().unwrap();
+    assert_eq!(o.status, ChatStatus::Error);
+    assert_eq!(o.end_timestamp, Some(10_500), "ends at its last event");
+    assert_eq!(o.event_count, 3);
+    let evs = store
+        .list_chat_events(orphan, page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        evs.items.last().unwrap().event_type,
+        EventType::ChatEndMessage
+    );
+    assert_eq!(evs.items.last().unwrap().timestamp, 10_500);
+    let k = store.get_chat(who.user_id, kept).await.unwrap().unwrap();
+    assert_eq!(
+        k.status,
+        ChatStatus::Active,
+        "a live instance's chat is untouched"
+    );
+    store.remove_instance(alive).await.unwrap();
+    store.close_orphaned_chats(0).await.unwrap();
+    let k = store.get_chat(who.user_id, kept).await.unwrap().unwrap();
+    assert_eq!(
+        k.status,
+        ChatStatus::Error,
+        "an unknown instance's chat is orphaned"
+    );
+}
+
+async fn reconstructions(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let (a, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        1,
+        None,
+        instance,
+    )
+    .await;
+    let (b, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        2,
+        None,
+        instance,
+    )
+    .await;
+    let first = store
+        .ensure_reconstructions(who.user_id, &[a], 100)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].status, ReconstructionStatus::Queued);
+    assert_eq!(first[0].modified_at, 100);
+    assert_eq!(first[0].user_id, who.user_id);
+    let again = store
+        .ensure_reconstructions(who.user_id, &[b, a], 200)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0].chat_id, b);
+    assert_eq!(again[1], first[0], "a second call does not recreate");
+}
+
+async fn large_batches(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let mut chats = Vec::new();
+    for _ in 0..20 {
+        chats.push(
+            start_chat(
+                store,
+                &who,
+                GroupChoice::New(Uuid::new_v4()),
+                1,
+                None,
+                instance,
+            )
+            .await
+            .0,
+        );
+    }
+    let mut ops = Vec::new();
+    for seq in 1..=30 {
+        for c in &chats {
+            ops.push(WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: *c,
+                events: vec![event(
+                    seq,
+                    seq,
+                    EventRole::User,
+                    EventType::UserMessage,
+                    &format!("m{seq}"),
+                )],
+            });
+        }
+    }
+    let out = store.apply_batch(&ops).await.unwrap();
+    assert_eq!(out.len(), 600);
+    assert!(out.iter().all(|o| *o == OpOutcome::Applied));
+    for c in &chats {
+        let chat = store.get_chat(who.user_id, *c).await.unwrap().unwrap();
+        assert_eq!(chat.event_count, 31);
+        let last = store.list_chat_events(*c, page(0, 1, false)).await.unwrap();
+        assert_eq!(last.items[0].message_text.as_deref(), Some("m30"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Colloquy's storage trait: what every database backend must provide.
+//!
+//! Backends (`colloquy-storage-sqlite`, `colloquy-storage-postgres`) implement [`Store`] and
+//! own their migrations. Every backend must pass the shared [`conformance`] suite.
+//!
+//! Writes from chat sessions go through [`Store::apply_batch`]: the server groups the
+//! operations of many sessions into one transaction (group commit) and only acknowledges an
+//! operation to its session once the batch is committed.
+
+pub mod conformance;
+mod error;
+mod model;
+
+pub use error::{StoreError, StoreResult};
+pub use model::*;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// The storage of accounts, keys, chats, chat groups, events and audio reconstructions.
+///
+/// Reads are scoped by `user_id` where an id comes from a caller; a row owned by another
+/// account is reported as absent, never as forbidden.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short backend name (`sqlite`, `postgres`) for logs.
+    fn backend(&self) -> &'static str;
+
+    /// How many concurrent [`Store::apply_batch`] calls the backend benefits from.
+    fn write_concurrency(&self) -> usize {
+        1
+    }
+
+    // ----- accounts and keys -----
+
+    /// Creates an account together with its first API key.
+    async fn create_account(&self, account: &NewAccount, key: &NewApiKey) -> StoreResult<()>;
+
+    /// Adds another key to an existing account.
+    async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
+
+    /// Number of accounts (used to create the first key on an empty database).
+    async fn count_accounts(&self) -> StoreResult<u64>;
+
+    /// All keys, newest first, revoked ones included.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+
+    /// Marks a key revoked; returns false if it does not exist or was already revoked.
+    async fn revoke_api_key(&self, api_key_id: Uuid, now_ms: i64) -> StoreResult<bool>;
+
+    /// The identity behind a live (not revoked) API key, by the key's SHA-256 hash.
+    async fn principal_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<Principal>>;
+
+    /// Remembers an access token (by hash) minted for a key.
+    async fn insert_access_token(
+        &self,
+        token_hash: &str,
+        api_key_id: Uuid,
+        expires_at_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// The identity behind an unexpired access token whose key is still live.
+    async fn principal_by_token_hash(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<Principal>>;
+
+    /// Secret-key hash of a live key, for the client-credentials grant.
+    async fn secret_hash_for_key(&self, key_hash: &str)
+        -> StoreResult<Option<(Principal, String)>>;
+
+    // ----- server instances (crash recovery) -----
+
+    /// Records that a server instance is alive at `now_ms`.
+    async fn heartbeat_instance(&self, instance_id: Uuid, now_ms: i64) -> StoreResult<()>;
+
+    /// Forgets an instance that shut down cleanly.
+    async fn remove_instance(&self, instance_id: Uuid) -> StoreResult<()>;
+
+    /// Ends every `ACTIVE` chat whose server instance has not sent a heartbeat since
+    /// `stale_before_ms` (or is unknown): status `ERROR`, `end_timestamp` = its last event
+    /// time, and a `CHAT_END_MESSAGE` event. Returns the number of chats closed.
+    async fn close_orphaned_chats(&self, stale_before_ms: i64) -> StoreResult<u64>;
+
+    // ----- session writes -----
+
+    /// Applies the operations in one transaction, in order, and reports each one's outcome.
+    /// Operations of a revoked key are not applied ([`OpOutcome::KeyRevoked`]), except
+    /// [`WriteOp::EndChat`], which always closes its chat (and still reports the revocation).
+    async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>>;
+
+    // ----- reads -----
+
+    /// The account's chats, by start time.
+    async fn list_chats(
+        &self,
+        user_id: Uuid,
+        filter: &ChatFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<ChatRecord>>;
+
+    /// One chat of the account.
+    async fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> StoreResult<Option<ChatRecord>>;
+
+    /// Events of one chat, by time.
+    async fn list_chat_events(
+        &self,
+        chat_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<Page<EventRecord>>;
+
+    /// The account's chat groups, by first start time; `config_id` matches the most recent
+    /// chat's config.
+    async fn list_chat_groups(
+        &self,
+        user_id: Uuid,
+        config_id: Option<&str>,
+        page: PageRequest,
+    ) -> StoreResult<Page<GroupRecord>>;
+
+    /// One chat group of the account.
+    async fn get_chat_group(
+        &self,
+        user_id: Uuid,
+        group_id: Uuid,
+    ) -> StoreResult<Option<GroupRecord>>;
+
+    /// The chats of a group, by start time, optionally of one status.
+    async fn list_group_chats(
+        &self,
+        group_id: Uuid,
+        status: Option<colloquy_wire::ChatStatus>,
+        page: PageRequest,
+    ) -> StoreResult<Page<ChatRecord>>;
+
+    /// Events of every chat of a group, by time.
+    async fn list_group_events(
+        &self,
+        group_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<Page<EventRecord>>;
+
+    // ----- audio reconstructions -----
+
+    /// Returns the reconstruction record of each chat, creating missing ones as `QUEUED`
+    /// (exactly one per chat, whatever the concurrency). Chats must belong to `user_id`.
+    async fn ensure_reconstructions(
+        &self,
+        user_id: Uuid,
+        chat_ids: &[Uuid],
+        now_ms: i64,
+    ) -> StoreResult<Vec<ReconstructionRecord>>;
+}

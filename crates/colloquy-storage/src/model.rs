@@ -1,0 +1,367 @@
+//! Rows and requests exchanged with a [`crate::Store`].
+
+use colloquy_wire::{
+    ChatStatus, EventRole, EventType, ReconstructionStatus, ReturnChat, ReturnChatEvent,
+    ReturnChatGroup, ReturnConfigSpec,
+};
+use uuid::Uuid;
+
+/// Who is calling: the owner of a live API key or access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    /// The account (`user_id` on the wire).
+    pub user_id: Uuid,
+    /// The key used (or behind the token used).
+    pub api_key_id: Uuid,
+    /// False for accounts with data retention disabled: nothing of theirs is stored.
+    pub data_retention: bool,
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Account id.
+    pub id: Uuid,
+    /// Optional label.
+    pub name: Option<String>,
+    /// False disables data retention.
+    pub data_retention: bool,
+    /// Epoch ms.
+    pub created_at: i64,
+}
+
+/// A new API key, stored hashed.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Key id.
+    pub id: Uuid,
+    /// Owning account.
+    pub user_id: Uuid,
+    /// Optional label.
+    pub name: Option<String>,
+    /// First characters of the key, shown in listings.
+    pub prefix: String,
+    /// SHA-256 (hex) of the API key.
+    pub key_hash: String,
+    /// SHA-256 (hex) of the secret key.
+    pub secret_hash: String,
+    /// Epoch ms.
+    pub created_at: i64,
+}
+
+/// A stored API key, without its hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Key id.
+    pub id: Uuid,
+    /// Owning account.
+    pub user_id: Uuid,
+    /// Label.
+    pub name: Option<String>,
+    /// First characters of the key.
+    pub prefix: String,
+    /// Epoch ms.
+    pub created_at: i64,
+    /// Epoch ms, if revoked.
+    pub revoked_at: Option<i64>,
+    /// The account's retention flag.
+    pub data_retention: bool,
+}
+
+/// Zero-based page request (`page_number`, `page_size`, `ascending_order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Zero-based page index.
+    pub number: u32,
+    /// Items per page (1..=100 at the API edge).
+    pub size: u32,
+    /// Oldest first when true.
+    pub ascending: bool,
+}
+
+impl PageRequest {
+    /// Rows to skip.
+    pub fn offset(&self) -> i64 {
+        self.number as i64 * self.size as i64
+    }
+
+    /// Number of pages for `total` items at this size.
+    pub fn total_pages(&self, total: u64) -> i64 {
+        (total as i64 + self.size as i64 - 1) / self.size.max(1) as i64
+    }
+}
+
+/// One page of rows plus the size of the whole collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// Rows of the page.
+    pub items: Vec<T>,
+    /// Rows in the whole collection (for `total_pages`).
+    pub total: u64,
+}
+
+/// Filters of `GET /v0/evi/chats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChatFilter {
+    /// Only chats of this status.
+    pub status: Option<ChatStatus>,
+    /// Only chats that used this config id.
+    pub config_id: Option<String>,
+}
+
+/// A stored chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRecord {
+    /// Chat id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Chat group.
+    pub chat_group_id: Uuid,
+    /// Status.
+    pub status: ChatStatus,
+    /// Epoch ms.
+    pub start_timestamp: i64,
+    /// Epoch ms.
+    pub end_timestamp: Option<i64>,
+    /// Events stored so far.
+    pub event_count: i64,
+    /// Stringified JSON.
+    pub metadata: Option<String>,
+    /// Config id, if one was given.
+    pub config_id: Option<String>,
+    /// Config version, if one was given.
+    pub config_version: Option<i64>,
+}
+
+impl From<ChatRecord> for ReturnChat {
+    fn from(c: ChatRecord) -> Self {
+        ReturnChat {
+            id: c.id.to_string(),
+            chat_group_id: c.chat_group_id.to_string(),
+            status: c.status,
+            start_timestamp: c.start_timestamp,
+            end_timestamp: c.end_timestamp,
+            event_count: Some(c.event_count),
+            metadata: c.metadata,
+            config: config_spec(c.config_id, c.config_version),
+        }
+    }
+}
+
+/// Builds a `ReturnConfigSpec` when a config id is known.
+pub fn config_spec(id: Option<String>, version: Option<i64>) -> Option<ReturnConfigSpec> {
+    id.map(|id| ReturnConfigSpec { id, version })
+}
+
+/// A stored chat event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Event id.
+    pub id: Uuid,
+    /// Chat.
+    pub chat_id: Uuid,
+    /// Position in the chat (0-based, strictly increasing).
+    pub seq: i64,
+    /// Epoch ms.
+    pub timestamp: i64,
+    /// Role.
+    pub role: EventRole,
+    /// Type.
+    pub event_type: EventType,
+    /// Content.
+    pub message_text: Option<String>,
+    /// Stringified JSON of prosody scores.
+    pub emotion_features: Option<String>,
+    /// Stringified JSON.
+    pub metadata: Option<String>,
+    /// Related event (for `ASSISTANT_PROSODY`).
+    pub related_event_id: Option<Uuid>,
+}
+
+impl From<EventRecord> for ReturnChatEvent {
+    fn from(e: EventRecord) -> Self {
+        ReturnChatEvent {
+            id: e.id.to_string(),
+            chat_id: e.chat_id.to_string(),
+            timestamp: e.timestamp,
+            role: e.role,
+            event_type: e.event_type,
+            message_text: e.message_text,
+            emotion_features: Some(e.emotion_features.unwrap_or_default()),
+            metadata: Some(e.metadata.unwrap_or_default()),
+            related_event_id: e.related_event_id.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// A stored chat group with its derived fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// Group id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Epoch ms.
+    pub first_start_timestamp: i64,
+    /// Epoch ms.
+    pub most_recent_start_timestamp: i64,
+    /// Chats in the group.
+    pub num_chats: i64,
+    /// Most recent chat.
+    pub most_recent_chat_id: Option<Uuid>,
+    /// Its config id.
+    pub most_recent_config_id: Option<String>,
+    /// Its config version.
+    pub most_recent_config_version: Option<i64>,
+    /// True while a chat of the group is `ACTIVE`.
+    pub active: bool,
+}
+
+impl From<GroupRecord> for ReturnChatGroup {
+    fn from(g: GroupRecord) -> Self {
+        ReturnChatGroup {
+            id: g.id.to_string(),
+            first_start_timestamp: g.first_start_timestamp,
+            most_recent_start_timestamp: g.most_recent_start_timestamp,
+            num_chats: g.num_chats,
+            most_recent_chat_id: g.most_recent_chat_id.map(|id| id.to_string()),
+            most_recent_config: config_spec(g.most_recent_config_id, g.most_recent_config_version),
+            active: Some(g.active),
+        }
+    }
+}
+
+/// A stored audio reconstruction (one per chat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconstructionRecord {
+    /// The chat.
+    pub chat_id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Status.
+    pub status: ReconstructionStatus,
+    /// Object key of the MP4 once written.
+    pub filename: Option<String>,
+    /// Epoch ms of the last status change.
+    pub modified_at: i64,
+    /// Why it failed, for the owner.
+    pub error: Option<String>,
+}
+
+/// A new event to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Event id.
+    pub id: Uuid,
+    /// Position in the chat; the session counts from 0.
+    pub seq: i64,
+    /// Epoch ms (non-decreasing within a chat).
+    pub timestamp: i64,
+    /// Role.
+    pub role: EventRole,
+    /// Type.
+    pub event_type: EventType,
+    /// Content.
+    pub message_text: Option<String>,
+    /// Stringified JSON of prosody scores.
+    pub emotion_features: Option<String>,
+    /// Stringified JSON.
+    pub metadata: Option<String>,
+    /// Related event.
+    pub related_event_id: Option<Uuid>,
+}
+
+/// Whether a new chat starts a new group or resumes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupChoice {
+    /// Create a group with this id.
+    New(Uuid),
+    /// Join this existing group (must belong to the same account).
+    Resume(Uuid),
+}
+
+/// A chat to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChat {
+    /// Chat id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Group to create or join.
+    pub group: GroupChoice,
+    /// Epoch ms.
+    pub start_timestamp: i64,
+    /// Stringified JSON.
+    pub metadata: Option<String>,
+    /// Config id.
+    pub config_id: Option<String>,
+    /// Config version.
+    pub config_version: Option<i64>,
+    /// Server instance hosting the session (crash recovery).
+    pub instance_id: Uuid,
+}
+
+/// One operation of a write batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Create a chat (and its group, or join one) with its first events.
+    StartChat {
+        /// The key that opened the session.
+        api_key_id: Uuid,
+        /// The chat.
+        chat: NewChat,
+        /// First events.
+        events: Vec<NewEvent>,
+    },
+    /// Append events to an active chat.
+    AppendEvents {
+        /// The key that opened the session.
+        api_key_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+        /// Events in order.
+        events: Vec<NewEvent>,
+    },
+    /// Append final events and end the chat.
+    EndChat {
+        /// The key that opened the session.
+        api_key_id: Uuid,
+        /// The chat.
+        chat_id: Uuid,
+        /// Final status (not `ACTIVE`).
+        status: ChatStatus,
+        /// Epoch ms.
+        end_timestamp: i64,
+        /// Final events (e.g. `CHAT_END_MESSAGE`).
+        events: Vec<NewEvent>,
+    },
+    /// Only check that the key is still live (sessions that store nothing).
+    CheckKey {
+        /// The key.
+        api_key_id: Uuid,
+    },
+}
+
+impl WriteOp {
+    /// The key whose liveness gates the operation.
+    pub fn api_key_id(&self) -> Uuid {
+        match self {
+            WriteOp::StartChat { api_key_id, .. }
+            | WriteOp::AppendEvents { api_key_id, .. }
+            | WriteOp::EndChat { api_key_id, .. }
+            | WriteOp::CheckKey { api_key_id } => *api_key_id,
+        }
+    }
+}
+
+/// What happened to one operation of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// Applied and committed.
+    Applied,
+    /// Not applied: the key was revoked.
+    KeyRevoked,
+    /// Not applied: the group to resume does not exist for this account.
+    GroupNotFound,
+}

@@ -1,1 +1,22 @@
+//! Colloquy's server: the chat WebSocket, the chat-history REST API, authentication, and
+//! the plumbing that ties them to a storage backend.
+//!
+//! `build_router(state)` and `start(settings, listener)` are exposed for tests; the
+//! `colloquy` binary is a thin wrapper.
 
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod openapi;
+pub mod params;
+pub mod recorder;
+pub mod rest;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use server::{build_router, open_store, start, RunningServer};

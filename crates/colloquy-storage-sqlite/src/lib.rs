@@ -12,7 +12,7 @@ use rows::*;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -172,11 +172,11 @@ impl Store for SqliteStore {
                 Ok(ApiKeyRecord {
                     id: uuid_col(r, 0)?,
                     user_id: uuid_col(r, 1)?,
-                    name: r.get(2),
-                    prefix: r.get(3),
-                    created_at: r.get(4),
-                    revoked_at: r.get(5),
-                    data_retention: r.get(6),
+                    name: col(r, 2)?,
+                    prefix: col(r, 3)?,
+                    created_at: col(r, 4)?,
+                    revoked_at: col(r, 5)?,
+                    data_retention: col(r, 6)?,
                 })
             })
             .collect()
@@ -253,7 +253,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        row.map(|r| Ok((principal(&r)?, r.get(3)))).transpose()
+        row.map(|r| Ok((principal(&r)?, col(&r, 3)?))).transpose()
     }
 
     async fn heartbeat_instance(&self, instance_id: Uuid, now_ms: i64) -> StoreResult<()> {
@@ -291,10 +291,10 @@ impl Store for SqliteStore {
         .await
         .map_err(db)?;
         for r in &rows {
-            let chat_id: String = r.get(0);
-            let group_id: String = r.get(1);
-            let last: i64 = r.get(2);
-            let seq: i64 = r.get(3);
+            let chat_id: String = col(r, 0)?;
+            let group_id: String = col(r, 1)?;
+            let last: i64 = col(r, 2)?;
+            let seq: i64 = col(r, 3)?;
             sqlx::query(
                 "UPDATE chats SET status = 'ERROR', end_timestamp = ?, event_count = event_count + 1 \
                  WHERE id = ?",
@@ -637,8 +637,9 @@ async fn apply_in_tx(
     if !existing.is_empty() {
         let ids: Vec<Uuid> = existing.into_iter().collect();
         for chunk in ids.chunks(INSERT_CHUNK) {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("SELECT id, chat_group_id FROM chats WHERE id IN (");
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT id, chat_group_id FROM chats WHERE status = 'ACTIVE' AND id IN (",
+            );
             let mut sep = qb.separated(", ");
             for c in chunk {
                 sep.push_bind(c.to_string());
@@ -683,11 +684,11 @@ async fn apply_in_tx(
             } => {
                 if is_revoked {
                     OpOutcome::KeyRevoked
-                } else {
-                    if let Some(g) = groups.get(chat_id) {
-                        queue_events(&mut pending, &mut counters, *chat_id, *g, events);
-                    }
+                } else if let Some(g) = groups.get(chat_id) {
+                    queue_events(&mut pending, &mut counters, *chat_id, *g, events);
                     OpOutcome::Applied
+                } else {
+                    OpOutcome::ChatClosed
                 }
             }
             WriteOp::EndChat {
@@ -697,9 +698,11 @@ async fn apply_in_tx(
                 events,
                 ..
             } => {
-                if let Some(g) = groups.get(chat_id) {
-                    queue_events(&mut pending, &mut counters, *chat_id, *g, events);
-                }
+                let Some(g) = groups.remove(chat_id) else {
+                    outcomes.push(OpOutcome::ChatClosed);
+                    continue;
+                };
+                queue_events(&mut pending, &mut counters, *chat_id, g, events);
                 sqlx::query(
                     "UPDATE chats SET status = ?, end_timestamp = ? \
                      WHERE id = ? AND status = 'ACTIVE'",

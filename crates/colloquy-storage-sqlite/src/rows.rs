@@ -10,6 +10,14 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
+/// Any column, with a decoding failure reported as corruption.
+pub fn col<'r, T>(r: &'r SqliteRow, i: usize) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    r.try_get(i).map_err(corrupt)
+}
+
 /// A UUID stored as text.
 pub fn uuid_col(r: &SqliteRow, i: usize) -> StoreResult<Uuid> {
     let s: String = r.try_get(i).map_err(corrupt)?;

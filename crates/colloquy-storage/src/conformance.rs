@@ -616,6 +616,70 @@ async fn orphaned_chats(store: &dyn Store) {
         ChatStatus::Active,
         "a live instance's chat is untouched"
     );
+    // A session that outlived its closed chat is told so, without failing the batch.
+    let out = store
+        .apply_batch(&[
+            WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: orphan,
+                events: vec![event(
+                    2,
+                    10_600,
+                    EventRole::User,
+                    EventType::UserMessage,
+                    "late",
+                )],
+            },
+            WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: kept,
+                events: vec![event(
+                    1,
+                    10_600,
+                    EventRole::User,
+                    EventType::UserMessage,
+                    "on time",
+                )],
+            },
+            WriteOp::EndChat {
+                api_key_id: who.api_key_id,
+                chat_id: orphan,
+                status: ChatStatus::UserEnded,
+                end_timestamp: 10_700,
+                events: vec![event(
+                    2,
+                    10_700,
+                    EventRole::System,
+                    EventType::ChatEndMessage,
+                    "",
+                )],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            OpOutcome::ChatClosed,
+            OpOutcome::Applied,
+            OpOutcome::ChatClosed
+        ]
+    );
+    let o = store.get_chat(who.user_id, orphan).await.unwrap().unwrap();
+    assert_eq!(
+        (o.status, o.event_count),
+        (ChatStatus::Error, 3),
+        "unchanged"
+    );
+    assert_eq!(
+        store
+            .get_chat(who.user_id, kept)
+            .await
+            .unwrap()
+            .unwrap()
+            .event_count,
+        2
+    );
     store.remove_instance(alive).await.unwrap();
     store.close_orphaned_chats(0).await.unwrap();
     let k = store.get_chat(who.user_id, kept).await.unwrap().unwrap();

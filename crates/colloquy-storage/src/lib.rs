@@ -88,6 +88,8 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the operations in one transaction, in order, and reports each one's outcome.
     /// Operations of a revoked key are not applied ([`OpOutcome::KeyRevoked`]), except
     /// [`WriteOp::EndChat`], which always closes its chat (and still reports the revocation).
+    /// Appending to or ending a chat that is not `ACTIVE` (or does not exist) applies nothing
+    /// and reports [`OpOutcome::ChatClosed`], so one stale session never fails a whole batch.
     async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>>;
 
     // ----- reads -----

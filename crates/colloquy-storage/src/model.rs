@@ -87,7 +87,8 @@ impl PageRequest {
 
     /// Number of pages for `total` items at this size.
     pub fn total_pages(&self, total: u64) -> i64 {
-        (total as i64 + self.size as i64 - 1) / self.size.max(1) as i64
+        let size = self.size.max(1) as i64;
+        (total as i64 + size - 1) / size
     }
 }
 
@@ -364,4 +365,6 @@ pub enum OpOutcome {
     KeyRevoked,
     /// Not applied: the group to resume does not exist for this account.
     GroupNotFound,
+    /// Not applied: the chat is no longer `ACTIVE` (for example crash recovery closed it).
+    ChatClosed,
 }

@@ -1,0 +1,334 @@
+//! Settings: defaults < TOML file < `COLLOQUY_*` environment < command-line flags.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Every setting of `colloquy serve`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on (`host:port`; port 0 picks a free port).
+    pub listen: String,
+    /// Folder for the SQLite database, the instance lock and local audio.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `colloquy.db` inside `data_dir`.
+    pub database_url: Option<String>,
+    /// Base URL printed at start and used in signed links; default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Chat session limits.
+    pub chat: ChatSettings,
+    /// Database tuning.
+    pub database: DatabaseSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// Chat session limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSettings {
+    /// End a chat as `INACTIVITY_TIMEOUT` after this long without a client message.
+    pub inactivity_timeout_secs: u64,
+    /// End a chat as `MAX_DURATION_TIMEOUT` after this long.
+    pub max_duration_secs: u64,
+    /// Largest accepted socket message; bigger ones get an `error` and are dropped.
+    pub max_message_bytes: usize,
+}
+
+/// Database tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// SQLite `synchronous`: `full` (fsync each commit) or `normal`.
+    pub sqlite_synchronous: String,
+    /// Connections of the PostgreSQL pool.
+    pub postgres_max_connections: u32,
+    /// Most operations group-committed in one transaction.
+    pub max_batch: usize,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// `tracing` filter, e.g. `info` or `colloquy_server=debug,info`.
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./colloquy-data"),
+            database_url: None,
+            public_url: None,
+            chat: ChatSettings::default(),
+            database: DatabaseSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            inactivity_timeout_secs: 120,
+            max_duration_secs: 1800,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            sqlite_synchronous: "full".into(),
+            postgres_max_connections: 16,
+            max_batch: 512,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Values given as command-line flags; `None` leaves the lower layers in charge.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagOverrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named config file does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// A layer holds an invalid value.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the layers in order: defaults, `config_file` (TOML), `COLLOQUY_*` environment
+    /// variables (nested keys with `__`, e.g. `COLLOQUY_CHAT__MAX_DURATION_SECS`), then flags.
+    pub fn load(config_file: Option<&Path>, flags: &FlagOverrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config_file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig
+            .merge(
+                Env::prefixed("COLLOQUY_")
+                    .ignore(&["CONFIG", "BASE_URL", "TEST_POSTGRES", "TEST_POSTGRES_URL"])
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(flags));
+        let settings: Settings = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.chat.inactivity_timeout_secs == 0 {
+            return bad("chat.inactivity_timeout_secs must be at least 1".into());
+        }
+        if self.chat.max_duration_secs == 0 {
+            return bad("chat.max_duration_secs must be at least 1".into());
+        }
+        if self.chat.max_message_bytes < 1024 {
+            return bad("chat.max_message_bytes must be at least 1024".into());
+        }
+        if !["full", "normal"].contains(&self.database.sqlite_synchronous.as_str()) {
+            return bad(format!(
+                "database.sqlite_synchronous must be `full` or `normal`, not `{}`",
+                self.database.sqlite_synchronous
+            ));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return bad(format!(
+                "log.format must be `text` or `json`, not `{}`",
+                self.log.format
+            ));
+        }
+        if self.database.max_batch == 0 {
+            return bad("database.max_batch must be at least 1".into());
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return bad(format!(
+                    "database_url must start with sqlite:, postgres:// or postgresql:// (got `{}`)",
+                    redact_url(url)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("colloquy.db").display()),
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("public_url", &self.public_url)
+            .field("chat", &self.chat)
+            .field("database", &self.database)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.rsplit_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// A commented example configuration with every setting at its default.
+pub const EXAMPLE_TOML: &str = r#"# Colloquy configuration. Every setting is optional; shown values are the defaults.
+# Precedence: defaults < this file (--config / COLLOQUY_CONFIG) < COLLOQUY_* environment
+# variables (nested keys joined with "__", e.g. COLLOQUY_CHAT__MAX_DURATION_SECS=600)
+# < command-line flags.
+
+# Address to listen on. Port 0 picks a free port (the real address is printed).
+listen = "127.0.0.1:8080"                # COLLOQUY_LISTEN, --listen
+
+# Folder for the SQLite database, the instance lock and local audio files.
+data_dir = "./colloquy-data"             # COLLOQUY_DATA_DIR, --data-dir
+
+# Database. Default: SQLite at <data_dir>/colloquy.db. A postgres:// URL selects PostgreSQL.
+# database_url = "postgres://colloquy:secret@127.0.0.1:5432/colloquy"   # COLLOQUY_DATABASE_URL
+
+# Base URL printed at start-up and used for links; default http://<listen>.
+# public_url = "https://colloquy.example.com"
+
+[chat]
+# End a chat as INACTIVITY_TIMEOUT after this many seconds without a client message.
+inactivity_timeout_secs = 120
+# End a chat as MAX_DURATION_TIMEOUT after this many seconds.
+max_duration_secs = 1800
+# Largest accepted socket message in bytes; larger ones are refused with an `error` message
+# and the session goes on (messages over 4x this size close the socket with code 1009).
+max_message_bytes = 16777216
+
+[database]
+# SQLite durability: "full" fsyncs every group commit; "normal" survives process crashes only.
+sqlite_synchronous = "full"
+# Size of the PostgreSQL connection pool.
+postgres_max_connections = 16
+# Most socket operations group-committed in one transaction.
+max_batch = 512
+
+[log]
+# "text" or "json".
+format = "text"
+# tracing filter, e.g. "info" or "colloquy_server=debug,info". RUST_LOG overrides it.
+filter = "info"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_to_the_defaults() {
+        let parsed: Settings = toml::from_str(EXAMPLE_TOML).unwrap();
+        let defaults = Settings::default();
+        assert_eq!(format!("{parsed:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "listen = \"0.0.0.0:1\"\ndata_dir = \"/from-file\"\n[chat]\nmax_duration_secs = 60\n",
+            )?;
+            jail.set_env("COLLOQUY_DATA_DIR", "/from-env");
+            jail.set_env("COLLOQUY_CHAT__INACTIVITY_TIMEOUT_SECS", "7");
+            let flags = FlagOverrides {
+                listen: Some("127.0.0.1:9".into()),
+                ..Default::default()
+            };
+            let s = Settings::load(Some(Path::new("c.toml")), &flags).unwrap();
+            assert_eq!(s.listen, "127.0.0.1:9", "flag beats file");
+            assert_eq!(s.data_dir, PathBuf::from("/from-env"), "env beats file");
+            assert_eq!(s.chat.max_duration_secs, 60, "file beats default");
+            assert_eq!(s.chat.inactivity_timeout_secs, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[log]\nformat = \"xml\"\n")?;
+            let err = Settings::load(Some(Path::new("c.toml")), &Default::default()).unwrap_err();
+            assert!(err.to_string().contains("log.format"), "{err}");
+            jail.create_file("d.toml", "lisen = \"x\"\n")?;
+            let err = Settings::load(Some(Path::new("d.toml")), &Default::default()).unwrap_err();
+            assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        let s = Settings {
+            database_url: Some("postgres://u:pw@h/db".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{s:?}").contains("pw"));
+    }
+}

@@ -1,0 +1,58 @@
+//! The OpenAPI 3.1 document served at `GET /openapi.json`.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Every REST endpoint and schema.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Colloquy",
+        description = "Self-hosted EVI chat history: chats, chat groups, chat events and audio \
+                       reconstruction, wire-compatible with Hume's EVI API."
+    ),
+    paths(
+        crate::rest::list_chats,
+        crate::rest::list_chat_events,
+        crate::rest::get_chat_audio,
+        crate::rest::list_chat_groups,
+        crate::rest::get_chat_group,
+        crate::rest::list_chat_group_events,
+        crate::rest::get_chat_group_audio,
+        crate::auth::token,
+        crate::server::healthz,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "chats", description = "Chats and their events"),
+        (name = "chat_groups", description = "Chat groups"),
+        (name = "auth", description = "Access tokens"),
+        (name = "ops", description = "Operations"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Hume-Api-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
+
+/// The document as JSON.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,715 @@
+//! The chat WebSocket `/v0/evi/chat`: one connection is one chat.
+//!
+//! Every client message is handled in order. A message that produces events is answered
+//! (echoed) only after its events are committed through the [`Recorder`]; every message,
+//! recorded or not, also re-checks that the session's API key is still live. Bad input
+//! gets an `error` message and the session goes on.
+
+mod capture;
+pub mod connect;
+pub mod settings;
+
+use crate::auth::{authenticate, find_credentials};
+use crate::clock::now_ms;
+use crate::error::ApiError;
+use crate::recorder::RecordError;
+use crate::state::AppState;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use capture::ChunkLog;
+use colloquy_storage::{GroupChoice, NewChat, NewEvent, OpOutcome, Principal, WriteOp};
+use colloquy_wire::socket::{
+    ChatMessage, ClientMessage, Inference, MillisecondInterval, ServerMessage, SessionSettings,
+};
+use colloquy_wire::{ChatStatus, EventRole, EventType};
+use connect::ConnectParams;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::{sleep_until, Instant};
+use uuid::Uuid;
+
+/// How much larger than `max_message_bytes` a message may be before the transport itself
+/// refuses it and closes the socket (below that, it is refused with an `error` only).
+const HARD_LIMIT_FACTOR: usize = 4;
+
+/// `GET /v0/evi/chat`: authenticates the upgrade (401 on bad credentials) and runs a session.
+pub async fn chat_socket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let principal = match find_credentials(&headers, &pairs) {
+        Ok(creds) => match authenticate(&state, creds).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        },
+        Err(e) => return e.into_response(),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::BadRequest {
+                code: "websocket_required",
+                message: format!(
+                    "this is the chat WebSocket; connect with a WebSocket client ({e})"
+                ),
+            }
+            .into_response()
+        }
+    };
+    let params = ConnectParams::parse(&pairs);
+    let limit = state.settings.chat.max_message_bytes;
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limit.saturating_mul(2))
+        .max_message_size(limit.saturating_mul(HARD_LIMIT_FACTOR))
+        .max_frame_size(limit.saturating_mul(HARD_LIMIT_FACTOR))
+        .on_upgrade(move |socket| {
+            let sessions = state.sessions.clone();
+            sessions.track_future(Session::start(state, principal, params, socket))
+        })
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    ClientClosed,
+    Inactivity,
+    MaxDuration,
+    Shutdown,
+    KeyRevoked,
+    StoreFailed,
+    ChatClosed,
+    TooBig,
+}
+
+impl End {
+    fn status(self) -> ChatStatus {
+        match self {
+            End::ClientClosed => ChatStatus::UserEnded,
+            End::Inactivity => ChatStatus::InactivityTimeout,
+            End::MaxDuration => ChatStatus::MaxDurationTimeout,
+            End::Shutdown | End::KeyRevoked | End::StoreFailed | End::ChatClosed | End::TooBig => {
+                ChatStatus::Error
+            }
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            End::ClientClosed => "client_closed",
+            End::Inactivity => "inactivity_timeout",
+            End::MaxDuration => "max_duration_timeout",
+            End::Shutdown => "server_shutdown",
+            End::KeyRevoked => "api_key_revoked",
+            End::StoreFailed => "storage_failure",
+            End::ChatClosed => "chat_closed_by_recovery",
+            End::TooBig => "message_too_big",
+        }
+    }
+
+    fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            End::ClientClosed => (1000, "chat ended"),
+            End::Inactivity => (1000, "inactivity timeout"),
+            End::MaxDuration => (1000, "maximum chat duration reached"),
+            End::Shutdown => (1012, "server restarting"),
+            End::KeyRevoked => (1008, "API key revoked"),
+            End::StoreFailed => (1011, "storage failure"),
+            End::ChatClosed => (1011, "chat closed by the server"),
+            End::TooBig => (1009, "message too big"),
+        }
+    }
+}
+
+struct Session {
+    state: AppState,
+    socket: WebSocket,
+    who: Principal,
+    chat_id: Uuid,
+    group_id: Uuid,
+    request_id: String,
+    start_ms: i64,
+    last_ts: i64,
+    next_seq: i64,
+    settings: SessionSettings,
+    paused: bool,
+    user_audio: ChunkLog,
+}
+
+impl Session {
+    async fn start(
+        state: AppState,
+        who: Principal,
+        params: Result<ConnectParams, String>,
+        socket: WebSocket,
+    ) {
+        let chat_id = Uuid::new_v4();
+        let start_ms = now_ms();
+        let mut s = Session {
+            user_audio: ChunkLog::new(
+                state
+                    .audio_dir
+                    .join(chat_id.to_string())
+                    .join("user.chunks"),
+            ),
+            state,
+            socket,
+            who,
+            chat_id,
+            group_id: Uuid::new_v4(),
+            request_id: Uuid::new_v4().to_string(),
+            start_ms,
+            last_ts: start_ms,
+            next_seq: 0,
+            settings: SessionSettings::default(),
+            paused: false,
+        };
+        let params = match params {
+            Ok(p) => p,
+            Err(msg) => return s.refuse("E0200", "invalid_connect_parameters", msg).await,
+        };
+        if !s.open(params).await {
+            return;
+        }
+        let end = s.run().await;
+        s.finish(end).await;
+    }
+
+    /// Creates the chat (or joins the group) and sends `chat_metadata`; false if refused.
+    async fn open(&mut self, params: ConnectParams) -> bool {
+        let group = match params.resumed_chat_group_id {
+            Some(g) if !self.who.data_retention => {
+                let _ = g;
+                self.refuse(
+                    "E0202",
+                    "resume_unavailable",
+                    "resuming a chat group is not available because data retention is disabled \
+                     for this account; connect without resumed_chat_group_id"
+                        .into(),
+                )
+                .await;
+                return false;
+            }
+            Some(g) => GroupChoice::Resume(g),
+            None => GroupChoice::New(self.group_id),
+        };
+        if let GroupChoice::Resume(g) = group {
+            self.group_id = g;
+        }
+        let mut events = vec![self.event(EventRole::System, EventType::ChatStartMessage, "")];
+        if let Some(s) = params.session_settings {
+            events.extend(self.settings_events(&s));
+            self.apply_settings(s);
+        }
+        let mut metadata = json!({ "request_id": self.request_id });
+        if let Some(csid) = &self.settings.custom_session_id {
+            metadata["custom_session_id"] = json!(csid);
+        }
+        let op = if self.who.data_retention {
+            WriteOp::StartChat {
+                api_key_id: self.who.api_key_id,
+                chat: NewChat {
+                    id: self.chat_id,
+                    user_id: self.who.user_id,
+                    group,
+                    start_timestamp: self.start_ms,
+                    metadata: Some(metadata.to_string()),
+                    config_id: params.config_id.clone(),
+                    config_version: params.config_version,
+                    instance_id: self.state.instance_id,
+                },
+                events,
+            }
+        } else {
+            WriteOp::CheckKey {
+                api_key_id: self.who.api_key_id,
+            }
+        };
+        match self.state.recorder.submit(op).await {
+            Ok(OpOutcome::Applied) => {}
+            Ok(OpOutcome::GroupNotFound) => {
+                let msg = format!(
+                    "chat group {} was not found for this account; pass the chat_group_id from a \
+                     previous chat_metadata message or from GET /v0/evi/chat_groups",
+                    self.group_id
+                );
+                self.refuse("E0201", "chat_group_not_found", msg).await;
+                return false;
+            }
+            Ok(OpOutcome::ChatClosed) => {
+                self.refuse(
+                    "I0100",
+                    "storage_failure",
+                    "the chat could not be created".into(),
+                )
+                .await;
+                return false;
+            }
+            Ok(OpOutcome::KeyRevoked) => {
+                self.refuse(
+                    "E0300",
+                    "api_key_revoked",
+                    "this API key was revoked".into(),
+                )
+                .await;
+                return false;
+            }
+            Err(e) => {
+                self.refuse("I0100", "storage_failure", storage_message(&e))
+                    .await;
+                return false;
+            }
+        }
+        tracing::info!(chat_id = %self.chat_id, chat_group_id = %self.group_id, "chat started");
+        let meta = ServerMessage::ChatMetadata {
+            chat_id: self.chat_id.to_string(),
+            chat_group_id: self.group_id.to_string(),
+            request_id: self.request_id.clone(),
+        };
+        self.send(&meta).await
+    }
+
+    /// Sends an `error` and closes without leaving a chat behind.
+    async fn refuse(&mut self, code: &str, slug: &str, message: String) {
+        tracing::info!(code, slug, %message, "chat refused");
+        self.send_error(code, slug, message).await;
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code: 1008,
+                reason: slug.to_string().into(),
+            })))
+            .await;
+    }
+
+    async fn run(&mut self) -> End {
+        let chat = &self.state.settings.chat;
+        let inactivity = Duration::from_secs(chat.inactivity_timeout_secs);
+        let max_duration =
+            sleep_until(Instant::now() + Duration::from_secs(chat.max_duration_secs));
+        let idle = sleep_until(Instant::now() + inactivity);
+        tokio::pin!(max_duration, idle);
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return End::Shutdown,
+                _ = &mut max_duration => return End::MaxDuration,
+                _ = &mut idle => return End::Inactivity,
+                msg = self.socket.recv() => msg,
+            };
+            let step = match msg {
+                None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "socket read failed");
+                    return if is_capacity_error(&e) {
+                        End::TooBig
+                    } else {
+                        End::ClientClosed
+                    };
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Binary(b))) => {
+                    idle.as_mut().reset(Instant::now() + inactivity);
+                    self.check_key().await.and(
+                        self.client_error(
+                            "E0101",
+                            "invalid_message",
+                            format!(
+                                "binary frames ({} bytes) are not accepted; send JSON text frames \
+                                 (audio goes base64-encoded in an audio_input message)",
+                                b.len()
+                            ),
+                        )
+                        .await,
+                    )
+                }
+                Some(Ok(Message::Text(t))) => {
+                    idle.as_mut().reset(Instant::now() + inactivity);
+                    self.handle_text(t.as_str()).await
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn handle_text(&mut self, text: &str) -> Result<(), End> {
+        let limit = self.state.settings.chat.max_message_bytes;
+        if text.len() > limit {
+            self.check_key().await?;
+            return self
+                .client_error(
+                    "E0102",
+                    "message_too_large",
+                    format!(
+                        "the message is {} bytes; the limit is {limit} bytes (chat.max_message_bytes). \
+                         Send audio in smaller chunks (about 20-100 ms each)",
+                        text.len()
+                    ),
+                )
+                .await;
+        }
+        let msg = match ClientMessage::parse(text) {
+            Ok((m, _)) => m,
+            Err(e) => {
+                self.check_key().await?;
+                return self
+                    .client_error(e.code(), e.slug(), e.message().to_string())
+                    .await;
+            }
+        };
+        match msg {
+            ClientMessage::UserInput(input) => {
+                let offset = self.offset_now();
+                let ev = self.event(EventRole::User, EventType::UserMessage, &input.text);
+                self.record(vec![ev]).await?;
+                self.send_or_end(&ServerMessage::UserMessage {
+                    message: ChatMessage {
+                        role: "user".into(),
+                        content: Some(input.text),
+                    },
+                    models: Inference::default(),
+                    time: MillisecondInterval {
+                        begin: offset,
+                        end: offset,
+                    },
+                    from_text: true,
+                    interim: false,
+                })
+                .await
+            }
+            ClientMessage::AssistantInput(input) => {
+                let ev = self.event(EventRole::Agent, EventType::AgentMessage, &input.text);
+                let id = ev.id.to_string();
+                self.record(vec![ev]).await?;
+                self.send_or_end(&ServerMessage::AssistantMessage {
+                    id,
+                    message: ChatMessage {
+                        role: "assistant".into(),
+                        content: Some(input.text),
+                    },
+                    models: Inference::default(),
+                    from_text: true,
+                    is_quick_response: false,
+                })
+                .await?;
+                self.send_or_end(&ServerMessage::AssistantEnd {}).await
+            }
+            ClientMessage::SessionSettings(s) => {
+                if let Err(msg) = settings::validate(&s) {
+                    self.check_key().await?;
+                    return self.client_error("E0101", "invalid_message", msg).await;
+                }
+                let events = self.settings_events(&s);
+                self.record(events).await?;
+                self.apply_settings(s);
+                Ok(())
+            }
+            ClientMessage::AudioInput(audio) => {
+                let bytes = match base64::engine::general_purpose::STANDARD
+                    .decode(audio.data.trim())
+                {
+                    Ok(b) if !b.is_empty() => b,
+                    Ok(_) => {
+                        self.check_key().await?;
+                        return self
+                            .client_error(
+                                "E0104",
+                                "invalid_audio",
+                                "audio_input.data is empty; send base64-encoded audio".into(),
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        self.check_key().await?;
+                        return self
+                            .client_error(
+                                "E0104",
+                                "invalid_audio",
+                                format!("audio_input.data is not valid base64 ({e}); encode the audio bytes with standard base64"),
+                            )
+                            .await;
+                    }
+                };
+                let offset = self.offset_now();
+                if self.user_audio.chunks() == 0 {
+                    let ev = self.event(EventRole::User, EventType::UserRecordingStartMessage, "");
+                    self.record(vec![ev]).await?;
+                } else {
+                    self.check_key().await?;
+                }
+                if self.who.data_retention {
+                    if let Err(e) = self.user_audio.append(offset, &bytes).await {
+                        tracing::error!(chat_id = %self.chat_id, error = %e, "audio capture failed");
+                        return self
+                            .client_error(
+                                "I0101",
+                                "audio_capture_failed",
+                                "the server could not store this audio chunk; the chat goes on"
+                                    .into(),
+                            )
+                            .await;
+                    }
+                }
+                Ok(())
+            }
+            ClientMessage::ToolResponse(r) => {
+                let meta = serde_json::to_value(&r).map(|mut v| {
+                    v["type"] = json!("tool_response");
+                    v.to_string()
+                });
+                let mut ev =
+                    self.event(EventRole::Tool, EventType::FunctionCallResponse, &r.content);
+                ev.metadata = meta.ok();
+                self.record(vec![ev]).await
+            }
+            ClientMessage::ToolError(r) => {
+                let meta = serde_json::to_value(&r).map(|mut v| {
+                    v["type"] = json!("tool_error");
+                    v.to_string()
+                });
+                let mut ev = self.event(EventRole::Tool, EventType::FunctionCallResponse, &r.error);
+                ev.metadata = meta.ok();
+                self.record(vec![ev]).await
+            }
+            ClientMessage::PauseAssistantMessage => {
+                self.paused = true;
+                let ev = self.event(EventRole::User, EventType::PauseOnset, "");
+                self.record(vec![ev]).await
+            }
+            ClientMessage::ResumeAssistantMessage => {
+                self.paused = false;
+                let ev = self.event(EventRole::User, EventType::ResumeOnset, "");
+                self.record(vec![ev]).await
+            }
+        }
+    }
+
+    /// Ends the chat: records the end, then lets the close handshake finish.
+    async fn finish(&mut self, end: End) {
+        if let Err(e) = self.user_audio.finish().await {
+            tracing::error!(chat_id = %self.chat_id, error = %e, "audio flush failed");
+        }
+        let end_ts = self.next_ts();
+        if self.who.data_retention {
+            let mut ev = self.event(EventRole::System, EventType::ChatEndMessage, "");
+            ev.timestamp = end_ts;
+            ev.metadata = Some(
+                json!({ "status": end.status().as_str(), "reason": end.reason() }).to_string(),
+            );
+            let op = WriteOp::EndChat {
+                api_key_id: self.who.api_key_id,
+                chat_id: self.chat_id,
+                status: end.status(),
+                end_timestamp: end_ts,
+                events: vec![ev],
+            };
+            if let Err(e) = self.state.recorder.submit(op).await {
+                tracing::error!(chat_id = %self.chat_id, error = %e, "could not record the end of the chat; it will be closed as ERROR by crash recovery");
+            }
+        }
+        tracing::info!(chat_id = %self.chat_id, status = %end.status(), reason = end.reason(), "chat ended");
+        let farewell = match end {
+            End::KeyRevoked => Some((
+                "E0300",
+                "api_key_revoked",
+                "this API key was revoked; the chat has ended".to_string(),
+            )),
+            End::StoreFailed => Some((
+                "I0100",
+                "storage_failure",
+                "the server could not store this chat; it has ended".to_string(),
+            )),
+            End::ChatClosed => Some((
+                "I0102",
+                "chat_closed",
+                "the server closed this chat during crash recovery; reconnect (with \
+                 resumed_chat_group_id to continue the conversation)"
+                    .to_string(),
+            )),
+            End::TooBig => Some((
+                "E0102",
+                "message_too_large",
+                format!(
+                    "a message exceeded {} bytes, so the connection was closed; send audio in \
+                     smaller chunks",
+                    self.state.settings.chat.max_message_bytes * HARD_LIMIT_FACTOR
+                ),
+            )),
+            _ => None,
+        };
+        if let Some((code, slug, message)) = farewell {
+            self.send_error(code, slug, message).await;
+        }
+        let (code, reason) = end.close_frame();
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+
+    /// Commits events (or, when nothing is retained, re-checks the key).
+    async fn record(&mut self, events: Vec<NewEvent>) -> Result<(), End> {
+        let op = if self.who.data_retention {
+            WriteOp::AppendEvents {
+                api_key_id: self.who.api_key_id,
+                chat_id: self.chat_id,
+                events,
+            }
+        } else {
+            WriteOp::CheckKey {
+                api_key_id: self.who.api_key_id,
+            }
+        };
+        self.submit(op).await
+    }
+
+    async fn check_key(&mut self) -> Result<(), End> {
+        self.submit(WriteOp::CheckKey {
+            api_key_id: self.who.api_key_id,
+        })
+        .await
+    }
+
+    async fn submit(&mut self, op: WriteOp) -> Result<(), End> {
+        match self.state.recorder.submit(op).await {
+            Ok(OpOutcome::Applied) => Ok(()),
+            Ok(OpOutcome::KeyRevoked) => Err(End::KeyRevoked),
+            Ok(OpOutcome::GroupNotFound) => Err(End::StoreFailed),
+            Ok(OpOutcome::ChatClosed) => Err(End::ChatClosed),
+            Err(RecordError::Closed) => Err(End::Shutdown),
+            Err(e) => {
+                tracing::error!(chat_id = %self.chat_id, error = %e, "recording failed");
+                Err(End::StoreFailed)
+            }
+        }
+    }
+
+    fn settings_events(&mut self, s: &SessionSettings) -> Vec<NewEvent> {
+        let mut events = vec![self.event(
+            EventRole::User,
+            EventType::SessionSettings,
+            &settings::event_text(s),
+        )];
+        if let Some(prompt) = &s.system_prompt {
+            events.push(self.event(EventRole::System, EventType::SystemPrompt, prompt));
+        }
+        events
+    }
+
+    /// Merges new settings into the session's: given fields replace earlier ones.
+    fn apply_settings(&mut self, s: SessionSettings) {
+        let cur = &mut self.settings;
+        macro_rules! take {
+            ($($f:ident),*) => { $( if s.$f.is_some() { cur.$f = s.$f; } )* };
+        }
+        take!(
+            audio,
+            builtin_tools,
+            context,
+            custom_session_id,
+            event_limit,
+            language_model_api_key,
+            metadata,
+            system_prompt,
+            tools,
+            variables,
+            voice_id
+        );
+    }
+
+    /// A new event with the next sequence number and a non-decreasing timestamp.
+    fn event(&mut self, role: EventRole, event_type: EventType, text: &str) -> NewEvent {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        NewEvent {
+            id: Uuid::new_v4(),
+            seq,
+            timestamp: self.next_ts(),
+            role,
+            event_type,
+            message_text: Some(text.to_string()),
+            emotion_features: None,
+            metadata: None,
+            related_event_id: None,
+        }
+    }
+
+    fn next_ts(&mut self) -> i64 {
+        self.last_ts = self.last_ts.max(now_ms());
+        self.last_ts
+    }
+
+    fn offset_now(&mut self) -> i64 {
+        self.next_ts() - self.start_ms
+    }
+
+    async fn send(&mut self, msg: &ServerMessage) -> bool {
+        let text = match serde_json::to_string(msg) {
+            Ok(t) => t,
+            Err(_) => return false,
+        };
+        self.socket.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    async fn send_or_end(&mut self, msg: &ServerMessage) -> Result<(), End> {
+        if self.send(msg).await {
+            Ok(())
+        } else {
+            Err(End::ClientClosed)
+        }
+    }
+
+    async fn send_error(&mut self, code: &str, slug: &str, message: String) -> bool {
+        let request_id = Some(self.request_id.clone());
+        self.send(&ServerMessage::Error {
+            code: code.into(),
+            slug: slug.into(),
+            message,
+            request_id,
+        })
+        .await
+    }
+
+    /// Answers a bad client message with an `error`; the session goes on.
+    async fn client_error(&mut self, code: &str, slug: &str, message: String) -> Result<(), End> {
+        tracing::debug!(chat_id = %self.chat_id, code, %message, "bad client message");
+        if self.send_error(code, slug, message).await {
+            Ok(())
+        } else {
+            Err(End::ClientClosed)
+        }
+    }
+}
+
+fn storage_message(e: &RecordError) -> String {
+    match e {
+        RecordError::Closed => "the server is shutting down; reconnect in a moment".into(),
+        RecordError::Database(_) => {
+            "the server could not store the chat; try again later (details are in the server log)"
+                .into()
+        }
+    }
+}
+
+fn is_capacity_error(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Message too big")
+}

@@ -1,0 +1,46 @@
+//! State shared by every request and session.
+
+use crate::config::Settings;
+use crate::recorder::Recorder;
+use colloquy_storage::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// Cheap-to-clone handle on the server's shared state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Group-commit writer for session events.
+    pub recorder: Recorder,
+    /// Settings in effect.
+    pub settings: Settings,
+    /// This process's instance id (owner of its sessions' chats).
+    pub instance_id: Uuid,
+    /// Cancelled when the server shuts down; sessions end themselves.
+    pub shutdown: CancellationToken,
+    /// Running chat sessions, awaited at shutdown.
+    pub sessions: TaskTracker,
+    /// Where sessions spool captured audio.
+    pub audio_dir: PathBuf,
+}
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,330 @@
+//! Tests against a throwaway database (skipped without a server; see [`crate::testing`]).
+
+use super::*;
+use crate::testing::with_database;
+use colloquy_storage::conformance::{new_account, start_chat};
+use std::sync::Arc;
+
+async fn open(url: &str) -> Arc<PostgresStore> {
+    Arc::new(
+        PostgresStore::open(url, &PostgresSettings::default())
+            .await
+            .expect("open store"),
+    )
+}
+
+fn event(seq: i64, ts: i64, ty: EventType) -> NewEvent {
+    NewEvent {
+        id: Uuid::new_v4(),
+        seq,
+        timestamp: ts,
+        role: EventRole::User,
+        event_type: ty,
+        message_text: Some(format!("m{seq}")),
+        emotion_features: None,
+        metadata: None,
+        related_event_id: None,
+    }
+}
+
+/// Starts `n` chats of `who` on `instance`.
+async fn start_chats(
+    store: &PostgresStore,
+    who: &Principal,
+    n: usize,
+    instance: Uuid,
+) -> Vec<Uuid> {
+    let mut chats = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (id, out) = start_chat(
+            store,
+            who,
+            GroupChoice::New(Uuid::new_v4()),
+            1,
+            None,
+            instance,
+        )
+        .await;
+        assert_eq!(out, OpOutcome::Applied);
+        chats.push(id);
+    }
+    chats
+}
+
+async fn migration_count(store: &PostgresStore) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        assert_eq!(store.backend(), "postgres");
+        assert_eq!(store.write_concurrency(), 4);
+        colloquy_storage::conformance::run_all(&*store).await;
+        store.close().await;
+        // Reopening applies no migration twice and keeps the data.
+        let again = open(&url).await;
+        assert!(again.count_accounts().await.unwrap() > 0);
+        assert_eq!(
+            migration_count(&again).await,
+            MIGRATOR.iter().count() as i64
+        );
+        again.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_together_migrate_once() {
+    with_database(|url| async move {
+        let opens = (0..4).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { open(&url).await })
+        });
+        let mut stores = Vec::new();
+        for h in opens {
+            stores.push(h.await.unwrap());
+        }
+        assert_eq!(
+            migration_count(&stores[0]).await,
+            MIGRATOR.iter().count() as i64
+        );
+        for s in stores {
+            s.close().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_immutable() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        let who = new_account(&*store, true).await;
+        start_chats(&store, &who, 1, Uuid::new_v4()).await;
+        let err = sqlx::query("UPDATE chat_events SET message_text = 'changed'")
+            .execute(&store.pool)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("chat events are immutable"),
+            "{err}"
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_reconstructions() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        let who = new_account(&*store, true).await;
+        let instance = Uuid::new_v4();
+        let per_writer: Vec<Vec<Uuid>> = {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(start_chats(&store, &who, 5, instance).await);
+            }
+            v
+        };
+        let all: Vec<Uuid> = per_writer.iter().flatten().copied().collect();
+
+        let mut tasks = Vec::new();
+        for chats in per_writer.clone() {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for seq in 1..=50i64 {
+                    let ops: Vec<WriteOp> = chats
+                        .iter()
+                        .map(|&chat_id| {
+                            let events = vec![event(seq, seq, EventType::UserMessage)];
+                            if seq == 50 {
+                                WriteOp::EndChat {
+                                    api_key_id: who.api_key_id,
+                                    chat_id,
+                                    status: ChatStatus::UserEnded,
+                                    end_timestamp: seq,
+                                    events,
+                                }
+                            } else {
+                                WriteOp::AppendEvents {
+                                    api_key_id: who.api_key_id,
+                                    chat_id,
+                                    events,
+                                }
+                            }
+                        })
+                        .collect();
+                    let out = store.apply_batch(&ops).await.expect("apply batch");
+                    assert!(out.iter().all(|o| *o == OpOutcome::Applied));
+                }
+            }));
+        }
+        let mut recons = Vec::new();
+        for k in 0..4usize {
+            let store = store.clone();
+            let mut ids = all.clone();
+            ids.rotate_left(k * 5);
+            if k % 2 == 1 {
+                ids.reverse();
+            }
+            recons.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for round in 0..5 {
+                    let recs = store
+                        .ensure_reconstructions(who.user_id, &ids, (k * 100 + round) as i64)
+                        .await
+                        .expect("ensure reconstructions");
+                    assert_eq!(
+                        recs.iter().map(|r| r.chat_id).collect::<Vec<_>>(),
+                        ids,
+                        "records come back in the requested order"
+                    );
+                    seen.extend(recs);
+                }
+                seen
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut first: HashMap<Uuid, ReconstructionRecord> = HashMap::new();
+        for r in recons {
+            for rec in r.await.unwrap() {
+                let kept = first.entry(rec.chat_id).or_insert_with(|| rec.clone());
+                assert_eq!(*kept, rec, "every caller sees the same single record");
+            }
+        }
+        assert_eq!(first.len(), all.len());
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audio_reconstructions")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, all.len() as i64, "exactly one record per chat");
+
+        for chat_id in &all {
+            let c = store
+                .get_chat(who.user_id, *chat_id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.event_count, 51);
+            assert_eq!(c.status, ChatStatus::UserEnded);
+            let evs = store
+                .list_chat_events(
+                    *chat_id,
+                    PageRequest {
+                        number: 0,
+                        size: 100,
+                        ascending: true,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(evs.items.len(), 51);
+            assert!(evs.items.windows(2).all(|w| w[0].seq < w[1].seq));
+        }
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlapping_batches_do_not_deadlock() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        let who = new_account(&*store, true).await;
+        let chats = start_chats(&store, &who, 10, Uuid::new_v4()).await;
+        let mut tasks = Vec::new();
+        for t in 0..4i64 {
+            let store = store.clone();
+            let mut order = chats.clone();
+            order.rotate_left(t as usize * 3);
+            if t % 2 == 1 {
+                order.reverse();
+            }
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20i64 {
+                    let ops: Vec<WriteOp> = order
+                        .iter()
+                        .map(|&chat_id| WriteOp::AppendEvents {
+                            api_key_id: who.api_key_id,
+                            chat_id,
+                            events: vec![event(1 + t * 1000 + i, 10 + i, EventType::UserMessage)],
+                        })
+                        .collect();
+                    store.apply_batch(&ops).await.expect("apply batch");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for chat_id in &chats {
+            let c = store
+                .get_chat(who.user_id, *chat_id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.event_count, 1 + 4 * 20);
+        }
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reapers_close_each_chat_once() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        let who = new_account(&*store, true).await;
+        let dead = Uuid::new_v4();
+        store.heartbeat_instance(dead, 1).await.unwrap();
+        let chats = start_chats(&store, &who, 30, dead).await;
+        let reapers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.close_orphaned_chats(100).await.unwrap() })
+            })
+            .collect();
+        let mut closed = 0;
+        for r in reapers {
+            closed += r.await.unwrap();
+        }
+        assert_eq!(closed, chats.len() as u64);
+        for chat_id in &chats {
+            let c = store
+                .get_chat(who.user_id, *chat_id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.status, ChatStatus::Error);
+            assert_eq!(c.event_count, 2);
+            let evs = store
+                .list_chat_events(
+                    *chat_id,
+                    PageRequest {
+                        number: 0,
+                        size: 10,
+                        ascending: true,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(evs.items.len(), 2, "one end event");
+            assert_eq!(evs.items[1].event_type, EventType::ChatEndMessage);
+            assert_eq!(evs.items[1].seq, 1);
+            assert_eq!(
+                evs.items[1].metadata.as_deref(),
+                Some(r#"{"reason":"server_failure"}"#)
+            );
+        }
+        store.close().await;
+    })
+    .await;
+}

@@ -38,9 +38,11 @@ pub fn validate(s: &SessionSettings) -> Result<(), String> {
         match m.get("type") {
             None | Some(Value::Null) => {}
             Some(Value::String(t)) if t == "persistent" || t == "temporary" => {}
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "session_settings.context.type must be `persistent` or `temporary` (got {other})"
-            )),
+            ))
+            }
         }
     }
     if let Some(vars) = &s.variables {

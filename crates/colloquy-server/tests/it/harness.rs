@@ -1,0 +1,199 @@
+//! Starts the real server on 127.0.0.1:0 against SQLite (temp dir) or PostgreSQL (a
+//! throwaway database) and gives tests a socket client and a REST client.
+
+use colloquy_server::keys::{create_account_key, CreatedKey};
+use colloquy_server::{RunningServer, Settings};
+use colloquy_storage_postgres::testing::TestDatabase;
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::future::Future;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<(Self, Option<TestDatabase>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDatabase::create().await?),
+        };
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            database_url: db.as_ref().map(|d| d.url().to_string()),
+            ..Settings::default()
+        };
+        tweak(&mut settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = colloquy_server::start(settings, listener).await.unwrap();
+        let base = server.base_url();
+        Some((
+            TestServer {
+                server: Some(server),
+                http: reqwest::Client::new(),
+                base,
+                dir,
+            },
+            db,
+        ))
+    }
+
+    pub fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub async fn key(&self, retention: bool) -> CreatedKey {
+        create_account_key(
+            self.running().state.store.as_ref(),
+            Some("test".into()),
+            retention,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!(
+            "{}/v0/evi/chat?{query}",
+            self.base.replace("http://", "ws://")
+        )
+    }
+
+    /// Connects with the key in the header; returns the socket and `chat_metadata`.
+    pub async fn connect(&self, key: &str, query: &str) -> (Ws, Value) {
+        let mut req = self.ws_url(query).into_client_request().unwrap();
+        req.headers_mut()
+            .insert("X-Hume-Api-Key", key.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
+        let meta = recv_json(&mut ws).await;
+        assert_eq!(meta["type"], "chat_metadata", "first message: {meta}");
+        (ws, meta)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("X-Hume-Api-Key", key)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Every event of a chat, oldest first, paging with `page_size`.
+    pub async fn all_events(&self, key: &str, chat_id: &str, page_size: u32) -> Vec<Value> {
+        let mut out = Vec::new();
+        for page in 0.. {
+            let (status, body) = self
+                .get(
+                    key,
+                    &format!("/v0/evi/chats/{chat_id}?page_size={page_size}&page_number={page}"),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let items = body["events_page"].as_array().unwrap().clone();
+            if items.is_empty() {
+                break;
+            }
+            out.extend(items);
+        }
+        out
+    }
+
+    pub async fn stop(mut self, db: Option<TestDatabase>) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        if let Some(db) = db {
+            db.drop_database().await;
+        }
+    }
+}
+
+/// Runs `body` against a fresh server on each backend (PostgreSQL is skipped with a note when
+/// unreachable, unless `COLLOQUY_TEST_POSTGRES=required`).
+pub async fn on_each_backend<F, Fut>(tweak: fn(&mut Settings), body: F)
+where
+    F: Fn(TestServer) -> Fut,
+    Fut: Future<Output = TestServer>,
+{
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some((server, db)) = TestServer::start(backend, tweak).await else {
+            continue;
+        };
+        let server = body(server).await;
+        server.stop(db).await;
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// Reads for up to `wait`; the close code if the server closed the socket meanwhile.
+pub async fn recv_until_close(ws: &mut Ws, wait: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Close(c)))) => {
+                return Some(c.map(|c| u16::from(c.code)).unwrap_or(1005))
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return Some(1006),
+        }
+    }
+}
+
+/// Next text message as JSON (fails after 10 s).
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("socket closed")
+            .expect("socket error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("socket closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Waits for the server's close frame; returns its code.
+pub async fn recv_close(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(c)))) => return c.map(|c| u16::from(c.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return None,
+            Err(_) => panic!("timed out waiting for close"),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The REST API: pagination, filters, errors, tenancy, tokens, audio records, OpenAPI.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+
+/// Opens and closes `n` chats (each with one user message) in one group; returns chat ids.
+async fn make_chats(srv: &TestServer, key: &str, n: usize, query: &str) -> (Vec<String>, String) {
+    let mut ids = Vec::new();
+    let mut group: Option<String> = None;
+    for i in 0..n {
+        let q = match &group {
+            Some(g) => format!("{query}&resumed_chat_group_id={g}"),
+            None => query.to_string(),
+        };
+        let (mut ws, meta) = srv.connect(key, &q).await;
+        send_json(
+            &mut ws,
+            json!({"type": "user_input", "text": format!("chat {i}")}),
+        )
+        .await;
+        recv_json(&mut ws).await;
+        futures::SinkExt::close(&mut ws).await.unwrap();
+        let _ = recv_close(&mut ws).await;
+        ids.push(meta["chat_id"].as_str().unwrap().to_string());
+        group.get_or_insert(meta["chat_group_id"].as_str().unwrap().to_string());
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    (ids, group.unwrap())
+}
+
+#[tokio::test]
+async fn pagination_filters_and_groups() {
+    on_each_backend(|_| {}, |srv| async move {
+        let key = srv.key(true).await;
+        let k = key.api_key.as_str();
+        let cfg = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+        let (ids, group) = make_chats(&srv, k, 5, &format!("config_id={cfg}&config_version=2")).await;
+        let (other, _) = make_chats(&srv, k, 1, "").await;
+
+        let (_, p0) = srv.get(k, "/v0/evi/chats?page_size=2&page_number=0").await;
+        assert_eq!(p0["total_pages"], 3);
+        assert_eq!(p0["pagination_direction"], "ASC");
+        assert_eq!(p0["chats_page"][0]["id"], ids[0].as_str());
+        assert_eq!(p0["chats_page"][0]["config"], json!({"id": cfg, "version": 2}));
+        assert_eq!(p0["chats_page"][0]["event_count"], 3);
+        let (_, p2) = srv.get(k, "/v0/evi/chats?page_size=2&page_number=2").await;
+        assert_eq!(p2["chats_page"][0]["id"], ids[4].as_str());
+        assert_eq!(p2["chats_page"][1]["id"], other[0].as_str());
+        let (status, past) = srv.get(k, "/v0/evi/chats?page_size=2&page_number=3").await;
+        assert_eq!((status, past["chats_page"].clone()), (200, json!([])), "past the end: empty page");
+        let (_, desc) = srv.get(k, "/v0/evi/chats?ascending_order=false&page_size=1").await;
+        assert_eq!(desc["chats_page"][0]["id"], other[0].as_str());
+        assert_eq!(desc["pagination_direction"], "DESC");
+
+        let (_, by_cfg) = srv.get(k, &format!("/v0/evi/chats?config_id={cfg}&page_size=100")).await;
+        assert_eq!(by_cfg["chats_page"].as_array().unwrap().len(), 5);
+        let (_, ended) = srv.get(k, "/v0/evi/chats?status=USER_ENDED").await;
+        assert_eq!(ended["chats_page"].as_array().unwrap().len(), 6.min(10));
+        let (_, active) = srv.get(k, "/v0/evi/chats?status=ACTIVE").await;
+        assert_eq!(active["chats_page"], json!([]));
+
+        let (_, groups) = srv.get(k, "/v0/evi/chat_groups").await;
+        let gs = groups["chat_groups_page"].as_array().unwrap();
+        assert_eq!(gs.len(), 2);
+        assert_eq!(gs[0]["id"], group.as_str());
+        assert_eq!(gs[0]["num_chats"], 5);
+        assert_eq!(gs[0]["most_recent_chat_id"], ids[4].as_str());
+        assert_eq!(gs[0]["most_recent_config"], json!({"id": cfg, "version": 2}));
+        assert_eq!(gs[0]["active"], false);
+        let (_, gcfg) = srv.get(k, &format!("/v0/evi/chat_groups?config_id={cfg}")).await;
+        assert_eq!(gcfg["chat_groups_page"].as_array().unwrap().len(), 1);
+
+        let (_, g) = srv.get(k, &format!("/v0/evi/chat_groups/{group}?page_size=2&page_number=1&ascending_order=false")).await;
+        assert_eq!(g["num_chats"], 5);
+        assert_eq!(g["total_pages"], 3);
+        assert_eq!(g["chats_page"][0]["id"], ids[2].as_str());
+        let (_, gst) = srv.get(k, &format!("/v0/evi/chat_groups/{group}?status=ERROR")).await;
+        assert_eq!(gst["chats_page"], json!([]));
+        assert_eq!(gst["num_chats"], 5, "num_chats counts the whole group");
+
+        let (_, ge) = srv.get(k, &format!("/v0/evi/chat_groups/{group}/events?page_size=100")).await;
+        let evs = ge["events_page"].as_array().unwrap();
+        assert_eq!(evs.len(), 15);
+        let texts: Vec<&str> = evs.iter().filter(|e| e["type"] == "USER_MESSAGE").map(|e| e["message_text"].as_str().unwrap()).collect();
+        assert_eq!(texts, vec!["chat 0", "chat 1", "chat 2", "chat 3", "chat 4"]);
+        assert_eq!(ge["total_pages"], 1);
+
+        // Audio: one record per chat, created once, QUEUED, no URL yet.
+        let (_, a1) = srv.get(k, &format!("/v0/evi/chats/{}/audio", ids[0])).await;
+        assert_eq!(a1["status"], "QUEUED");
+        assert_eq!(a1["id"], ids[0].as_str());
+        assert_eq!(a1["user_id"], key.user_id.to_string());
+        assert_eq!(a1["signed_audio_url"], Value::Null);
+        let (_, a2) = srv.get(k, &format!("/v0/evi/chats/{}/audio", ids[0])).await;
+        assert_eq!(a1, a2, "repeated calls return the same record");
+        let (_, ga) = srv.get(k, &format!("/v0/evi/chat_groups/{group}/audio?page_size=2")).await;
+        assert_eq!(ga["num_chats"], 5);
+        assert_eq!(ga["total_pages"], 3);
+        let recs = ga["audio_reconstructions_page"].as_array().unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0], a1);
+        assert_eq!(recs[1]["id"], ids[1].as_str());
+        srv
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn errors_are_json_and_tenants_are_isolated() {
+    on_each_backend(
+        |_| {},
+        |srv| async move {
+            let alice = srv.key(true).await;
+            let bob = srv.key(true).await;
+            let (ids, group) = make_chats(&srv, &alice.api_key, 1, "").await;
+            let chat = &ids[0];
+            for path in [
+                format!("/v0/evi/chats/{chat}"),
+                format!("/v0/evi/chats/{chat}/audio"),
+                format!("/v0/evi/chat_groups/{group}"),
+                format!("/v0/evi/chat_groups/{group}/events"),
+                format!("/v0/evi/chat_groups/{group}/audio"),
+            ] {
+                let (status, body) = srv.get(&bob.api_key, &path).await;
+                assert_eq!(status, 404, "{path}: another account's id is not found");
+                assert_eq!(body["code"], "not_found");
+                assert!(body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("for this account"));
+            }
+            let bad = [
+                ("/v0/evi/chats?page_size=0", "page_size"),
+                ("/v0/evi/chats?page_size=101", "page_size"),
+                ("/v0/evi/chats?page_number=-1", "page_number"),
+                ("/v0/evi/chats?ascending_order=maybe", "ascending_order"),
+                ("/v0/evi/chats?status=DONE", "status"),
+                ("/v0/evi/chats?config_id=abc", "config_id"),
+                ("/v0/evi/chats/not-a-uuid", "chat id"),
+                ("/v0/evi/chat_groups/not-a-uuid/events", "chat group id"),
+                ("/v0/evi/chat_groups?page_size=x", "page_size"),
+            ];
+            for (path, names) in bad {
+                let (status, body) = srv.get(&alice.api_key, path).await;
+                assert_eq!(status, 400, "{path}");
+                assert_eq!(body["error"], "Bad Request");
+                assert!(
+                    body["message"].as_str().unwrap().contains(names),
+                    "{path}: {body}"
+                );
+            }
+            let (status, body) = srv.get("wrong-key", "/v0/evi/chats").await;
+            assert_eq!(status, 401);
+            assert_eq!(body["code"], "unauthorized");
+            let resp = srv
+                .http
+                .get(format!("{}/v0/evi/chats", srv.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 401);
+            let (status, body) = srv.get(&alice.api_key, "/v0/evi/nothing").await;
+            assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+            let resp = srv
+                .http
+                .delete(format!("{}/v0/evi/chats", srv.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 405);
+            srv
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn client_credentials_tokens_work_for_rest_and_sockets() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let token_url = format!("{}/oauth2-cc/token", srv.base);
+    let resp = srv
+        .http
+        .post(&token_url)
+        .basic_auth(&key.api_key, Some(&key.secret_key))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["expires_in"], 1800);
+    assert_eq!(body["token_type"], "Bearer");
+    let token = body["access_token"].as_str().unwrap().to_string();
+
+    let resp = srv
+        .http
+        .get(format!("{}/v0/evi/chats", srv.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(srv.ws_url(&format!("access_token={token}")))
+            .await
+            .unwrap();
+    assert_eq!(recv_json(&mut ws).await["type"], "chat_metadata");
+
+    let wrong = srv
+        .http
+        .post(&token_url)
+        .basic_auth(&key.api_key, Some("not-the-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let grant = srv
+        .http
+        .post(&token_url)
+        .basic_auth(&key.api_key, Some(&key.secret_key))
+        .form(&[("grant_type", "password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), 400);
+    let body: Value = grant.json().await.unwrap();
+    assert_eq!(body["code"], "unsupported_grant_type");
+    srv.stop(None).await;
+}
+
+#[tokio::test]
+async fn openapi_lists_every_endpoint_and_schema() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let (status, doc) = srv.get("", "/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v0/evi/chats",
+        "/v0/evi/chats/{id}",
+        "/v0/evi/chats/{id}/audio",
+        "/v0/evi/chat_groups",
+        "/v0/evi/chat_groups/{id}",
+        "/v0/evi/chat_groups/{id}/events",
+        "/v0/evi/chat_groups/{id}/audio",
+        "/oauth2-cc/token",
+    ] {
+        assert!(doc["paths"][path].is_object(), "missing {path}");
+    }
+    let schemas = &doc["components"]["schemas"];
+    let chat = &schemas["ReturnChat"];
+    let mut required: Vec<&str> = chat["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    required.sort();
+    assert_eq!(
+        required,
+        vec!["chat_group_id", "id", "start_timestamp", "status"]
+    );
+    assert!(schemas["ReturnChatEvent"]["properties"]["type"].is_object());
+    srv.stop(None).await;
+}

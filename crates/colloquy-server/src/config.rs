@@ -274,6 +274,7 @@ filter = "info"
 "#;
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
 

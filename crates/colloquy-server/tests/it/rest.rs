@@ -55,7 +55,7 @@ async fn pagination_filters_and_groups() {
         let (_, by_cfg) = srv.get(k, &format!("/v0/evi/chats?config_id={cfg}&page_size=100")).await;
         assert_eq!(by_cfg["chats_page"].as_array().unwrap().len(), 5);
         let (_, ended) = srv.get(k, "/v0/evi/chats?status=USER_ENDED").await;
-        assert_eq!(ended["chats_page"].as_array().unwrap().len(), 6.min(10));
+        assert_eq!(ended["chats_page"].as_array().unwrap().len(), 6);
         let (_, active) = srv.get(k, "/v0/evi/chats?status=ACTIVE").await;
         assert_eq!(active["chats_page"], json!([]));
 

@@ -146,11 +146,41 @@ pub trait Store: Send + Sync + 'static {
     // ----- audio reconstructions -----
 
     /// Returns the reconstruction record of each chat, creating missing ones as `QUEUED`
-    /// (exactly one per chat, whatever the concurrency). Chats must belong to `user_id`.
+    /// together with their job, in the same transaction (exactly one record and one job per
+    /// chat, whatever the concurrency). Chats must belong to `user_id`.
     async fn ensure_reconstructions(
         &self,
         user_id: Uuid,
         chat_ids: &[Uuid],
         now_ms: i64,
     ) -> StoreResult<Vec<ReconstructionRecord>>;
+
+    /// Claims the oldest runnable reconstruction job for `worker`: its chat has ended and it
+    /// is unleased or its lease expired (a crashed worker's job is taken again). The record
+    /// becomes `IN_PROGRESS`. Jobs already tried `max_attempts` times end as `ERROR` instead.
+    async fn claim_reconstruction(
+        &self,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        max_attempts: i64,
+    ) -> StoreResult<Option<ClaimedJob>>;
+
+    /// Extends the lease of a job `worker` holds; false if it lost the lease.
+    async fn renew_reconstruction_lease(
+        &self,
+        chat_id: Uuid,
+        worker: &str,
+        until_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Records the result of a job `worker` holds and removes the job; false (and nothing
+    /// changed) if it lost the lease, so a job finishes exactly once.
+    async fn finish_reconstruction(
+        &self,
+        chat_id: Uuid,
+        worker: &str,
+        result: &JobResult,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
 }

@@ -368,3 +368,33 @@ pub enum OpOutcome {
     /// Not applied: the chat is no longer `ACTIVE` (for example crash recovery closed it).
     ChatClosed,
 }
+
+/// A reconstruction job claimed by a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// The chat to reconstruct.
+    pub chat_id: Uuid,
+    /// Its owner.
+    pub user_id: Uuid,
+    /// 1 on the first try.
+    pub attempt: i64,
+    /// When the chat started (epoch ms).
+    pub chat_start_ms: i64,
+    /// When it ended (epoch ms).
+    pub chat_end_ms: i64,
+}
+
+/// How a reconstruction job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    /// The MP4 is stored under `filename`.
+    Complete {
+        /// Object key of the file.
+        filename: String,
+    },
+    /// It failed for good; `reason` is shown to the owner.
+    Failed {
+        /// Human-readable reason.
+        reason: String,
+    },
+}

@@ -22,8 +22,70 @@ pub struct Settings {
     pub chat: ChatSettings,
     /// Database tuning.
     pub database: DatabaseSettings,
+    /// Object store for audio.
+    pub storage: StorageSettings,
+    /// Audio capture and reconstruction.
+    pub audio: AudioSettings,
     /// Logging.
     pub log: LogSettings,
+}
+
+/// Where audio objects live: `<data_dir>/objects` unless `bucket` is set (S3-compatible).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// S3 bucket; setting it selects the S3 store.
+    pub bucket: Option<String>,
+    /// S3 endpoint URL, for S3-compatible servers (MinIO, Ceph, moto…).
+    pub endpoint: Option<String>,
+    /// S3 region (default `us-east-1`).
+    pub region: Option<String>,
+    /// S3 access key id.
+    pub access_key_id: Option<String>,
+    /// S3 secret access key.
+    pub secret_access_key: Option<String>,
+    /// Secret for signing local download URLs; default: generated once into
+    /// `<data_dir>/signing.key`. Servers sharing one database must share it.
+    pub signing_secret: Option<String>,
+}
+
+impl fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("StorageSettings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("signing_secret", &hidden(&self.signing_secret))
+            .finish()
+    }
+}
+
+/// Audio capture and reconstruction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioSettings {
+    /// Reconstruction workers inside `colloquy serve` (0: only `colloquy worker` processes).
+    pub workers: usize,
+    /// Put the user on the left channel and the assistant on the right.
+    pub stereo_split: bool,
+    /// A worker's claim on a job lasts this long unless renewed (it renews every third).
+    pub job_lease_secs: u64,
+    /// Attempts before a job whose worker keeps dying ends as `ERROR`.
+    pub job_max_attempts: u32,
+}
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            stereo_split: false,
+            job_lease_secs: 30,
+            job_max_attempts: 3,
+        }
+    }
 }
 
 /// Chat session limits.
@@ -69,6 +131,8 @@ impl Default for Settings {
             public_url: None,
             chat: ChatSettings::default(),
             database: DatabaseSettings::default(),
+            storage: StorageSettings::default(),
+            audio: AudioSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -176,6 +240,17 @@ impl Settings {
                 self.log.format
             ));
         }
+        if self.audio.job_lease_secs < 3 {
+            return bad("audio.job_lease_secs must be at least 3".into());
+        }
+        if self.audio.job_max_attempts == 0 {
+            return bad("audio.job_max_attempts must be at least 1".into());
+        }
+        if self.storage.bucket.is_none()
+            && (self.storage.endpoint.is_some() || self.storage.access_key_id.is_some())
+        {
+            return bad("storage.endpoint and storage.access_key_id need storage.bucket".into());
+        }
         if self.database.max_batch == 0 {
             return bad("database.max_batch must be at least 1".into());
         }
@@ -214,6 +289,8 @@ impl fmt::Debug for Settings {
             .field("public_url", &self.public_url)
             .field("chat", &self.chat)
             .field("database", &self.database)
+            .field("storage", &self.storage)
+            .field("audio", &self.audio)
             .field("log", &self.log)
             .finish()
     }
@@ -265,6 +342,28 @@ sqlite_synchronous = "full"
 postgres_max_connections = 16
 # Most socket operations group-committed in one transaction.
 max_batch = 512
+
+[storage]
+# Audio objects (captured segments, reconstructed MP4s). Default: <data_dir>/objects.
+# Setting a bucket selects an S3-compatible store:
+# bucket = "colloquy-audio"
+# endpoint = "http://127.0.0.1:9000"     # omit for AWS S3
+# region = "us-east-1"
+# access_key_id = "..."
+# secret_access_key = "..."
+# Secret for signing local download URLs. Default: generated once into <data_dir>/signing.key.
+# Servers that share a database must share this secret.
+# signing_secret = "..."
+
+[audio]
+# Reconstruction workers inside `colloquy serve` (0 leaves the work to `colloquy worker`).
+workers = 1
+# Stereo output with the user on the left and the assistant on the right (default: mono mix).
+stereo_split = false
+# A worker's claim on a job lasts this long unless renewed; a crashed worker's job is retried.
+job_lease_secs = 30
+# Attempts before a job whose worker keeps dying ends as ERROR.
+job_max_attempts = 3
 
 [log]
 # "text" or "json".

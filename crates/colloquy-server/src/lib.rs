@@ -5,10 +5,12 @@
 //! `colloquy` binary is a thin wrapper.
 
 pub mod auth;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod objects;
 pub mod openapi;
 pub mod params;
 pub mod recorder;

@@ -41,7 +41,8 @@ impl Query {
                 Ok(n) if (0..=i64::from(u32::MAX)).contains(&n) => n as u32,
                 Ok(n) => {
                     return Err(ApiError::invalid(format!(
-                        "page_number must be 0 or greater (got {n})"
+                        "page_number must be between 0 and {} (got {n})",
+                        u32::MAX
                     )))
                 }
                 Err(_) => {
@@ -147,7 +148,9 @@ mod tests {
             .unwrap_err()
             .contains("between 1 and 100"));
         assert!(page("page_size=101").unwrap_err().contains("(got 101)"));
-        assert!(page("page_number=-1").unwrap_err().contains("0 or greater"));
+        assert!(page("page_number=-1")
+            .unwrap_err()
+            .contains("between 0 and"));
         assert!(page("page_number=x").unwrap_err().contains("whole number"));
         assert!(page("ascending_order=maybe")
             .unwrap_err()

@@ -2,6 +2,7 @@
 
 use crate::config::{redact_url, Settings};
 use crate::error::ApiError;
+use crate::objects::Objects;
 use crate::recorder::Recorder;
 use crate::state::{AppState, Inner};
 use crate::{auth, openapi, rest, session, telemetry};
@@ -213,7 +214,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         );
     }
     let recorder = Recorder::start(store.clone(), settings.database.max_batch);
-    let audio_dir = settings.data_dir.join("audio");
+    let objects = Objects::open(&settings.storage, &settings.data_dir)?;
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -221,7 +222,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         instance_id,
         shutdown: CancellationToken::new(),
         sessions: TaskTracker::new(),
-        audio_dir,
+        objects,
     });
     let heartbeat = tokio::spawn(heartbeat(store, instance_id));
     let tracker = state.sessions.clone();

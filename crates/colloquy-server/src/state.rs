@@ -1,9 +1,9 @@
 //! State shared by every request and session.
 
 use crate::config::Settings;
+use crate::objects::Objects;
 use crate::recorder::Recorder;
 use colloquy_storage::Store;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,8 +27,8 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// Running chat sessions, awaited at shutdown.
     pub sessions: TaskTracker,
-    /// Where sessions spool captured audio.
-    pub audio_dir: PathBuf,
+    /// Object store for captured audio and reconstructions.
+    pub objects: Objects,
 }
 
 impl AppState {

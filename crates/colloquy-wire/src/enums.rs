@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
             $(#[serde(rename = $wire)] $variant,)+
         }
@@ -23,6 +23,18 @@ macro_rules! wire_enum {
                 match self { $($name::$variant => $wire,)+ }
             }
         }
+
+        // Written by hand: the derive does not see `serde(rename)` through the macro.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($wire,)+]))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {}
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,6 +165,15 @@ mod tests {
         }
         assert_eq!(EventType::ALL.len(), 13);
         assert_eq!(ReconstructionStatus::Cancelled.as_str(), "CANCELLED");
+    }
+
+    #[test]
+    fn openapi_uses_wire_spellings() {
+        let schema = serde_json::to_value(<ChatStatus as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["enum"][1], "USER_ENDED");
+        let schema =
+            serde_json::to_value(<PaginationDirection as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(["ASC", "DESC"]));
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! recorded or not, also re-checks that the session's API key is still live. Bad input
 //! gets an `error` message and the session goes on.
 
-mod capture;
 pub mod connect;
 pub mod settings;
 
 use crate::auth::{authenticate, find_credentials};
+use crate::capture::{CapturedFormat, VoiceRecorder};
 use crate::clock::now_ms;
 use crate::error::ApiError;
+use crate::objects::Voice;
 use crate::recorder::RecordError;
 use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -20,7 +21,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use capture::ChunkLog;
 use colloquy_storage::{GroupChoice, NewChat, NewEvent, OpOutcome, Principal, WriteOp};
 use colloquy_wire::socket::{
     ChatMessage, ClientMessage, Inference, MillisecondInterval, ServerMessage, SessionSettings,
@@ -143,7 +143,8 @@ struct Session {
     next_seq: i64,
     settings: SessionSettings,
     paused: bool,
-    user_audio: ChunkLog,
+    user_chunks: u64,
+    user_audio: Option<VoiceRecorder>,
 }
 
 impl Session {
@@ -156,12 +157,8 @@ impl Session {
         let chat_id = Uuid::new_v4();
         let start_ms = now_ms();
         let mut s = Session {
-            user_audio: ChunkLog::new(
-                state
-                    .audio_dir
-                    .join(chat_id.to_string())
-                    .join("user.chunks"),
-            ),
+            user_chunks: 0,
+            user_audio: None,
             state,
             socket,
             who,
@@ -301,11 +298,25 @@ impl Session {
         tokio::pin!(max_duration, idle);
         let shutdown = self.state.shutdown.clone();
         loop {
+            let flush_at = self
+                .user_audio
+                .as_ref()
+                .and_then(VoiceRecorder::flush_deadline);
+            let flush_due = async move {
+                match flush_at {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let msg = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
                 _ = &mut max_duration => return End::MaxDuration,
                 _ = &mut idle => return End::Inactivity,
+                _ = flush_due => {
+                    self.flush_audio().await;
+                    continue;
+                }
                 msg = self.socket.recv() => msg,
             };
             let step = match msg {
@@ -444,14 +455,27 @@ impl Session {
                     }
                 };
                 let offset = self.offset_now();
-                if self.user_audio.chunks() == 0 {
+                if self.user_chunks == 0 {
                     let ev = self.event(EventRole::User, EventType::UserRecordingStartMessage, "");
                     self.record(vec![ev]).await?;
                 } else {
                     self.check_key().await?;
                 }
+                self.user_chunks += 1;
                 if self.who.data_retention {
-                    if let Err(e) = self.user_audio.append(offset, &bytes).await {
+                    let format = match &self.settings.audio {
+                        Some(a) => CapturedFormat::Linear16 {
+                            sample_rate: a.sample_rate,
+                            channels: a.channels as u16,
+                        },
+                        None => CapturedFormat::Container,
+                    };
+                    let (objects, user, chat) =
+                        (self.state.objects.clone(), self.who.user_id, self.chat_id);
+                    let recorder = self.user_audio.get_or_insert_with(|| {
+                        VoiceRecorder::new(objects, user, chat, Voice::User, format)
+                    });
+                    if let Err(e) = recorder.append(offset, &bytes).await {
                         tracing::error!(chat_id = %self.chat_id, error = %e, "audio capture failed");
                         return self
                             .client_error(
@@ -499,9 +523,7 @@ impl Session {
 
     /// Ends the chat: records the end, then lets the close handshake finish.
     async fn finish(&mut self, end: End) {
-        if let Err(e) = self.user_audio.finish().await {
-            tracing::error!(chat_id = %self.chat_id, error = %e, "audio flush failed");
-        }
+        self.flush_audio().await;
         let end_ts = self.next_ts();
         if self.who.data_retention {
             let mut ev = self.event(EventRole::System, EventType::ChatEndMessage, "");
@@ -561,6 +583,15 @@ impl Session {
                 reason: reason.into(),
             })))
             .await;
+    }
+
+    /// Writes buffered audio to the object store.
+    async fn flush_audio(&mut self) {
+        if let Some(rec) = self.user_audio.as_mut() {
+            if let Err(e) = rec.flush().await {
+                tracing::error!(chat_id = %self.chat_id, error = %e, "audio flush failed");
+            }
+        }
     }
 
     /// Commits events (or, when nothing is retained, re-checks the key).

@@ -79,12 +79,22 @@ pub fn validate(s: &SessionSettings) -> Result<(), String> {
     Ok(())
 }
 
+/// What a recorded `language_model_api_key` is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
 /// `message_text` of a `SESSION_SETTINGS` event: the settings in wire form with
-/// `"type":"session_settings"`, every `variables` value as a string.
+/// `"type":"session_settings"`, every `variables` value as a string, and the
+/// `language_model_api_key` redacted (chat history must not leak credentials).
 pub fn event_text(s: &SessionSettings) -> String {
     let mut v = serde_json::to_value(s).unwrap_or_else(|_| Value::Object(Default::default()));
     if let Value::Object(m) = &mut v {
         m.insert("type".into(), Value::String("session_settings".into()));
+        if m.contains_key("language_model_api_key") {
+            m.insert(
+                "language_model_api_key".into(),
+                Value::String(REDACTED.into()),
+            );
+        }
         if let Some(Value::Object(vars)) = m.get_mut("variables") {
             for val in vars.values_mut() {
                 if !val.is_string() {
@@ -113,6 +123,16 @@ mod tests {
         assert_eq!(v["variables"]["n"], "30");
         assert_eq!(v["variables"]["ok"], "true");
         assert_eq!(v["event_limit"], 5);
+    }
+
+    #[test]
+    fn credentials_are_not_recorded() {
+        let s: SessionSettings =
+            serde_json::from_str(r#"{"language_model_api_key":"sk-secret","voice_id":"v"}"#)
+                .unwrap();
+        let text = event_text(&s);
+        assert!(!text.contains("sk-secret"), "{text}");
+        assert!(text.contains(REDACTED));
     }
 
     #[test]

@@ -270,7 +270,11 @@ async fn retention_disabled_accounts_store_nothing() {
                 .await;
             assert_eq!(status, 404);
             assert!(
-                !srv.dir.path().join("audio").join(chat_id).exists(),
+                !srv.dir
+                    .path()
+                    .join("objects/capture")
+                    .join(key.user_id.to_string())
+                    .exists(),
                 "no audio is written"
             );
             // Resume is refused.

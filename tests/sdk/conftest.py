@@ -121,10 +121,12 @@ def backend(request) -> str:
 
 @pytest.fixture(scope="session")
 def server(colloquy_bin, backend):
-    """The shared server of this backend (one per test session)."""
+    """The shared server of this backend (one per test session). It runs no reconstruction
+    workers, so audio records stay QUEUED while tests inspect them (tests/sdk/test_audio.py
+    uses dedicated servers with workers)."""
     factory = ServerFactory(colloquy_bin, backend)
     try:
-        srv = factory.new("shared")
+        srv = factory.new("shared", env={"COLLOQUY_AUDIO__WORKERS": "0"})
         yield srv
         assert srv.running, f"the shared {backend} server died; log {srv.log_path}:\n{srv.log_tail()}"
         rc = srv.stop()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hume.empathic_voice import AssistantInput, AudioInput, SessionSettings, UserInput
+from hume.empathic_voice import AssistantInput, AudioConfiguration, AudioInput, SessionSettings, UserInput
 
 from websockets.exceptions import ConnectionClosed
 
@@ -136,6 +136,12 @@ def _open_sessions(stack, plans):
             elif kind == "settings":
                 sock.send_publish(SessionSettings(system_prompt=text))
             elif kind == "audio":
+                if not echoed.get("audio_format_sent"):
+                    # raw PCM needs its format declared first (else it must be WebM/Opus or WAV)
+                    sock.send_publish(
+                        SessionSettings(audio=AudioConfiguration(channels=1, encoding="linear16", sample_rate=16000))
+                    )
+                    echoed["audio_format_sent"] = True
                 sock.send_publish(AudioInput(data=audio_chunk()))
         record.append(echoed)
     return record

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod keys;
 pub mod objects;
@@ -17,8 +18,10 @@ pub mod recorder;
 pub mod rest;
 pub mod server;
 pub mod session;
+pub mod signing;
 pub mod state;
 pub mod telemetry;
+pub mod worker;
 
 pub use config::Settings;
 pub use server::{build_router, open_store, start, RunningServer};

@@ -5,6 +5,7 @@ use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::params::{path_uuid, Query};
+use crate::signing::URL_LIFETIME_MS;
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
@@ -133,7 +134,8 @@ pub async fn get_chat_audio(
         .ensure_reconstructions(who.user_id, &[id], now_ms())
         .await?;
     let record = records.pop().ok_or_else(|| not_found_chat(id))?;
-    Ok(Json(reconstruction(&state, record)))
+    state.jobs_enqueued.notify_waiters();
+    Ok(Json(reconstruction(&state, record).await))
 }
 
 /// List chat groups.
@@ -259,6 +261,11 @@ pub async fn get_chat_group_audio(
         .store
         .ensure_reconstructions(who.user_id, &ids, now_ms())
         .await?;
+    state.jobs_enqueued.notify_waiters();
+    let mut page_items = Vec::with_capacity(records.len());
+    for r in records {
+        page_items.push(reconstruction(&state, r).await);
+    }
     Ok(Json(ReturnChatGroupPagedAudioReconstructions {
         id: id.to_string(),
         user_id: who.user_id.to_string(),
@@ -267,24 +274,52 @@ pub async fn get_chat_group_audio(
         page_size: page.size.into(),
         total_pages: page.total_pages(chats.total),
         pagination_direction: direction(page),
-        audio_reconstructions_page: records
-            .into_iter()
-            .map(|r| reconstruction(&state, r))
-            .collect(),
+        audio_reconstructions_page: page_items,
     }))
 }
 
-/// Shapes a reconstruction record for the wire. The file name and signed URL appear only
-/// once the reconstruction is `COMPLETE`.
-fn reconstruction(_state: &AppState, r: ReconstructionRecord) -> ReturnChatAudioReconstruction {
-    let complete = r.status == ReconstructionStatus::Complete;
-    ReturnChatAudioReconstruction {
+/// Shapes a reconstruction record for the wire. Once `COMPLETE` it carries the file name
+/// and a download URL minted now, valid for 60 minutes (S3: the store's presigned URL;
+/// local store: a link to Colloquy's own download route signed with the server secret).
+async fn reconstruction(
+    state: &AppState,
+    r: ReconstructionRecord,
+) -> ReturnChatAudioReconstruction {
+    let mut out = ReturnChatAudioReconstruction {
         id: r.chat_id.to_string(),
         user_id: r.user_id.to_string(),
         status: r.status,
-        filename: if complete { r.filename } else { None },
+        filename: None,
         modified_at: Some(r.modified_at),
         signed_audio_url: None,
         signed_url_expiration_timestamp_millis: None,
+    };
+    if let (ReconstructionStatus::Complete, Some(filename)) = (r.status, r.filename) {
+        let expires = now_ms() + URL_LIFETIME_MS;
+        let url = match &state.objects.s3 {
+            Some(s3) => {
+                use object_store::signer::Signer;
+                let path = object_store::path::Path::from(filename.as_str());
+                match s3
+                    .signed_url(
+                        axum::http::Method::GET,
+                        &path,
+                        std::time::Duration::from_millis(URL_LIFETIME_MS as u64),
+                    )
+                    .await
+                {
+                    Ok(u) => Some(u.to_string()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not presign the audio URL");
+                        None
+                    }
+                }
+            }
+            None => Some(state.signer.url(&state.public_base, &filename, expires)),
+        };
+        out.signed_url_expiration_timestamp_millis = url.as_ref().map(|_| expires);
+        out.signed_audio_url = url;
+        out.filename = Some(filename);
     }
+    out
 }

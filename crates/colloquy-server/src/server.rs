@@ -4,8 +4,10 @@ use crate::config::{redact_url, Settings};
 use crate::error::ApiError;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
+use crate::signing::UrlSigner;
 use crate::state::{AppState, Inner};
-use crate::{auth, openapi, rest, session, telemetry};
+use crate::worker::{spawn_workers, WorkerContext};
+use crate::{auth, download, openapi, rest, session, telemetry};
 use anyhow::Context;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -110,6 +113,7 @@ pub fn build_router(state: AppState) -> Router {
             "/v0/evi/chat_groups/{id}/audio",
             get(rest::get_chat_group_audio),
         )
+        .route("/v0/evi/audio/{*key}", get(download::download))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -130,17 +134,14 @@ pub struct RunningServer {
     tracker: TaskTracker,
     task: JoinHandle<std::io::Result<()>>,
     heartbeat: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
     _lock: File,
 }
 
 impl RunningServer {
     /// `http://<addr>` or the configured public URL.
     pub fn base_url(&self) -> String {
-        self.state
-            .settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.addr))
+        self.state.public_base.clone()
     }
 
     /// Ends every session (recording its end), stops accepting requests, and releases the
@@ -156,6 +157,10 @@ impl RunningServer {
         }
         let _ = self.task.await;
         self.heartbeat.abort();
+        // A job cut short here is retried by any worker once its lease runs out.
+        for w in &self.workers {
+            w.abort();
+        }
         if let Err(e) = self
             .state
             .store
@@ -215,6 +220,13 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
     }
     let recorder = Recorder::start(store.clone(), settings.database.max_batch);
     let objects = Objects::open(&settings.storage, &settings.data_dir)?;
+    let signer = UrlSigner::load_or_create(&settings.storage, &settings.data_dir)?;
+    let addr = listener.local_addr()?;
+    let public_base = settings
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{addr}"));
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -223,11 +235,23 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         shutdown: CancellationToken::new(),
         sessions: TaskTracker::new(),
         objects,
+        signer,
+        public_base,
+        jobs_enqueued: Arc::new(Notify::new()),
     });
-    let heartbeat = tokio::spawn(heartbeat(store, instance_id));
+    let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
+    let workers = spawn_workers(
+        WorkerContext {
+            store,
+            objects: state.objects.clone(),
+            audio: state.settings.audio.clone(),
+            wake: state.jobs_enqueued.clone(),
+            shutdown: state.shutdown.clone(),
+        },
+        state.settings.audio.workers,
+    );
     let tracker = state.sessions.clone();
     let app = build_router(state.clone());
-    let addr = listener.local_addr()?;
     let token = state.shutdown.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -241,6 +265,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         tracker,
         task,
         heartbeat,
+        workers,
         _lock: lock,
     })
 }

@@ -3,8 +3,10 @@
 use crate::config::Settings;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
+use crate::signing::UrlSigner;
 use colloquy_storage::Store;
 use std::sync::Arc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -29,6 +31,12 @@ pub struct Inner {
     pub sessions: TaskTracker,
     /// Object store for captured audio and reconstructions.
     pub objects: Objects,
+    /// Signs local download URLs.
+    pub signer: UrlSigner,
+    /// Base URL clients reach this server at (for links).
+    pub public_base: String,
+    /// Wakes in-process reconstruction workers when a job is enqueued.
+    pub jobs_enqueued: Arc<Notify>,
 }
 
 impl AppState {

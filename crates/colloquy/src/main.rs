@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP + WebSocket server.
     Serve(ServeArgs),
+    /// Run audio reconstruction workers only (no HTTP), sharing the server's job queue.
+    Worker(WorkerArgs),
     /// Create, list and revoke API keys.
     Keys {
         #[command(subcommand)]
@@ -65,6 +67,15 @@ impl StoreArgs {
 }
 
 #[derive(Args)]
+struct WorkerArgs {
+    /// Number of concurrent workers [default: audio.workers, at least 1].
+    #[arg(long)]
+    workers: Option<usize>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
 struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "COLLOQUY_LISTEN")]
@@ -85,6 +96,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Worker(args) => worker(args).await,
             Command::Keys { command } => keys_cmd::run(command).await,
             Command::Config {
                 command: ConfigCommand::Example,
@@ -130,6 +142,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = token.cancelled() => {}
     }
     server.shutdown().await;
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    use colloquy_server::worker::{spawn_workers, WorkerContext};
+    let settings = args.store.settings(None)?;
+    colloquy_server::telemetry::init(&settings.log);
+    let store = colloquy_server::open_store(&settings).await?;
+    let objects = colloquy_server::objects::Objects::open(&settings.storage, &settings.data_dir)?;
+    let count = args.workers.unwrap_or(settings.audio.workers).max(1);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handles = spawn_workers(
+        WorkerContext {
+            store,
+            objects,
+            audio: settings.audio.clone(),
+            wake: Default::default(),
+            shutdown: shutdown.clone(),
+        },
+        count,
+    );
+    println!("Colloquy worker running {count} reconstruction worker(s)");
+    shutdown_signal().await;
+    shutdown.cancel();
+    for h in handles {
+        h.abort();
+    }
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use colloquy_audio::{Linear16Format, StreamProbe};
 use colloquy_storage::{GroupChoice, NewChat, NewEvent, OpOutcome, Principal, WriteOp};
 use colloquy_wire::socket::{
     ChatMessage, ClientMessage, Inference, MillisecondInterval, ServerMessage, SessionSettings,
@@ -144,6 +145,7 @@ struct Session {
     settings: SessionSettings,
     paused: bool,
     user_chunks: u64,
+    user_probe: Option<StreamProbe>,
     user_audio: Option<VoiceRecorder>,
 }
 
@@ -158,6 +160,7 @@ impl Session {
         let start_ms = now_ms();
         let mut s = Session {
             user_chunks: 0,
+            user_probe: None,
             user_audio: None,
             state,
             socket,
@@ -423,6 +426,18 @@ impl Session {
                     self.check_key().await?;
                     return self.client_error("E0101", "invalid_message", msg).await;
                 }
+                if s.audio.is_some() && s.audio != self.settings.audio && self.user_chunks > 0 {
+                    self.check_key().await?;
+                    return self
+                        .client_error(
+                            "E0101",
+                            "invalid_message",
+                            "session_settings.audio cannot change once audio has been sent in \
+                             this chat; reconnect (resuming the chat group) to use another format"
+                                .into(),
+                        )
+                        .await;
+                }
                 let events = self.settings_events(&s);
                 self.record(events).await?;
                 self.apply_settings(s);
@@ -454,6 +469,25 @@ impl Session {
                             .await;
                     }
                 };
+                let expected = self.settings.audio.as_ref().map(|a| Linear16Format {
+                    sample_rate: a.sample_rate,
+                    channels: a.channels as u16,
+                });
+                let probe = self
+                    .user_probe
+                    .get_or_insert_with(|| StreamProbe::new(expected));
+                if let Err(e) = probe.feed(&bytes) {
+                    self.check_key().await?;
+                    return self
+                        .client_error(
+                            "E0104",
+                            "invalid_audio",
+                            format!(
+                                "this audio_input chunk could not be decoded and was not recorded: {e}"
+                            ),
+                        )
+                        .await;
+                }
                 let offset = self.offset_now();
                 if self.user_chunks == 0 {
                     let ev = self.event(EventRole::User, EventType::UserRecordingStartMessage, "");

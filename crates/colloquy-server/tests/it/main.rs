@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0, real sockets, SQLite and PostgreSQL.
 //! One test binary for the whole crate (link time matters on small machines).
 
+mod audio;
 mod harness;
 mod rest;
 mod session;

@@ -21,7 +21,9 @@ async fn a_chat_is_recorded_and_echoed_after_commit() {
             let (mut ws, meta) = srv
             .connect(
                 &key.api_key,
-                "session_settings[system_prompt]=Be%20brief&session_settings[variables][age]=30.0",
+                "session_settings[system_prompt]=Be%20brief&session_settings[variables][age]=30.0\
+                 &session_settings[audio][encoding]=linear16&session_settings[audio][channels]=1\
+                 &session_settings[audio][sample_rate]=16000",
             )
             .await;
             let chat_id = meta["chat_id"].as_str().unwrap().to_string();
@@ -144,6 +146,11 @@ async fn bad_input_gets_an_error_and_the_session_goes_on() {
                     Message::Text(json!({"type":"audio_input","data":"%%%"}).to_string().into()),
                     "E0104",
                     "not valid base64",
+                ),
+                (
+                    Message::Text(json!({"type":"audio_input","data":"AAAAAAAAAAAAAAAA"}).to_string().into()),
+                    "E0104",
+                    "could not be decoded",
                 ),
                 (
                     Message::Text(json!({"type":"session_settings","audio":{"channels":1,"sample_rate":3,"encoding":"linear16"}}).to_string().into()),

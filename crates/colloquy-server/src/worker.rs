@@ -1,0 +1,263 @@
+//! Audio reconstruction workers. They run inside `colloquy serve` (`audio.workers`) and as
+//! `colloquy worker` processes; all of them share the job queue in the database.
+//!
+//! A worker claims a job with a lease, renews the lease while it works, downloads the
+//! chat's captured segments to a temp dir (streaming), reconstructs the MP4 on a blocking
+//! thread, uploads it (streaming) and finishes the job. A worker that dies stops renewing;
+//! its lease runs out and another worker takes the job. Only the lease holder can finish a
+//! job, so each finishes exactly once.
+
+use crate::capture::CapturedFormat;
+use crate::clock::now_ms;
+use crate::config::AudioSettings;
+use crate::objects::{ObjectKey, Objects, Voice};
+use anyhow::Context;
+use colloquy_audio::{MixOptions, VoiceFormat, VoiceInput};
+use colloquy_storage::{ClaimedJob, JobResult, Store};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often an idle worker looks for jobs (it is also woken when a job is enqueued here).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a worker needs.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// Job queue.
+    pub store: Arc<dyn Store>,
+    /// Captured audio and outputs.
+    pub objects: Objects,
+    /// Settings.
+    pub audio: AudioSettings,
+    /// Wakes idle workers.
+    pub wake: Arc<Notify>,
+    /// Stops the workers.
+    pub shutdown: CancellationToken,
+}
+
+/// Starts `count` workers; each has its own id `<prefix>-<n>`.
+pub fn spawn_workers(ctx: WorkerContext, count: usize) -> Vec<JoinHandle<()>> {
+    let prefix = Uuid::new_v4().simple().to_string();
+    (0..count)
+        .map(|n| {
+            let ctx = ctx.clone();
+            let id = format!("{}-{n}", &prefix[..12]);
+            tokio::spawn(async move { run_worker(ctx, id).await })
+        })
+        .collect()
+}
+
+async fn run_worker(ctx: WorkerContext, id: String) {
+    let lease_ms = ctx.audio.job_lease_secs as i64 * 1000;
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            return;
+        }
+        let claimed = ctx
+            .store
+            .claim_reconstruction(&id, now_ms(), lease_ms, ctx.audio.job_max_attempts as i64)
+            .await;
+        match claimed {
+            Ok(Some(job)) => process(&ctx, &id, job).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = ctx.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                    _ = ctx.shutdown.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(worker = %id, error = %e, "could not claim a job");
+                tokio::time::sleep(POLL_INTERVAL * 4).await;
+            }
+        }
+    }
+}
+
+async fn process(ctx: &WorkerContext, worker: &str, job: ClaimedJob) {
+    let started = std::time::Instant::now();
+    tracing::info!(worker, chat_id = %job.chat_id, attempt = job.attempt, "reconstructing audio");
+    let lease = Duration::from_secs(ctx.audio.job_lease_secs);
+    let renewer = {
+        let (store, worker, chat_id) = (ctx.store.clone(), worker.to_string(), job.chat_id);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let until = now_ms() + lease.as_millis() as i64;
+                match store
+                    .renew_reconstruction_lease(chat_id, &worker, until)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(%chat_id, "lost the lease on a reconstruction job");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(%chat_id, error = %e, "could not renew a lease"),
+                }
+            }
+        })
+    };
+    let outcome = reconstruct_chat(ctx, &job).await;
+    renewer.abort();
+    let result = match outcome {
+        Ok(result) => result,
+        Err(e) => {
+            // Infrastructure trouble (store, disk): leave the job; it is retried when the
+            // lease runs out, up to `job_max_attempts` times.
+            tracing::error!(chat_id = %job.chat_id, error = %format!("{e:#}"), "reconstruction failed; will retry");
+            return;
+        }
+    };
+    if let JobResult::Failed { reason } = &result {
+        tracing::warn!(chat_id = %job.chat_id, %reason, "reconstruction ended in ERROR");
+    }
+    match ctx
+        .store
+        .finish_reconstruction(job.chat_id, worker, &result, now_ms())
+        .await
+    {
+        Ok(true) => tracing::info!(
+            chat_id = %job.chat_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconstruction finished"
+        ),
+        Ok(false) => tracing::warn!(chat_id = %job.chat_id, "another worker finished this job"),
+        Err(e) => {
+            tracing::error!(chat_id = %job.chat_id, error = %e, "could not record the result")
+        }
+    }
+}
+
+/// Downloads one voice's segments into `dir/<voice>.rec`; `None` if the voice has no audio.
+async fn fetch_voice(
+    objects: &Objects,
+    job: &ClaimedJob,
+    voice: Voice,
+    dir: &Path,
+) -> anyhow::Result<Option<(CapturedFormat, PathBuf)>> {
+    let format_key = ObjectKey::VoiceFormat {
+        user_id: job.user_id,
+        chat_id: job.chat_id,
+        voice,
+    };
+    let format = match objects.store.get(&format_key.path()).await {
+        Ok(r) => r.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let format: CapturedFormat =
+        serde_json::from_slice(&format).context("unreadable captured-audio format")?;
+    let mut segments: Vec<_> = objects
+        .store
+        .list(Some(&ObjectKey::segments_prefix(
+            job.user_id,
+            job.chat_id,
+            voice,
+        )))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await?;
+    segments.sort();
+    let path = dir.join(format!("{}.rec", voice.as_str()));
+    let mut file = tokio::fs::File::create(&path).await?;
+    for seg in segments {
+        let mut stream = objects.store.get(&seg).await?.into_stream();
+        while let Some(bytes) = stream.try_next().await? {
+            file.write_all(&bytes).await?;
+        }
+    }
+    file.flush().await?;
+    Ok(Some((format, path)))
+}
+
+fn voice_format(f: CapturedFormat) -> VoiceFormat {
+    match f {
+        CapturedFormat::Linear16 {
+            sample_rate,
+            channels,
+        } => VoiceFormat::Linear16(colloquy_audio::Linear16Format {
+            sample_rate,
+            channels,
+        }),
+        CapturedFormat::Container => VoiceFormat::Container,
+        CapturedFormat::WavClips => VoiceFormat::WavClips,
+    }
+}
+
+/// Reconstructs one chat; `Err` only for failures worth retrying.
+async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Result<JobResult> {
+    let dir = tempfile::tempdir().context("could not create a temp dir")?;
+    let user = fetch_voice(&ctx.objects, job, Voice::User, dir.path()).await?;
+    let assistant = fetch_voice(&ctx.objects, job, Voice::Assistant, dir.path()).await?;
+    if user.is_none() && assistant.is_none() {
+        return Ok(JobResult::Failed {
+            reason: "the chat has no audio: no audio_input was received and no audio was spoken"
+                .into(),
+        });
+    }
+    let out_path = dir.path().join("reconstructed_audio.mp4");
+    let opts = MixOptions {
+        stereo_split: ctx.audio.stereo_split,
+        min_duration_ms: Some((job.chat_end_ms - job.chat_start_ms).max(0) as u64),
+        ..MixOptions::default()
+    };
+    let out = out_path.clone();
+    let mixed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let open = |v: Option<(CapturedFormat, PathBuf)>| -> anyhow::Result<_> {
+            v.map(|(f, p)| {
+                Ok(VoiceInput {
+                    format: voice_format(f),
+                    records: std::io::BufReader::new(std::fs::File::open(p)?),
+                })
+            })
+            .transpose()
+        };
+        let file = std::fs::File::create(&out)?;
+        Ok(colloquy_audio::reconstruct(
+            open(user)?,
+            open(assistant)?,
+            &opts,
+            std::io::BufWriter::new(file),
+        ))
+    })
+    .await??;
+    match mixed {
+        Ok(summary) => tracing::debug!(?summary, "mixed"),
+        Err(colloquy_audio::AudioError::NoAudio) => {
+            return Ok(JobResult::Failed {
+                reason: "the chat has no audio".into(),
+            })
+        }
+        Err(e) => {
+            return Ok(JobResult::Failed {
+                reason: format!("the captured audio could not be decoded: {e}"),
+            })
+        }
+    }
+    let key = ObjectKey::Reconstruction {
+        user_id: job.user_id,
+        chat_id: job.chat_id,
+    };
+    upload(ctx.objects.store.clone(), &out_path, &key).await?;
+    Ok(JobResult::Complete {
+        filename: key.to_string(),
+    })
+}
+
+/// Streams a local file into the object store.
+async fn upload(store: Arc<dyn ObjectStore>, file: &Path, key: &ObjectKey) -> anyhow::Result<()> {
+    let mut src = tokio::fs::File::open(file).await?;
+    let mut dst = object_store::buffered::BufWriter::new(store, key.path());
+    tokio::io::copy(&mut src, &mut dst).await?;
+    dst.shutdown().await?;
+    Ok(())
+}

@@ -160,6 +160,29 @@ impl Objects {
         }
     }
 
+    /// Erases everything stored for a chat: captured segments, formats and its MP4.
+    pub async fn erase_chat(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+    ) -> Result<(), object_store::Error> {
+        use futures::TryStreamExt;
+        let captured: Vec<Path> = self
+            .store
+            .list(Some(&ObjectKey::capture_prefix(user_id, chat_id)))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        let mp4 = ObjectKey::Reconstruction { user_id, chat_id }.path();
+        for path in captured.iter().chain(std::iter::once(&mp4)) {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// An in-memory store, for tests.
     pub fn in_memory() -> Self {
         Self {

@@ -19,6 +19,8 @@ use utoipa::{Modify, OpenApi};
         crate::rest::get_chat_group,
         crate::rest::list_chat_group_events,
         crate::rest::get_chat_group_audio,
+        crate::rest::delete_chat,
+        crate::rest::delete_chat_group,
         crate::auth::token,
         crate::server::healthz,
     ),

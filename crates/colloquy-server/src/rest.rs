@@ -8,6 +8,7 @@ use crate::params::{path_uuid, Query};
 use crate::signing::URL_LIFETIME_MS;
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
 use axum::Json;
 use colloquy_storage::{ChatFilter, PageRequest, ReconstructionRecord};
 use colloquy_wire::*;
@@ -322,4 +323,63 @@ async fn reconstruction(
         out.filename = Some(filename);
     }
     out
+}
+
+/// Erases chats' stored objects after their rows are gone; failures are logged (the rows,
+/// and so every API answer, are already gone).
+async fn erase_objects(state: &AppState, user_id: Uuid, chats: &[Uuid]) -> Result<(), ApiError> {
+    for chat_id in chats {
+        state
+            .objects
+            .erase_chat(user_id, *chat_id)
+            .await
+            .map_err(|e| ApiError::Internal(format!("erasing audio of chat {chat_id}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Delete a chat with its events, captured audio and reconstruction (not in the hosted API).
+#[utoipa::path(delete, path = "/v0/evi/chats/{id}", tag = "chats",
+    params(("id" = String, Path, description = "Chat id (UUID)")),
+    responses((status = 204, description = "Erased everywhere it was stored"),
+              (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn delete_chat(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_uuid("chat", &id)?;
+    let deleted = state.store.delete_chats(who.user_id, &[id]).await?;
+    if deleted.is_empty() {
+        return Err(not_found_chat(id));
+    }
+    erase_objects(&state, who.user_id, &deleted).await?;
+    tracing::info!(chat_id = %id, "chat deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a chat group and all of its chats (not in the hosted API).
+#[utoipa::path(delete, path = "/v0/evi/chat_groups/{id}", tag = "chat_groups",
+    params(("id" = String, Path, description = "Chat group id (UUID)")),
+    responses((status = 204, description = "Erased everywhere it was stored"),
+              (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn delete_chat_group(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_uuid("chat group", &id)?;
+    let chats = state
+        .store
+        .group_chat_ids(who.user_id, id)
+        .await?
+        .ok_or_else(|| not_found_group(id))?;
+    let deleted = state.store.delete_chats(who.user_id, &chats).await?;
+    erase_objects(&state, who.user_id, &deleted).await?;
+    tracing::info!(chat_group_id = %id, chats = deleted.len(), "chat group deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

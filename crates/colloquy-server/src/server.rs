@@ -101,10 +101,16 @@ pub fn build_router(state: AppState) -> Router {
         .route("/v0/evi/chat", get(session::chat_socket))
         .route("/v0/assistant/chat", get(session::chat_socket))
         .route("/v0/evi/chats", get(rest::list_chats))
-        .route("/v0/evi/chats/{id}", get(rest::list_chat_events))
+        .route(
+            "/v0/evi/chats/{id}",
+            get(rest::list_chat_events).delete(rest::delete_chat),
+        )
         .route("/v0/evi/chats/{id}/audio", get(rest::get_chat_audio))
         .route("/v0/evi/chat_groups", get(rest::list_chat_groups))
-        .route("/v0/evi/chat_groups/{id}", get(rest::get_chat_group))
+        .route(
+            "/v0/evi/chat_groups/{id}",
+            get(rest::get_chat_group).delete(rest::delete_chat_group),
+        )
         .route(
             "/v0/evi/chat_groups/{id}/events",
             get(rest::list_chat_group_events),

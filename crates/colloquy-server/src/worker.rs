@@ -130,7 +130,16 @@ async fn process(ctx: &WorkerContext, worker: &str, job: ClaimedJob) {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconstruction finished"
         ),
-        Ok(false) => tracing::warn!(chat_id = %job.chat_id, "another worker finished this job"),
+        Ok(false) => match ctx.store.get_chat(job.user_id, job.chat_id).await {
+            // The chat was deleted meanwhile: the job was cancelled; discard our output.
+            Ok(None) => {
+                tracing::info!(chat_id = %job.chat_id, "reconstruction cancelled: the chat was deleted");
+                if let Err(e) = ctx.objects.erase_chat(job.user_id, job.chat_id).await {
+                    tracing::warn!(chat_id = %job.chat_id, error = %e, "could not discard the output");
+                }
+            }
+            _ => tracing::warn!(chat_id = %job.chat_id, "another worker finished this job"),
+        },
         Err(e) => {
             tracing::error!(chat_id = %job.chat_id, error = %e, "could not record the result")
         }

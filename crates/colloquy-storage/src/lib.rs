@@ -183,4 +183,17 @@ pub trait Store: Send + Sync + 'static {
         result: &JobResult,
         now_ms: i64,
     ) -> StoreResult<bool>;
+
+    // ----- erasure -----
+
+    /// Erases chats of the account with everything stored about them: events, audio
+    /// reconstruction records and their jobs (a pending job is cancelled: its worker can no
+    /// longer finish it). Groups left without chats are erased; the others' summaries are
+    /// recomputed. Returns the chats erased (ids not owned by `user_id` are skipped).
+    /// An `ACTIVE` chat may be erased: its session learns it at its next write.
+    async fn delete_chats(&self, user_id: Uuid, chat_ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+
+    /// The ids of every chat of a group of the account; `None` if there is no such group.
+    async fn group_chat_ids(&self, user_id: Uuid, group_id: Uuid)
+        -> StoreResult<Option<Vec<Uuid>>>;
 }

@@ -557,6 +557,26 @@ impl Session {
 
     /// Ends the chat: records the end, then lets the close handshake finish.
     async fn finish(&mut self, end: End) {
+        let deleted = end == End::ChatClosed
+            && matches!(
+                self.state
+                    .store
+                    .get_chat(self.who.user_id, self.chat_id)
+                    .await,
+                Ok(None)
+            );
+        if deleted {
+            // The chat was deleted while it ran: drop its audio instead of writing more.
+            self.user_audio = None;
+            if let Err(e) = self
+                .state
+                .objects
+                .erase_chat(self.who.user_id, self.chat_id)
+                .await
+            {
+                tracing::warn!(chat_id = %self.chat_id, error = %e, "could not erase the audio of a deleted chat");
+            }
+        }
         self.flush_audio().await;
         let end_ts = self.next_ts();
         if self.who.data_retention {
@@ -587,6 +607,11 @@ impl Session {
                 "I0100",
                 "storage_failure",
                 "the server could not store this chat; it has ended".to_string(),
+            )),
+            End::ChatClosed if deleted => Some((
+                "I0102",
+                "chat_closed",
+                "this chat was deleted; reconnect to start a new one".to_string(),
             )),
             End::ChatClosed => Some((
                 "I0102",

@@ -294,3 +294,144 @@ async fn a_dead_workers_job_is_taken_over_and_finishes_once() {
     )
     .await;
 }
+
+/// Every file under the local object store whose path mentions `needle`.
+fn stored_files(srv: &TestServer, needle: &str) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(&srv.dir.path().join("objects"), &mut all);
+    all.into_iter().filter(|p| p.contains(needle)).collect()
+}
+
+#[tokio::test]
+async fn deleting_erases_everything_everywhere() {
+    on_each_backend(
+        |_| {},
+        |srv| async move {
+            let key = srv.key(true).await;
+            let other = srv.key(true).await;
+            let chat_id = chat_with_audio(&srv, &key).await;
+            let rec = wait_for_audio(&srv, &key.api_key, &chat_id).await;
+            assert_eq!(rec["status"], "COMPLETE");
+            let url = rec["signed_audio_url"].as_str().unwrap().to_string();
+            assert!(!stored_files(&srv, &chat_id).is_empty(), "audio was stored");
+            let (_, chat) = srv
+                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}"))
+                .await;
+            let group = chat["chat_group_id"].as_str().unwrap().to_string();
+
+            let del = |k: &str, path: String| {
+                srv.http
+                    .delete(format!("{}{path}", srv.base))
+                    .header("X-Hume-Api-Key", k.to_string())
+                    .send()
+            };
+            assert_eq!(
+                del(&other.api_key, format!("/v0/evi/chats/{chat_id}"))
+                    .await
+                    .unwrap()
+                    .status(),
+                404,
+                "another account's chat"
+            );
+            assert_eq!(
+                del(&key.api_key, "/v0/evi/chats/nope".into())
+                    .await
+                    .unwrap()
+                    .status(),
+                400
+            );
+            assert_eq!(
+                del(&key.api_key, format!("/v0/evi/chats/{chat_id}"))
+                    .await
+                    .unwrap()
+                    .status(),
+                204
+            );
+            for path in [
+                format!("/v0/evi/chats/{chat_id}"),
+                format!("/v0/evi/chats/{chat_id}/audio"),
+                format!("/v0/evi/chat_groups/{group}"),
+                format!("/v0/evi/chat_groups/{group}/events"),
+            ] {
+                assert_eq!(srv.get(&key.api_key, &path).await.0, 404, "{path}");
+            }
+            assert_eq!(
+                srv.http.get(&url).send().await.unwrap().status(),
+                404,
+                "the file is gone"
+            );
+            assert_eq!(
+                stored_files(&srv, &chat_id),
+                Vec::<String>::new(),
+                "no object remains"
+            );
+            assert_eq!(
+                del(&key.api_key, format!("/v0/evi/chats/{chat_id}"))
+                    .await
+                    .unwrap()
+                    .status(),
+                404
+            );
+
+            // A group: both chats go, including an active one whose session is told.
+            let (mut ws1, meta1) = srv.connect(&key.api_key, "").await;
+            futures::SinkExt::close(&mut ws1).await.unwrap();
+            let _ = recv_close(&mut ws1).await;
+            let g = meta1["chat_group_id"].as_str().unwrap().to_string();
+            let (mut ws2, meta2) = srv
+                .connect(&key.api_key, &format!("resumed_chat_group_id={g}"))
+                .await;
+            assert_eq!(
+                del(&other.api_key, format!("/v0/evi/chat_groups/{g}"))
+                    .await
+                    .unwrap()
+                    .status(),
+                404
+            );
+            assert_eq!(
+                del(&key.api_key, format!("/v0/evi/chat_groups/{g}"))
+                    .await
+                    .unwrap()
+                    .status(),
+                204
+            );
+            send_json(
+                &mut ws2,
+                json!({"type": "user_input", "text": "still there?"}),
+            )
+            .await;
+            let err = recv_json(&mut ws2).await;
+            assert_eq!(err["code"], "I0102", "{err}");
+            assert!(err["message"].as_str().unwrap().contains("deleted"));
+            for id in [&meta1["chat_id"], &meta2["chat_id"]] {
+                let (status, _) = srv
+                    .get(
+                        &key.api_key,
+                        &format!("/v0/evi/chats/{}", id.as_str().unwrap()),
+                    )
+                    .await;
+                assert_eq!(status, 404);
+            }
+            assert_eq!(
+                srv.get(&key.api_key, &format!("/v0/evi/chat_groups/{g}"))
+                    .await
+                    .0,
+                404
+            );
+            let (_, chats) = srv.get(&key.api_key, "/v0/evi/chats").await;
+            assert_eq!(chats["chats_page"], json!([]));
+            srv
+        },
+    )
+    .await;
+}

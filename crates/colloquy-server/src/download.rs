@@ -16,35 +16,42 @@ use axum::response::{IntoResponse, Response};
 use object_store::{GetOptions, GetRange};
 use std::ops::Range;
 
+/// A `Range` header that cannot be satisfied (answered with 416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// Parses a single-range `Range: bytes=…` header against an object of `size` bytes.
-/// `Ok(None)` means the whole object; `Err` means unsatisfiable (416).
-pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>, ()> {
+/// `Ok(None)` means the whole object.
+pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>, Unsatisfiable> {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };
     if spec.contains(',') {
         return Ok(None); // multiple ranges: answer with the whole file
     }
-    let (start, end) = spec.split_once('-').ok_or(())?;
+    let (start, end) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let range = match (start.trim(), end.trim()) {
         ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| ())?;
+            let n: u64 = suffix.parse().map_err(|_| Unsatisfiable)?;
             if n == 0 {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             size.saturating_sub(n)..size
         }
-        (start, "") => start.parse::<u64>().map_err(|_| ())?..size,
+        (start, "") => start.parse::<u64>().map_err(|_| Unsatisfiable)?..size,
         (start, end) => {
-            let (s, e): (u64, u64) = (start.parse().map_err(|_| ())?, end.parse().map_err(|_| ())?);
+            let (s, e): (u64, u64) = (
+                start.parse().map_err(|_| Unsatisfiable)?,
+                end.parse().map_err(|_| Unsatisfiable)?,
+            );
             if e < s {
-                return Err(());
+                return Err(Unsatisfiable);
             }
             s..(e + 1).min(size)
         }
     };
     if range.start >= size {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some(range))
 }
@@ -81,7 +88,7 @@ pub async fn download(
     let size = meta.size;
     let range = match parse_range(headers.get(RANGE).and_then(|v| v.to_str().ok()), size) {
         Ok(r) => r,
-        Err(()) => {
+        Err(Unsatisfiable) => {
             return Ok((
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 [(CONTENT_RANGE, format!("bytes */{size}"))],
@@ -127,8 +134,8 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some(90..100)));
         assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some(90..100)));
         assert_eq!(parse_range(Some("bytes=50-500"), 100), Ok(Some(50..100)));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=9-1"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=9-1"), 100), Err(Unsatisfiable));
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
     }

@@ -320,10 +320,18 @@ mod tests {
             assert_eq!(track.timescale(), 48_000);
             assert_eq!(track.channel_config().unwrap() as u16, channels);
             assert!(u64::from(track.sample_count()) * 1024 >= frames as u64 + u64::from(delay));
-            let elst = mp4.moov.traks[0].edts.as_ref().unwrap().elst.as_ref().unwrap();
+            let elst = mp4.moov.traks[0]
+                .edts
+                .as_ref()
+                .unwrap()
+                .elst
+                .as_ref()
+                .unwrap();
             assert_eq!(elst.entries[0].segment_duration, frames as u64);
             assert_eq!(elst.entries[0].media_time, u64::from(delay));
-            assert!(bytes.windows(5).any(|w| w == [0x11, 0x88 + 8 * (channels as u8 - 1), 0x06, 0x01, 0x02]));
+            assert!(bytes
+                .windows(5)
+                .any(|w| w == [0x11, 0x88 + 8 * (channels as u8 - 1), 0x06, 0x01, 0x02]));
         }
     }
 }

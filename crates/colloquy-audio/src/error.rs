@@ -89,8 +89,7 @@ pub enum AudioError {
 }
 
 impl AudioError {
-    /// Attributes the error to `voice` (kept as is for [`AudioError::NoAudio`] and I/O errors
-    /// on the output, which are not about one voice).
+    /// Attributes the error to `voice` (idempotent; [`AudioError::NoAudio`] is never wrapped).
     pub(crate) fn in_voice(self, voice: Voice) -> Self {
         match self {
             AudioError::NoAudio | AudioError::InVoice { .. } => self,

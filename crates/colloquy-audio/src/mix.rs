@@ -35,7 +35,11 @@ impl<'a> Lane<'a> {
     /// Loads the next non-empty piece if none is held; `false` once the voice is over.
     pub fn load(&mut self) -> Result<bool, AudioError> {
         while self.current.is_none() && !self.exhausted {
-            match self.source.next_piece().map_err(|e| e.in_voice(self.voice))? {
+            match self
+                .source
+                .next_piece()
+                .map_err(|e| e.in_voice(self.voice))?
+            {
                 Some(p) if p.samples.is_empty() => {}
                 Some(p) => {
                     self.end = self.end.max(p.start + p.samples.len() as u64);
@@ -242,20 +246,26 @@ mod tests {
 
     #[test]
     fn mixes_sums_and_respects_min_duration() {
-        let mut user = Lane::new(Voice::User, Box::new(Fixed(vec![
-            Piece {
-                start: 10,
-                samples: vec![0.25; 5000],
-            },
-            Piece {
-                start: 9000,
-                samples: vec![0.25; 10],
-            },
-        ])));
-        let mut asst = Lane::new(Voice::User, Box::new(Fixed(vec![Piece {
-            start: 4000,
-            samples: vec![0.5; 2000],
-        }])));
+        let mut user = Lane::new(
+            Voice::User,
+            Box::new(Fixed(vec![
+                Piece {
+                    start: 10,
+                    samples: vec![0.25; 5000],
+                },
+                Piece {
+                    start: 9000,
+                    samples: vec![0.25; 10],
+                },
+            ])),
+        );
+        let mut asst = Lane::new(
+            Voice::User,
+            Box::new(Fixed(vec![Piece {
+                start: 4000,
+                samples: vec![0.5; 2000],
+            }])),
+        );
         let mut out = Vec::new();
         let stats = mix(Some(&mut user), Some(&mut asst), false, 0, |b| {
             out.extend_from_slice(b);
@@ -264,13 +274,22 @@ mod tests {
         .unwrap();
         assert_eq!(stats.frames, 9010);
         assert_eq!(out.len(), 9010);
-        assert_eq!((out[9], out[10], out[3999], out[4000]), (0, 8192, 8192, 24576));
-        assert_eq!((out[5009], out[5010], out[5999], out[6000]), (24576, 16384, 16384, 0));
+        assert_eq!(
+            (out[9], out[10], out[3999], out[4000]),
+            (0, 8192, 8192, 24576)
+        );
+        assert_eq!(
+            (out[5009], out[5010], out[5999], out[6000]),
+            (24576, 16384, 16384, 0)
+        );
 
-        let mut user = Lane::new(Voice::User, Box::new(Fixed(vec![Piece {
-            start: 0,
-            samples: vec![0.25; 100],
-        }])));
+        let mut user = Lane::new(
+            Voice::User,
+            Box::new(Fixed(vec![Piece {
+                start: 0,
+                samples: vec![0.25; 100],
+            }])),
+        );
         let mut out = Vec::new();
         let stats = mix(Some(&mut user), None, true, 5000, |b| {
             out.extend_from_slice(b);

@@ -1,8 +1,8 @@
 //! Cheap incremental validation of a voice stream at capture time.
 
+use crate::decode::pcm;
 use crate::decode::wav::{self, WavHeader};
 use crate::decode::webm::{WebmProbe, EBML_MAGIC};
-use crate::decode::pcm;
 use crate::{AudioError, Linear16Format};
 
 /// What a [`StreamProbe`] has recognised.
@@ -71,7 +71,9 @@ impl StreamProbe {
             return Ok(());
         }
         if let Mode::Failed(reason) = &self.mode {
-            return Err(AudioError::Unsupported(format!("stream already rejected: {reason}")));
+            return Err(AudioError::Unsupported(format!(
+                "stream already rejected: {reason}"
+            )));
         }
         self.bytes += chunk.len() as u64;
         let result = self.feed_container(chunk);
@@ -164,7 +166,9 @@ impl StreamProbe {
             ))),
             Mode::Sniff(b) if b.is_empty() => Ok(None),
             Mode::Sniff(_) => Err(AudioError::UnrecognizedContainer),
-            Mode::Wav(_) => Err(AudioError::InvalidWav("stream ended inside the header".into())),
+            Mode::Wav(_) => Err(AudioError::InvalidWav(
+                "stream ended inside the header".into(),
+            )),
             Mode::Webm(p) if !p.is_done() => Err(AudioError::InvalidWebm(
                 "stream ended before the Tracks element".into(),
             )),

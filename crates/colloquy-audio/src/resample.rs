@@ -16,7 +16,7 @@ const CHUNK: usize = 1024;
 /// A stateful resampler for one contiguous run of audio.
 pub(crate) struct StreamResampler {
     in_rate: u32,
-    fft: Option<Fft>,
+    fft: Option<Box<Fft>>,
     in_total: u64,
     out_total: u64,
 }
@@ -33,20 +33,15 @@ impl StreamResampler {
         let fft = if in_rate == OUTPUT_SAMPLE_RATE {
             None
         } else {
-            let inner = FftFixedIn::<f32>::new(
-                in_rate as usize,
-                OUTPUT_SAMPLE_RATE as usize,
-                CHUNK,
-                1,
-                1,
-            )
-            .map_err(|e| AudioError::Resample(e.to_string()))?;
-            Some(Fft {
+            let inner =
+                FftFixedIn::<f32>::new(in_rate as usize, OUTPUT_SAMPLE_RATE as usize, CHUNK, 1, 1)
+                    .map_err(|e| AudioError::Resample(e.to_string()))?;
+            Some(Box::new(Fft {
                 out: inner.output_buffer_allocate(true),
                 skip: inner.output_delay(),
                 pending: Vec::with_capacity(CHUNK),
                 inner,
-            })
+            }))
         };
         Ok(Self {
             in_rate,
@@ -139,19 +134,28 @@ mod tests {
 
     #[test]
     fn exact_length_and_alignment() {
-        for rate in [8_000, 16_000, 22_050, 24_000, 44_100, 96_000, 192_000, 48_000] {
+        for rate in [
+            8_000, 16_000, 22_050, 24_000, 44_100, 96_000, 192_000, 48_000,
+        ] {
             let len = rate as usize / 2 + 17;
             // Silence, then a step at a known time: the onset must stay in place.
             let onset_in = rate as usize / 4;
             let mut input = vec![0.0; len];
-            input[onset_in..].iter_mut().zip(tone(rate, 1000.0, len)).for_each(|(s, t)| *s = t);
+            input[onset_in..]
+                .iter_mut()
+                .zip(tone(rate, 1000.0, len))
+                .for_each(|(s, t)| *s = t);
             let mut rs = StreamResampler::new(rate).unwrap();
             let mut out = Vec::new();
             for piece in input.chunks(333) {
                 rs.process(piece, &mut out).unwrap();
             }
             rs.finish(&mut out).unwrap();
-            assert_eq!(out.len() as u64, output_len(len as u64, rate), "rate {rate}");
+            assert_eq!(
+                out.len() as u64,
+                output_len(len as u64, rate),
+                "rate {rate}"
+            );
             let onset_out = out.iter().position(|s| s.abs() > 0.05).unwrap();
             let expected = 12_000; // 250 ms
             assert!(

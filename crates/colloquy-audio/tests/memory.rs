@@ -6,7 +6,9 @@ mod common;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 
-use colloquy_audio::{reconstruct, write_record, Linear16Format, MixOptions, VoiceFormat, VoiceInput};
+use colloquy_audio::{
+    reconstruct, write_record, Linear16Format, MixOptions, VoiceFormat, VoiceInput,
+};
 use common::*;
 
 fn status_kib(field: &str) -> u64 {
@@ -39,7 +41,14 @@ fn thirty_minute_chat_has_bounded_peak_rss() {
     let assistant_path = dir.path().join("assistant.log");
     {
         let mut w = BufWriter::new(File::create(&assistant_path).unwrap());
-        let clip = wav(24_000, 1, &sine(24_000, 1300.0, 0.2, 24_000, 1), 1, 16, false);
+        let clip = wav(
+            24_000,
+            1,
+            &sine(24_000, 1300.0, 0.2, 24_000, 1),
+            1,
+            16,
+            false,
+        );
         for turn in 0..total_ms / 20_000 {
             for k in 0..8 {
                 let offset = (turn * 20_000 + 5_000 + k * 30) as i64;
@@ -73,9 +82,16 @@ fn thirty_minute_chat_has_bounded_peak_rss() {
         started.elapsed()
     );
 
-    assert!(summary.duration_ms.abs_diff(total_ms as u64) < 50, "{summary:?}");
+    assert!(
+        summary.duration_ms.abs_diff(total_ms as u64) < 50,
+        "{summary:?}"
+    );
     assert_eq!(summary.user_clips, 1);
     assert_eq!(summary.assistant_clips, total_ms / 20_000);
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB (limit 64 MiB)");
-    assert!(peak - before.min(peak) < 32 * 1024, "reconstruction grew RSS by {} KiB", peak - before);
+    assert!(
+        peak - before.min(peak) < 32 * 1024,
+        "reconstruction grew RSS by {} KiB",
+        peak - before
+    );
 }

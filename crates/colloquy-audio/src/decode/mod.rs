@@ -45,7 +45,11 @@ pub(crate) fn open_source<'a, R: Read + 'a>(
     Ok(match input.format {
         VoiceFormat::Linear16(format) => {
             format.validate()?;
-            Box::new(ClipSource::new(records, ClipKind::Linear16(format), tolerance))
+            Box::new(ClipSource::new(
+                records,
+                ClipKind::Linear16(format),
+                tolerance,
+            ))
         }
         VoiceFormat::WavClips => Box::new(ClipSource::new(records, ClipKind::Wav, tolerance)),
         VoiceFormat::Container => Box::new(ContainerSource {
@@ -229,7 +233,7 @@ enum ContainerState<R> {
         emitted: u64,
     },
     Webm {
-        decoder: WebmOpusDecoder<SpoolReader>,
+        decoder: Box<WebmOpusDecoder<SpoolReader>>,
         base: u64,
         next: Option<i64>,
     },
@@ -275,7 +279,7 @@ impl<R: Read> ContainerSource<R> {
         reader.seek(SeekFrom::Start(0))?;
         self.state = if got >= 4 && head[..4] == EBML_MAGIC {
             ContainerState::Webm {
-                decoder: WebmOpusDecoder::open(reader)?,
+                decoder: Box::new(WebmOpusDecoder::open(reader)?),
                 base,
                 next: None,
             }
@@ -411,7 +415,9 @@ impl Read for SpoolReader {
             self.inner.seek_relative(delta)?;
             self.inner_pos = self.pos;
         }
-        let max = usize::try_from(self.len - self.pos).unwrap_or(usize::MAX).min(buf.len());
+        let max = usize::try_from(self.len - self.pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = self.inner.read(&mut buf[..max])?;
         self.pos += n as u64;
         self.inner_pos = self.pos;
@@ -427,7 +433,10 @@ impl Seek for SpoolReader {
             SeekFrom::Current(d) => i128::from(self.pos) + i128::from(d),
         };
         if target < 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "seek before start"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
         }
         self.pos = u64::try_from(target).unwrap_or(u64::MAX);
         Ok(self.pos)
@@ -492,6 +501,9 @@ mod tests {
             records: &log[..],
         };
         let mut src = open_source(input, &MixOptions::default()).unwrap();
-        assert!(matches!(src.next_piece(), Err(AudioError::TimelineTooLong { .. })));
+        assert!(matches!(
+            src.next_piece(),
+            Err(AudioError::TimelineTooLong { .. })
+        ));
     }
 }

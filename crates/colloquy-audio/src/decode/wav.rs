@@ -41,7 +41,9 @@ impl Encoding {
             Encoding::I24 => (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0,
             Encoding::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0,
             Encoding::F32 => sanitize(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            Encoding::F64 => sanitize(f64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as f32),
+            Encoding::F64 => {
+                sanitize(f64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as f32)
+            }
         }
     }
 }
@@ -74,7 +76,7 @@ impl WavHeader {
 
     /// Converts whole frames of `data` to mono (channel mean), appending to `out`.
     /// A trailing partial frame is ignored.
-    pub fn to_mono(&self, data: &[u8], out: &mut Vec<f32>) {
+    pub fn decode_mono(&self, data: &[u8], out: &mut Vec<f32>) {
         let width = self.encoding.bytes();
         let inv = 1.0 / f32::from(self.channels);
         out.reserve(data.len() / self.frame_bytes());
@@ -168,7 +170,9 @@ fn parse_fmt(b: &[u8]) -> Result<(u32, u16, Encoding), AudioError> {
     let bits = u16_at(14);
     if tag == 0xFFFE {
         if b.len() < 40 {
-            return Err(AudioError::InvalidWav("truncated WAVE_FORMAT_EXTENSIBLE".into()));
+            return Err(AudioError::InvalidWav(
+                "truncated WAVE_FORMAT_EXTENSIBLE".into(),
+            ));
         }
         tag = u16_at(24); // first two bytes of the SubFormat GUID
     }
@@ -210,13 +214,13 @@ fn parse_fmt(b: &[u8]) -> Result<(u32, u16, Encoding), AudioError> {
 
 /// Decodes a complete in-memory WAV file to mono samples at its own rate.
 pub(crate) fn decode_clip(bytes: &[u8], out: &mut Vec<f32>) -> Result<WavHeader, AudioError> {
-    let header = parse_header(bytes)?
-        .ok_or_else(|| AudioError::InvalidWav("truncated header".into()))?;
+    let header =
+        parse_header(bytes)?.ok_or_else(|| AudioError::InvalidWav("truncated header".into()))?;
     let mut data = &bytes[header.data_offset.min(bytes.len())..];
     if let Some(len) = header.data_len {
         data = &data[..data.len().min(usize::try_from(len).unwrap_or(usize::MAX))];
     }
-    header.to_mono(data, out);
+    header.decode_mono(data, out);
     Ok(header)
 }
 
@@ -280,7 +284,7 @@ impl<R: Read> WavStream<R> {
         if whole == 0 {
             return Ok(false);
         }
-        self.header.to_mono(&self.buf[..whole], out);
+        self.header.decode_mono(&self.buf[..whole], out);
         if let Some(rem) = self.remaining.as_mut() {
             *rem -= whole as u64;
         }
@@ -332,7 +336,10 @@ mod tests {
         assert_eq!((h.sample_rate, h.channels, h.data_len), (22_050, 1, None));
         assert_eq!(out, vec![0.5, -1.0]);
 
-        let data: Vec<u8> = [0.5f32, -0.25].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let data: Vec<u8> = [0.5f32, -0.25]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
         let mut out = Vec::new();
         decode_clip(&wav(3, 2, 48_000, 32, &data, 8), &mut out).unwrap();
         assert_eq!(out, vec![0.125]);

@@ -43,10 +43,15 @@ pub(crate) struct OpusHead {
 
 pub(crate) fn parse_opus_head(b: &[u8]) -> Result<OpusHead, AudioError> {
     if b.len() < 19 || &b[..8] != b"OpusHead" {
-        return Err(AudioError::InvalidWebm("Opus CodecPrivate is not an OpusHead".into()));
+        return Err(AudioError::InvalidWebm(
+            "Opus CodecPrivate is not an OpusHead".into(),
+        ));
     }
     if b[8] >> 4 != 0 {
-        return Err(AudioError::Unsupported(format!("OpusHead version {}", b[8])));
+        return Err(AudioError::Unsupported(format!(
+            "OpusHead version {}",
+            b[8]
+        )));
     }
     let channels = b[9];
     let pre_skip = u16::from_le_bytes([b[10], b[11]]);
@@ -115,7 +120,9 @@ impl WebmProbe {
         }
         self.scanned += chunk.len() as u64;
         if self.skip > 0 {
-            let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(chunk.len());
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(chunk.len());
             self.skip -= n as u64;
             chunk = &chunk[n..];
         }
@@ -148,7 +155,11 @@ impl WebmProbe {
                 let mut doc_type = None;
                 for_each_child(body, |cid, cbody| {
                     if cid == ID_DOCTYPE {
-                        doc_type = Some(String::from_utf8_lossy(cbody).trim_end_matches('\0').to_owned());
+                        doc_type = Some(
+                            String::from_utf8_lossy(cbody)
+                                .trim_end_matches('\0')
+                                .to_owned(),
+                        );
                     }
                     Ok(())
                 })?;
@@ -188,7 +199,9 @@ impl WebmProbe {
                 }
                 _ => {
                     let size = size.ok_or_else(|| {
-                        AudioError::InvalidWebm(format!("unknown-size element 0x{id:X} before Tracks"))
+                        AudioError::InvalidWebm(format!(
+                            "unknown-size element 0x{id:X} before Tracks"
+                        ))
                     })?;
                     let total = header_len as u64 + size;
                     let have = self.buf.len() as u64;
@@ -215,9 +228,15 @@ impl WebmProbe {
         let size = match size {
             Some(s) if s <= MAX_ELEMENT => s as usize,
             Some(s) => {
-                return Err(AudioError::InvalidWebm(format!("{what} element of {s} bytes is too large")))
+                return Err(AudioError::InvalidWebm(format!(
+                    "{what} element of {s} bytes is too large"
+                )))
             }
-            None => return Err(AudioError::InvalidWebm(format!("{what} element has unknown size"))),
+            None => {
+                return Err(AudioError::InvalidWebm(format!(
+                    "{what} element has unknown size"
+                )))
+            }
         };
         Ok(self.buf.get(header_len..header_len + size))
     }
@@ -242,7 +261,13 @@ fn check_tracks(body: &[u8]) -> Result<(), AudioError> {
         for_each_child(entry, |cid, cbody| {
             match cid {
                 ID_TRACK_TYPE => track_type = Some(be_uint(cbody)),
-                ID_CODEC_ID => codec = Some(String::from_utf8_lossy(cbody).trim_end_matches('\0').to_owned()),
+                ID_CODEC_ID => {
+                    codec = Some(
+                        String::from_utf8_lossy(cbody)
+                            .trim_end_matches('\0')
+                            .to_owned(),
+                    )
+                }
                 ID_CODEC_PRIVATE => private = Some(cbody),
                 _ => {}
             }
@@ -253,10 +278,11 @@ fn check_tracks(body: &[u8]) -> Result<(), AudioError> {
         }
         Ok(())
     })?;
-    let (codec, private) =
-        found.ok_or_else(|| AudioError::InvalidWebm("no audio track".into()))?;
+    let (codec, private) = found.ok_or_else(|| AudioError::InvalidWebm("no audio track".into()))?;
     if codec != "A_OPUS" {
-        return Err(AudioError::Unsupported(format!("WebM audio codec {codec:?} (only A_OPUS)")));
+        return Err(AudioError::Unsupported(format!(
+            "WebM audio codec {codec:?} (only A_OPUS)"
+        )));
     }
     if let Some(private) = private {
         parse_opus_head(private)?;
@@ -265,7 +291,9 @@ fn check_tracks(body: &[u8]) -> Result<(), AudioError> {
 }
 
 fn be_uint(b: &[u8]) -> u64 {
-    b.iter().take(8).fold(0, |acc, &x| (acc << 8) | u64::from(x))
+    b.iter()
+        .take(8)
+        .fold(0, |acc, &x| (acc << 8) | u64::from(x))
 }
 
 /// Parses an element header: `(id, size (None = unknown), header length)`.
@@ -275,7 +303,9 @@ fn element_header(b: &[u8]) -> Result<Option<(u32, Option<u64>, usize)>, AudioEr
     };
     let id_len = first.leading_zeros() as usize + 1;
     if id_len > 4 {
-        return Err(AudioError::InvalidWebm(format!("invalid element ID byte 0x{first:02X}")));
+        return Err(AudioError::InvalidWebm(format!(
+            "invalid element ID byte 0x{first:02X}"
+        )));
     }
     let Some(&size_first) = b.get(id_len) else {
         return Ok(None);
@@ -287,7 +317,9 @@ fn element_header(b: &[u8]) -> Result<Option<(u32, Option<u64>, usize)>, AudioEr
     let Some(size_bytes) = b.get(id_len..id_len + size_len) else {
         return Ok(None);
     };
-    let id = b[..id_len].iter().fold(0u32, |acc, &x| (acc << 8) | u32::from(x));
+    let id = b[..id_len]
+        .iter()
+        .fold(0u32, |acc, &x| (acc << 8) | u32::from(x));
     let mask = if size_len == 8 { 0 } else { 0xFFu8 >> size_len };
     let mut value = u64::from(size_bytes[0] & mask);
     for &x in &size_bytes[1..] {
@@ -306,12 +338,15 @@ fn for_each_child<'a>(
     while !b.is_empty() {
         let (id, size, header_len) = element_header(b)?
             .ok_or_else(|| AudioError::InvalidWebm("truncated child element".into()))?;
-        let size = size.ok_or_else(|| AudioError::InvalidWebm("unknown-size child element".into()))?;
+        let size =
+            size.ok_or_else(|| AudioError::InvalidWebm("unknown-size child element".into()))?;
         let end = usize::try_from(size)
             .ok()
             .and_then(|s| s.checked_add(header_len))
             .filter(|end| *end <= b.len())
-            .ok_or_else(|| AudioError::InvalidWebm(format!("element 0x{id:X} overruns its parent")))?;
+            .ok_or_else(|| {
+                AudioError::InvalidWebm(format!("element 0x{id:X} overruns its parent"))
+            })?;
         f(id, &b[header_len..end])?;
         b = &b[end..];
     }
@@ -334,8 +369,11 @@ fn demux_error(e: DemuxError) -> AudioError {
 
 /// Runs third-party parsing code, turning a panic on hostile input into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, AudioError>) -> Result<T, AudioError> {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(AudioError::InvalidWebm(format!("{what} failed on malformed data"))))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(AudioError::InvalidWebm(format!(
+            "{what} failed on malformed data"
+        )))
+    })
 }
 
 /// Decodes the first Opus audio track of a WebM stream, packet by packet, to 48 kHz mono.
@@ -354,7 +392,9 @@ pub(crate) struct WebmOpusDecoder<R: Read + Seek> {
 
 impl<R: Read + Seek> WebmOpusDecoder<R> {
     pub fn open(reader: R) -> Result<Self, AudioError> {
-        let mkv = guarded("WebM demuxer", || MatroskaFile::open(reader).map_err(demux_error))?;
+        let mkv = guarded("WebM demuxer", || {
+            MatroskaFile::open(reader).map_err(demux_error)
+        })?;
         let track = mkv
             .tracks()
             .iter()
@@ -377,7 +417,10 @@ impl<R: Read + Seek> WebmOpusDecoder<R> {
             },
         };
         if head.channels == 0 || head.channels > 2 {
-            return Err(AudioError::Unsupported(format!("Opus with {} channels", head.channels)));
+            return Err(AudioError::Unsupported(format!(
+                "Opus with {} channels",
+                head.channels
+            )));
         }
         let delay = match track.codec_delay() {
             Some(ns) => i64::try_from(u128::from(ns) * u128::from(OPUS_RATE) / 1_000_000_000)
@@ -426,9 +469,11 @@ impl<R: Read + Seek> WebmOpusDecoder<R> {
                 .map_err(|_| AudioError::InvalidWebm("block timestamp out of range".into()))?
                 - self.delay;
             let (decoder, packet, pcm) = (&mut self.decoder, &self.frame.data, &mut self.pcm);
-            let n = catch_unwind(AssertUnwindSafe(|| decoder.decode_float(packet, pcm, false)))
-                .map_err(|_| AudioError::InvalidOpus("decoder failed on malformed packet".into()))?
-                .map_err(|e| AudioError::InvalidOpus(e.to_string()))?;
+            let n = catch_unwind(AssertUnwindSafe(|| {
+                decoder.decode_float(packet, pcm, false)
+            }))
+            .map_err(|_| AudioError::InvalidOpus("decoder failed on malformed packet".into()))?
+            .map_err(|e| AudioError::InvalidOpus(e.to_string()))?;
             let scale = self.gain / self.channels as f32;
             out.extend(
                 self.pcm[..n * self.channels]
@@ -451,7 +496,10 @@ mod tests {
             Some((ID_EBML, Some(0x1F), 5))
         );
         // Unknown size, 1-byte and 8-byte forms.
-        assert_eq!(element_header(&[0xEC, 0xFF]).unwrap(), Some((0xEC, None, 2)));
+        assert_eq!(
+            element_header(&[0xEC, 0xFF]).unwrap(),
+            Some((0xEC, None, 2))
+        );
         let mut live = vec![0x1F, 0x43, 0xB6, 0x75, 0x01];
         live.extend_from_slice(&[0xFF; 7]);
         assert_eq!(element_header(&live).unwrap(), Some((ID_CLUSTER, None, 12)));
@@ -466,7 +514,10 @@ mod tests {
         let head = parse_opus_head(&h).unwrap();
         assert_eq!((head.channels, head.pre_skip, head.gain), (2, 312, 1.0));
         h[9] = 6;
-        assert!(matches!(parse_opus_head(&h), Err(AudioError::Unsupported(_))));
+        assert!(matches!(
+            parse_opus_head(&h),
+            Err(AudioError::Unsupported(_))
+        ));
         assert!(parse_opus_head(b"OpusTags").is_err());
     }
 }

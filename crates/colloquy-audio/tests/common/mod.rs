@@ -32,7 +32,14 @@ pub fn sine(rate: u32, freq: f64, amp: f64, frames: usize, channels: u16) -> Vec
 }
 
 /// Like [`sine`], continuing the phase from frame `first`.
-pub fn sine_from(rate: u32, freq: f64, amp: f64, first: usize, frames: usize, channels: u16) -> Vec<i16> {
+pub fn sine_from(
+    rate: u32,
+    freq: f64,
+    amp: f64,
+    first: usize,
+    frames: usize,
+    channels: u16,
+) -> Vec<i16> {
     let mut v = Vec::with_capacity(frames * usize::from(channels));
     for i in first..first + frames {
         let s = amp * (std::f64::consts::TAU * freq * i as f64 / f64::from(rate)).sin();
@@ -50,7 +57,14 @@ pub fn le(samples: &[i16]) -> Vec<u8> {
 
 /// A WAV file. `format`: 1 = PCM, 3 = float; `bits` 16/24/32; `samples` are 16-bit and
 /// converted. `streaming` writes 0xFFFFFFFF placeholder sizes like a live recorder.
-pub fn wav(rate: u32, channels: u16, samples: &[i16], format: u16, bits: u16, streaming: bool) -> Vec<u8> {
+pub fn wav(
+    rate: u32,
+    channels: u16,
+    samples: &[i16],
+    format: u16,
+    bits: u16,
+    streaming: bool,
+) -> Vec<u8> {
     let mut data = Vec::new();
     for &s in samples {
         match (format, bits) {
@@ -64,7 +78,11 @@ pub fn wav(rate: u32, channels: u16, samples: &[i16], format: u16, bits: u16, st
     let align = channels * bits / 8;
     let mut v = Vec::new();
     v.extend_from_slice(b"RIFF");
-    let riff = if streaming { u32::MAX } else { 36 + data.len() as u32 };
+    let riff = if streaming {
+        u32::MAX
+    } else {
+        36 + data.len() as u32
+    };
     v.extend_from_slice(&riff.to_le_bytes());
     v.extend_from_slice(b"WAVEfmt ");
     v.extend_from_slice(&16u32.to_le_bytes());
@@ -75,7 +93,11 @@ pub fn wav(rate: u32, channels: u16, samples: &[i16], format: u16, bits: u16, st
     v.extend_from_slice(&align.to_le_bytes());
     v.extend_from_slice(&bits.to_le_bytes());
     v.extend_from_slice(b"data");
-    let size = if streaming { u32::MAX } else { data.len() as u32 };
+    let size = if streaming {
+        u32::MAX
+    } else {
+        data.len() as u32
+    };
     v.extend_from_slice(&size.to_le_bytes());
     v.extend_from_slice(&data);
     v
@@ -92,11 +114,15 @@ pub fn log(records: &[(i64, Vec<u8>)]) -> Vec<u8> {
 
 /// Splits `bytes` into pseudo-random chunks of 1..=max bytes (deterministic).
 pub fn split_arbitrarily(bytes: &[u8], max: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut chunks = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let n = ((state >> 33) as usize % max + 1).min(rest.len());
         chunks.push(rest[..n].to_vec());
         rest = &rest[n..];
@@ -107,7 +133,11 @@ pub fn split_arbitrarily(bytes: &[u8], max: usize, seed: u64) -> Vec<Vec<u8>> {
 pub type Input<'a> = Option<VoiceInput<&'a [u8]>>;
 
 /// Runs [`reconstruct`] into a temp file; returns the summary and the file.
-pub fn run(user: Input<'_>, assistant: Input<'_>, opts: &MixOptions) -> Result<(Summary, tempfile::NamedTempFile), AudioError> {
+pub fn run(
+    user: Input<'_>,
+    assistant: Input<'_>,
+    opts: &MixOptions,
+) -> Result<(Summary, tempfile::NamedTempFile), AudioError> {
     let mut file = tempfile::Builder::new().suffix(".mp4").tempfile().unwrap();
     let summary = reconstruct(user, assistant, opts, file.as_file_mut())?;
     file.as_file_mut().flush().unwrap();
@@ -118,14 +148,19 @@ pub fn run(user: Input<'_>, assistant: Input<'_>, opts: &MixOptions) -> Result<(
 pub fn decode(path: &Path, channels: usize) -> Vec<Vec<f32>> {
     require("ffmpeg");
     let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
+        .args(["-v", "warning", "-i"])
         .arg(path)
         .args(["-f", "s16le", "-acodec", "pcm_s16le", "-ar", "48000", "-ac"])
         .arg(channels.to_string())
         .arg("-")
         .output()
         .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Any demuxer/decoder warning (bad esds, sample table, edit list...) fails the test.
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffmpeg complained: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut chans = vec![Vec::new(); channels];
     for (i, s) in out.stdout.chunks_exact(2).enumerate() {
         chans[i % channels].push(f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0);
@@ -137,11 +172,22 @@ pub fn decode(path: &Path, channels: usize) -> Vec<Vec<f32>> {
 pub fn ffprobe(path: &Path) -> HashMap<String, String> {
     require("ffprobe");
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-show_format", "-of", "flat"])
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "flat",
+        ])
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -186,7 +232,10 @@ pub fn amplitude_between(x: &[f32], freq: f64, from_ms: usize, to_ms: usize) -> 
 }
 
 pub fn assert_near(what: &str, got: f64, want: f64, tol: f64) {
-    assert!((got - want).abs() <= tol, "{what}: got {got:.1}, want {want:.1} ± {tol}");
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got:.1}, want {want:.1} ± {tol}"
+    );
 }
 
 /// Encodes a tone to WebM/Opus with ffmpeg (libopus). `live` writes to a pipe, giving
@@ -200,15 +249,35 @@ pub fn ffmpeg_webm_opus(freq: f64, amp: f64, seconds: f64, channels: u16, live: 
     let source = format!("aevalsrc={expr}:s=48000:d={seconds}");
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-v", "error", "-f", "lavfi", "-i", &source])
-        .args(["-ac", &channels.to_string(), "-c:a", "libopus", "-b:a", "64k", "-f", "webm"]);
+        .args([
+            "-ac",
+            &channels.to_string(),
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            "-f",
+            "webm",
+        ]);
     if live {
-        let out = cmd.args(["-live", "1", "pipe:1"]).output().expect("run ffmpeg");
-        assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cmd
+            .args(["-live", "1", "pipe:1"])
+            .output()
+            .expect("run ffmpeg");
+        assert!(
+            out.status.success(),
+            "ffmpeg failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     } else {
         let file = tempfile::Builder::new().suffix(".webm").tempfile().unwrap();
         let out = cmd.arg("-y").arg(file.path()).output().expect("run ffmpeg");
-        assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ffmpeg failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::read(file.path()).unwrap()
     }
 }
@@ -216,16 +285,19 @@ pub fn ffmpeg_webm_opus(freq: f64, amp: f64, seconds: f64, channels: u16, live: 
 /// Reads an EBML variable-length integer at `p`: `(value, length)`; IDs keep the marker.
 fn vint(b: &[u8], p: usize, keep_marker: bool) -> (u64, usize) {
     let len = b[p].leading_zeros() as usize + 1;
-    let mut v = b[p..p + len].iter().fold(0u64, |a, &x| (a << 8) | u64::from(x));
+    let mut v = b[p..p + len]
+        .iter()
+        .fold(0u64, |a, &x| (a << 8) | u64::from(x));
     if !keep_marker {
         v &= (1u64 << (7 * len)) - 1;
     }
     (v, len)
 }
 
-/// Rewrites every top-level Cluster to the 8-byte "unknown size" form MediaRecorder
-/// (Chrome) writes, since ffmpeg's live mode still buffers clusters with known sizes.
-pub fn with_unknown_cluster_sizes(webm: &[u8]) -> Vec<u8> {
+/// Rewrites ffmpeg's live WebM into the shape Chrome's MediaRecorder produces: no
+/// SeekHead/Void/Tags/Cues, and every Cluster with the 8-byte "unknown size" (ffmpeg's
+/// live mode still buffers clusters and writes their sizes).
+pub fn mediarecorder_like(webm: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(webm.len() + 64);
     // EBML header: copy.
     let (_, il) = vint(webm, 0, true);
@@ -242,6 +314,10 @@ pub fn with_unknown_cluster_sizes(webm: &[u8]) -> Vec<u8> {
         let (id, il) = vint(webm, p, true);
         let (size, sl) = vint(webm, p + il, false);
         let body = &webm[p + il + sl..p + il + sl + size as usize];
+        if matches!(id, 0x114D_9B74 | 0xEC | 0x1254_C367 | 0x1C53_BB6B) {
+            p += il + sl + size as usize;
+            continue;
+        }
         out.extend_from_slice(&webm[p..p + il]);
         if id == 0x1F43_B675 {
             out.extend_from_slice(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);

@@ -495,3 +495,362 @@ def poll(fn: Callable[[], Any], timeout: float, interval: float = 0.25, what: st
 
 def new_temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# --------------------------------------------------------------------------------------------
+# Audio (tests/sdk/test_audio.py): test signals, ffprobe, direct SQL, worker and S3 processes
+# --------------------------------------------------------------------------------------------
+
+import hashlib  # noqa: E402  (kept with the audio helpers)
+import hmac  # noqa: E402
+import io  # noqa: E402
+import math  # noqa: E402
+import socket  # noqa: E402
+import sqlite3  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+import wave  # noqa: E402
+
+
+def tone_pcm(seconds: float, freq: float = 440.0, rate: int = 16000, amplitude: float = 0.5) -> bytes:
+    """A sine tone as mono 16-bit little-endian PCM."""
+    n = int(round(seconds * rate))
+    peak = amplitude * 32767
+    return struct.pack(f"<{n}h", *(int(peak * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
+
+
+def tone_wav(seconds: float, freq: float = 440.0, rate: int = 16000) -> bytes:
+    """A complete mono 16-bit WAV file holding a sine tone."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(tone_pcm(seconds, freq, rate))
+    return buf.getvalue()
+
+
+def split_b64(data: bytes, size: int) -> List[str]:
+    """`data` cut into chunks of `size` bytes, each base64-encoded (for `audio_input`)."""
+    return [base64.b64encode(data[i : i + size]).decode() for i in range(0, len(data), size)]
+
+
+def pcm_chunks_b64(pcm: bytes, rate: int = 16000, chunk_ms: int = 20, channels: int = 1) -> List[str]:
+    """16-bit PCM cut into `chunk_ms` chunks (whole frames), each base64-encoded."""
+    return split_b64(pcm, rate * 2 * channels * chunk_ms // 1000)
+
+
+def require_ffmpeg() -> None:
+    """Fails (not skips) when ffmpeg/ffprobe are missing: the audio tests need them."""
+    missing = [t for t in ("ffprobe", "ffmpeg") if shutil.which(t) is None]
+    if missing:
+        import pytest
+
+        pytest.fail(
+            f"{' and '.join(missing)} not found on PATH: install ffmpeg (Debian: apt-get install "
+            "ffmpeg; .ci/run does this) to run the audio tests",
+            pytrace=False,
+        )
+
+
+def ffprobe(path: Path) -> Dict[str, Any]:
+    """`ffprobe -v error -show_streams -show_format -of json <path>` as a dict."""
+    require_ffmpeg()
+    r = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, f"ffprobe rejected {path}: {r.stderr}"
+    return json.loads(r.stdout)
+
+
+def decode_mono(path: Path, rate: int = 48000) -> List[int]:
+    """The file decoded by ffmpeg (an independent decoder) to mono 16-bit samples."""
+    require_ffmpeg()
+    r = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", str(rate), "-"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, f"ffmpeg could not decode {path}: {r.stderr.decode(errors='replace')}"
+    n = len(r.stdout) // 2
+    return list(struct.unpack(f"<{n}h", r.stdout[: 2 * n]))
+
+
+def tone_stats(samples: Sequence[int], rate: int = 48000) -> Dict[str, float]:
+    """RMS (0..1) and dominant frequency (from zero crossings) of a stretch of samples."""
+    if not samples:
+        return {"rms": 0.0, "freq": 0.0}
+    rms = math.sqrt(sum(s * s for s in samples) / len(samples)) / 32768
+    crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
+    return {"rms": rms, "freq": crossings / 2 / (len(samples) / rate)}
+
+
+def make_webm_opus(seconds: float, freq: float = 440.0, amplitude: float = 0.5) -> bytes:
+    """A WebM/Opus file of a sine tone, encoded by ffmpeg (libopus or ffmpeg's own encoder)."""
+    require_ffmpeg()
+    source = f"aevalsrc={amplitude}*sin(2*PI*{freq}*t):s=48000:d={seconds}"
+    base = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", source]
+    errors = []
+    for codec in (["-c:a", "libopus"], ["-c:a", "opus", "-strict", "-2", "-ac", "2"]):
+        r = subprocess.run([*base, *codec, "-f", "webm", "-"], capture_output=True, timeout=60)
+        if r.returncode == 0 and r.stdout:
+            return r.stdout
+        errors.append(r.stderr.decode(errors="replace"))
+    raise AssertionError(f"ffmpeg could not encode WebM/Opus: {errors}")
+
+
+def read_capture_records(data: bytes) -> List[tuple]:
+    """Parses captured segment bytes: records `offset_ms: i64 LE | len: u32 LE | bytes`."""
+    out, pos = [], 0
+    while pos < len(data):
+        offset, n = struct.unpack_from("<qI", data, pos)
+        pos += 12
+        out.append((offset, data[pos : pos + n]))
+        pos += n
+    assert pos == len(data), "a truncated capture record"
+    return out
+
+
+def local_signature(data_dir: Path, path: str, expires_ms: int) -> str:
+    """The signature Colloquy puts on a local download URL (HMAC-SHA256 over
+    `GET\\n<path>\\n<expires>` with `<data_dir>/signing.key`)."""
+    key = bytes.fromhex((Path(data_dir) / "signing.key").read_text().strip())
+    return hmac.new(key, f"GET\n{path}\n{expires_ms}".encode(), hashlib.sha256).hexdigest()
+
+
+def run_sql(srv: ServerProcess, sql: str) -> str:
+    """Runs one statement directly on a server's database (SQLite file or PostgreSQL);
+    returns psql-style output (rows `|`-separated, one per line)."""
+    if srv.backend == "postgres":
+        url = srv.database_url
+        assert url, "a postgres server always has an explicit database URL"
+        r = _psql(sql, url=url)
+        assert r.returncode == 0, f"psql failed: {r.stderr}"
+        return r.stdout.strip()
+    url = srv.database_url
+    path = url.split("://", 1)[1] if url else str(srv.data_dir / "colloquy.db")
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        with conn:
+            rows = conn.execute(sql).fetchall()
+        return "\n".join("|".join("" if v is None else str(v) for v in row) for row in rows)
+    finally:
+        conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+WORKER_LINE = re.compile(r"Colloquy worker running (\d+) reconstruction worker\(s\)")
+
+
+class WorkerProcess:
+    """One `colloquy worker` process (reconstruction workers only, no HTTP). Logs go to a
+    file in JSON (`log.format = json`) so tests can parse them."""
+
+    def __init__(
+        self,
+        binary: str,
+        data_dir: Path,
+        database_url: str,
+        workers: int = 1,
+        env: Optional[Dict[str, str]] = None,
+        label: str = "worker",
+    ):
+        self.binary = binary
+        self.data_dir = Path(data_dir)
+        self.database_url = database_url
+        self.workers = workers
+        self.extra_env = dict(env or {})
+        self.label = label
+        self.proc: Optional[subprocess.Popen] = None
+        self.stdout_lines: List[str] = []
+        self.log_path: Optional[Path] = None
+
+    def start(self, timeout: float = 30) -> "WorkerProcess":
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.log_path = ARTIFACTS / f"{self.label}-{os.getpid()}-{id(self):x}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLOQUY_") and k != "RUST_LOG"}
+        env.update({"COLLOQUY_LOG__FORMAT": "json", "COLLOQUY_LOG__FILTER": "info"})
+        env.update(self.extra_env)
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                self.binary, "worker", "--data-dir", str(self.data_dir),
+                "--database-url", self.database_url, "--workers", str(self.workers),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        ready = threading.Event()
+        lines = self.stdout_lines
+
+        def pump(stream):
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                if WORKER_LINE.search(line):
+                    ready.set()
+            stream.close()
+
+        threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"colloquy worker exited with {self.proc.returncode} before it was ready; "
+                    f"stdout={lines!r}; log {self.log_path}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.kill9()
+                raise RuntimeError(f"colloquy worker printed no ready line in {timeout}s; stdout={lines!r}")
+        m = next(WORKER_LINE.search(l) for l in lines if WORKER_LINE.search(l))
+        assert int(m.group(1)) == self.workers, lines
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except (OSError, AttributeError):
+            return ""
+
+    def log_records(self) -> List[Dict[str, Any]]:
+        """The JSON log lines written so far (a torn last line is ignored)."""
+        out = []
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except (OSError, AttributeError):
+            return out
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def chats_logged(self, message: str) -> List[str]:
+        """chat_id of every log line whose message is `message`, in order."""
+        out = []
+        for rec in self.log_records():
+            fields = rec.get("fields") or {}
+            if fields.get("message") == message and "chat_id" in fields:
+                out.append(str(fields["chat_id"]))
+        return out
+
+    def finished(self) -> List[str]:
+        return self.chats_logged("reconstruction finished")
+
+    def started(self) -> List[str]:
+        return self.chats_logged("reconstructing audio")
+
+    def stop(self, timeout: float = 15) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class MotoS3:
+    """A moto S3 server (`python -m moto.server`, from `moto[server]`) on a free port."""
+
+    ACCESS_KEY = "colloquy-test-key"
+    SECRET_KEY = "colloquy-test-secret"
+    REGION = "us-east-1"
+
+    def __init__(self, label: str = "moto"):
+        self.label = label
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_path: Optional[Path] = None
+
+    def start(self, timeout: float = 30) -> "MotoS3":
+        try:
+            import moto  # noqa: F401
+        except ImportError:
+            import pytest
+
+            pytest.fail("moto is not installed: pip install -r tests/sdk/requirements.txt", pytrace=False)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.log_path = ARTIFACTS / f"{self.label}-{os.getpid()}-{self.port}.log"
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                httpx.get(f"{self.endpoint}/moto-api/", timeout=2)
+                return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto server did not answer on {self.endpoint} within {timeout}s")
+            time.sleep(0.1)
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.REGION,
+            aws_access_key_id=self.ACCESS_KEY,
+            aws_secret_access_key=self.SECRET_KEY,
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def colloquy_env(self, bucket: str) -> Dict[str, str]:
+        """The `COLLOQUY_STORAGE__*` settings that point a server at this store."""
+        return {
+            "COLLOQUY_STORAGE__BUCKET": bucket,
+            "COLLOQUY_STORAGE__ENDPOINT": self.endpoint,
+            "COLLOQUY_STORAGE__REGION": self.REGION,
+            "COLLOQUY_STORAGE__ACCESS_KEY_ID": self.ACCESS_KEY,
+            "COLLOQUY_STORAGE__SECRET_ACCESS_KEY": self.SECRET_KEY,
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)

@@ -56,7 +56,22 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>
     Ok(Some(range))
 }
 
-/// The download handler.
+/// Download a reconstructed MP4 through a signed link (the `signed_audio_url`).
+#[utoipa::path(get, path = "/v0/evi/audio/{user_id}/{chat_id}/reconstructed_audio.mp4", tag = "audio",
+    params(
+        ("user_id" = String, Path, description = "Owner id (UUID)"),
+        ("chat_id" = String, Path, description = "Chat id (UUID)"),
+        ("expires" = i64, Query, description = "Expiry of the link, epoch milliseconds"),
+        ("signature" = String, Query, description = "HMAC-SHA256 of the link, hex"),
+        ("Range" = Option<String>, Header, description = "A single byte range, e.g. bytes=0-1023"),
+    ),
+    responses(
+        (status = 200, description = "The whole file", content_type = "audio/mp4", body = Vec<u8>),
+        (status = 206, description = "The requested range", content_type = "audio/mp4", body = Vec<u8>),
+        (status = 403, body = colloquy_wire::ErrorResponse, description = "Tampered, expired or foreign link"),
+        (status = 404, body = colloquy_wire::ErrorResponse, description = "The file no longer exists"),
+        (status = 416, body = colloquy_wire::ErrorResponse, description = "Range outside the file"),
+    ))]
 pub async fn download(
     State(state): State<AppState>,
     uri: Uri,
@@ -89,11 +104,14 @@ pub async fn download(
     let range = match parse_range(headers.get(RANGE).and_then(|v| v.to_str().ok()), size) {
         Ok(r) => r,
         Err(Unsatisfiable) => {
-            return Ok((
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(CONTENT_RANGE, format!("bytes */{size}"))],
-            )
-                .into_response())
+            let mut resp = ApiError::RangeNotSatisfiable(format!(
+                "the requested range is outside the file, which has {size} bytes"
+            ))
+            .into_response();
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                resp.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            return Ok(resp);
         }
     };
     let opts = GetOptions {

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 405.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 416: a `Range` outside the file.
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     /// 500: logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,6 +66,11 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed(m) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", m)
             }
+            ApiError::RangeNotSatisfiable(m) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                m,
+            ),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         crate::rest::get_chat_group_audio,
         crate::rest::delete_chat,
         crate::rest::delete_chat_group,
+        crate::download::download,
         crate::auth::token,
         crate::server::healthz,
     ),
@@ -28,6 +29,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "chats", description = "Chats and their events"),
         (name = "chat_groups", description = "Chat groups"),
+        (name = "audio", description = "Signed downloads of reconstructed audio"),
         (name = "auth", description = "Access tokens"),
         (name = "ops", description = "Operations"),
     )

@@ -10,6 +10,7 @@ use crate::worker::{spawn_workers, WorkerContext};
 use crate::{auth, download, openapi, rest, session, telemetry};
 use anyhow::Context;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use colloquy_storage::Store;
 use colloquy_storage_postgres::{PostgresSettings, PostgresStore};
@@ -260,6 +261,13 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
     let app = build_router(state.clone());
     let token = state.shutdown.clone();
     let task = tokio::spawn(async move {
+        // No Nagle: socket replies are small frames written back to back (assistant_message
+        // then assistant_end), which Nagle would hold for the peer's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await

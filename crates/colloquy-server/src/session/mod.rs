@@ -156,7 +156,7 @@ impl Session {
         params: Result<ConnectParams, String>,
         socket: WebSocket,
     ) {
-        let chat_id = Uuid::new_v4();
+        let chat_id = Uuid::now_v7();
         let start_ms = now_ms();
         let mut s = Session {
             user_chunks: 0,
@@ -166,7 +166,7 @@ impl Session {
             socket,
             who,
             chat_id,
-            group_id: Uuid::new_v4(),
+            group_id: Uuid::now_v7(),
             request_id: Uuid::new_v4().to_string(),
             start_ms,
             last_ts: start_ms,
@@ -728,7 +728,7 @@ impl Session {
         let seq = self.next_seq;
         self.next_seq += 1;
         NewEvent {
-            id: Uuid::new_v4(),
+            id: Uuid::now_v7(),
             seq,
             timestamp: self.next_ts(),
             role,

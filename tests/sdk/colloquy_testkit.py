@@ -854,3 +854,33 @@ class MotoS3:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def chromium_media_duration(url: str, timeout: float = 60.0) -> str:
+    """Loads `url` in an <audio> element of headless Chromium (Debian's `chromium`) and
+    returns what the page saw: `meta:<duration>` once Chromium's demuxer and decoder accepted
+    the file, or `error:<MediaError code>` (4 = format/codec not supported)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is required: apt-get install -y chromium (CI's .ci/run installs it)"
+    work = Path(tempfile.mkdtemp(prefix="colloquy-chromium-"))
+    try:
+        page = work / "play.html"
+        page.write_text(
+            "<html><head><title>loading</title></head><body>"
+            f"<audio id='a' preload='auto' src='{url}'></audio><script>"
+            "const a=document.getElementById('a');"
+            "a.onerror=()=>{document.title='error:'+(a.error&&a.error.code)};"
+            "a.onloadedmetadata=()=>{document.title='meta:'+a.duration};"
+            "</script></body></html>"
+        )
+        out = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=8000", "--dump-dom",
+             page.as_uri()],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        m = re.search(r"<title>([^<]*)</title>", out.stdout)
+        return m.group(1) if m else f"no title (exit {out.returncode}): {out.stderr[-500:]}"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -53,6 +53,7 @@ from colloquy_testkit import (
     tone_pcm,
     tone_stats,
     tone_wav,
+    chromium_media_duration,
 )
 
 RATE = 16000
@@ -320,6 +321,10 @@ def test_reconstruction_end_to_end(dedicated):
     mp4.write_bytes(body)
     info = check_mp4(mp4, 2.0, TONE_RMS)
     assert info["streams"][0]["channels"] == 1, "mono by default"
+    # Chromium accepts the file straight from the signed URL (container and AAC-LC config).
+    seen = chromium_media_duration(url)
+    assert seen.startswith("meta:"), f"Chromium could not load the MP4: {seen}"
+    assert abs(float(seen[5:]) - 2.0) < 0.3, seen
 
     # Range
     part = http.get(url, headers={"Range": "bytes=0-99"})

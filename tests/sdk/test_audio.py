@@ -562,3 +562,42 @@ def test_two_worker_processes_share_the_queue(backend, dedicated, worker_process
     info = ffprobe(mp4)
     assert abs(float(info["format"]["duration"]) - 120) <= 0.5, info["format"]
     contract.assert_ok()
+
+
+def test_captured_audio_survives_a_crash(dedicated):
+    """Audio is flushed to the object store at least every 2 s while the chat runs, so a
+    `kill -9` loses at most the unflushed tail: after the restart the crashed chat (closed
+    as ERROR by recovery) still reconstructs to the audio sent before the flush."""
+    require_ffmpeg()
+    srv = dedicated("audio-crash")
+    acct = srv.create_account()
+    contract = srv.contract()
+    client = acct.client(contract)
+    pcm = tone_pcm(2.0)
+    settings = ConnectSessionSettings(
+        audio=ConnectSessionSettingsAudio(channels=1, encoding="linear16", sample_rate=RATE)
+    )
+    sock_cm = client.empathic_voice.chat.connect(session_settings=settings)
+    sock = sock_cm.__enter__()
+    meta = expect(sock, "chat_metadata")
+    for chunk in pcm_chunks_b64(pcm, RATE, 20):
+        sock.send_publish(AudioInput(data=chunk))
+    sock.send_publish(UserInput(text="all sent"))
+    expect(sock, "user_message")
+    time.sleep(2.6)  # past the 2 s flush deadline: the session writes the segment on its own
+    srv.kill9()
+    try:
+        sock._websocket.close()
+    except Exception:  # noqa: BLE001 - the server is gone
+        pass
+
+    srv.start()  # same data dir and database
+    client = acct.client(contract)
+    rec = wait_for_audio(client, [meta.chat_id], timeout=40)[meta.chat_id]
+    assert rec.status == "COMPLETE", rec
+    mp4 = srv.data_dir / "after-crash.mp4"
+    mp4.write_bytes(httpx.get(rec.signed_audio_url, timeout=30).content)
+    info = ffprobe(mp4)
+    assert float(info["format"]["duration"]) >= 1.9, info["format"]
+    stats = tone_stats(decode_mono(mp4)[int(0.25 * 48000) : int(1.75 * 48000)])
+    assert abs(stats["rms"] - TONE_RMS) / TONE_RMS < 0.15, stats

@@ -521,7 +521,7 @@ impl Store for SqliteStore {
         let gid = group_id.to_string();
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM chat_events WHERE chat_group_id = ? \
-             ORDER BY timestamp {d}, chat_id {d}, seq {d} LIMIT ? OFFSET ?"
+             ORDER BY timestamp {d}, rowid {d} LIMIT ? OFFSET ?"
         ))
         .bind(&gid)
         .bind(page.size as i64)

@@ -178,7 +178,7 @@ impl RunningServer {
         }
     }
 
-    /// Waits until the HTTP server stops (it stops when the shutdown token is cancelled).
+    /// The token whose cancellation stops the server (sessions, HTTP, workers).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.state.shutdown.clone()
     }

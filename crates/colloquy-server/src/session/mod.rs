@@ -143,7 +143,6 @@ struct Session {
     last_ts: i64,
     next_seq: i64,
     settings: SessionSettings,
-    paused: bool,
     user_chunks: u64,
     user_probe: Option<StreamProbe>,
     user_audio: Option<VoiceRecorder>,
@@ -172,7 +171,6 @@ impl Session {
             last_ts: start_ms,
             next_seq: 0,
             settings: SessionSettings::default(),
-            paused: false,
         };
         let params = match params {
             Ok(p) => p,
@@ -188,8 +186,7 @@ impl Session {
     /// Creates the chat (or joins the group) and sends `chat_metadata`; false if refused.
     async fn open(&mut self, params: ConnectParams) -> bool {
         let group = match params.resumed_chat_group_id {
-            Some(g) if !self.who.data_retention => {
-                let _ = g;
+            Some(_) if !self.who.data_retention => {
                 self.refuse(
                     "E0202",
                     "resume_unavailable",
@@ -543,12 +540,10 @@ impl Session {
                 self.record(vec![ev]).await
             }
             ClientMessage::PauseAssistantMessage => {
-                self.paused = true;
                 let ev = self.event(EventRole::User, EventType::PauseOnset, "");
                 self.record(vec![ev]).await
             }
             ClientMessage::ResumeAssistantMessage => {
-                self.paused = false;
                 let ev = self.event(EventRole::User, EventType::ResumeOnset, "");
                 self.record(vec![ev]).await
             }

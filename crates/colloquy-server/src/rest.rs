@@ -69,6 +69,7 @@ pub async fn list_chats(
     let filter = ChatFilter {
         status: q.status()?,
         config_id: q.config_id()?,
+        ..Default::default()
     };
     let chats = state.store.list_chats(who.user_id, &filter, page).await?;
     Ok(Json(ReturnPagedChats {

@@ -205,6 +205,15 @@ impl Store for SqliteStore {
         row.map(|r| principal(&r)).transpose()
     }
 
+    async fn delete_access_token(&self, token_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM access_tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.write)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn insert_access_token(
         &self,
         token_hash: &str,

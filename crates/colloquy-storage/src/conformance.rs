@@ -308,6 +308,7 @@ async fn chat_lifecycle_and_listing(store: &dyn Store) {
             &ChatFilter {
                 status: Some(ChatStatus::UserEnded),
                 config_id: None,
+                ..Default::default()
             },
             page(0, 10, true),
         )
@@ -321,6 +322,7 @@ async fn chat_lifecycle_and_listing(store: &dyn Store) {
             &ChatFilter {
                 status: Some(ChatStatus::Active),
                 config_id: Some("cfg-even".into()),
+                ..Default::default()
             },
             page(0, 10, true),
         )

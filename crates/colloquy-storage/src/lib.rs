@@ -66,6 +66,9 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<Option<Principal>>;
 
+    /// Forgets an access token (sign-out); false if there was none.
+    async fn delete_access_token(&self, token_hash: &str) -> StoreResult<bool>;
+
     /// Secret-key hash of a live key, for the client-credentials grant.
     async fn secret_hash_for_key(&self, key_hash: &str)
         -> StoreResult<Option<(Principal, String)>>;

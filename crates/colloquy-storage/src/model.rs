@@ -108,6 +108,13 @@ pub struct ChatFilter {
     pub status: Option<ChatStatus>,
     /// Only chats that used this config id.
     pub config_id: Option<String>,
+    /// Only chats whose message text contains all of these words (full-text search over
+    /// `USER_MESSAGE` / `AGENT_MESSAGE` text; empty or blank means no filter).
+    pub search: Option<String>,
+    /// Only chats started at or after this epoch-ms instant.
+    pub started_from: Option<i64>,
+    /// Only chats started before this epoch-ms instant.
+    pub started_before: Option<i64>,
 }
 
 /// A stored chat.

@@ -95,6 +95,28 @@ impl Query {
             .transpose()
     }
 
+    /// `search`, full-text search words (see [`colloquy_storage::search_terms`]); `None` when
+    /// absent or without any word.
+    pub fn search(&self) -> Result<Option<String>, ApiError> {
+        let Some(raw) = self.get("search") else {
+            return Ok(None);
+        };
+        if raw.chars().count() > 1000 {
+            return Err(ApiError::invalid(
+                "search is longer than 1000 characters; search for fewer words",
+            ));
+        }
+        let terms = colloquy_storage::search_terms(raw);
+        if terms.len() > colloquy_storage::MAX_SEARCH_TERMS {
+            return Err(ApiError::invalid(format!(
+                "search has {} words; give at most {}",
+                terms.len(),
+                colloquy_storage::MAX_SEARCH_TERMS
+            )));
+        }
+        Ok((!terms.is_empty()).then(|| terms.join(" ")))
+    }
+
     /// `config_id`, a UUID (returned in canonical lowercase form).
     pub fn config_id(&self) -> Result<Option<String>, ApiError> {
         self.get("config_id")

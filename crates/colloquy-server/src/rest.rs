@@ -37,6 +37,10 @@ pub struct ChatListFilters {
     config_id: Option<String>,
     /// Only chats with this status.
     status: Option<ChatStatus>,
+    /// Colloquy extension (not in the hosted EVI API): only chats whose user or assistant
+    /// messages contain every word given (case-insensitive; a word also matches words it
+    /// begins, so `hel` finds "Hello"). Punctuation only separates words. At most 16 words.
+    search: Option<String>,
 }
 
 fn not_found_chat(id: Uuid) -> ApiError {
@@ -69,6 +73,7 @@ pub async fn list_chats(
     let filter = ChatFilter {
         status: q.status()?,
         config_id: q.config_id()?,
+        search: q.search()?,
         ..Default::default()
     };
     let chats = state.store.list_chats(who.user_id, &filter, page).await?;

@@ -99,18 +99,34 @@ fn push_page(qb: &mut QueryBuilder<'_, Postgres>, page: PageRequest) {
 fn push_chat_filter(
     qb: &mut QueryBuilder<'_, Postgres>,
     owner: (&'static str, Uuid),
-    status: Option<ChatStatus>,
-    config_id: Option<String>,
+    filter: &ChatFilter,
 ) {
     qb.push(" WHERE ")
         .push(owner.0)
         .push(" = ")
         .push_bind(owner.1);
-    if let Some(s) = status {
+    if let Some(s) = filter.status {
         qb.push(" AND status = ").push_bind(s.as_str());
     }
-    if let Some(cfg) = config_id {
-        qb.push(" AND config_id = ").push_bind(cfg);
+    if let Some(cfg) = &filter.config_id {
+        qb.push(" AND config_id = ").push_bind(cfg.clone());
+    }
+    if let Some(from) = filter.started_from {
+        qb.push(" AND start_timestamp >= ").push_bind(from);
+    }
+    if let Some(before) = filter.started_before {
+        qb.push(" AND start_timestamp < ").push_bind(before);
+    }
+    // Every word must occur in the chat's messages (each may be in a different message), as
+    // a word or the start of one; the partial GIN index of migration 0003 answers each probe.
+    for term in search_terms(filter.search.as_deref().unwrap_or("")) {
+        qb.push(
+            " AND id IN (SELECT chat_id FROM chat_events \
+             WHERE type IN ('USER_MESSAGE', 'AGENT_MESSAGE') \
+             AND to_tsvector('simple', message_text) @@ to_tsquery('simple', ",
+        )
+        .push_bind(format!("{term}:*"))
+        .push("))");
     }
 }
 
@@ -118,17 +134,16 @@ fn push_chat_filter(
 async fn page_of_chats(
     pool: &PgPool,
     owner: (&'static str, Uuid),
-    status: Option<ChatStatus>,
-    config_id: Option<String>,
+    filter: &ChatFilter,
     page: PageRequest,
 ) -> StoreResult<Page<ChatRecord>> {
     let d = dir(page.ascending);
     let mut q = QueryBuilder::new(format!("SELECT {CHAT_COLUMNS} FROM chats"));
-    push_chat_filter(&mut q, owner, status, config_id.clone());
+    push_chat_filter(&mut q, owner, filter);
     q.push(format!(" ORDER BY start_timestamp {d}, id {d}"));
     push_page(&mut q, page);
     let mut c = QueryBuilder::new("SELECT COUNT(*) FROM chats");
-    push_chat_filter(&mut c, owner, status, config_id);
+    push_chat_filter(&mut c, owner, filter);
     let rows = q.build().fetch_all(pool).await.map_err(db)?;
     let total: i64 = c.build_query_scalar().fetch_one(pool).await.map_err(db)?;
     Ok(Page {
@@ -347,14 +362,7 @@ impl Store for PostgresStore {
         filter: &ChatFilter,
         page: PageRequest,
     ) -> StoreResult<Page<ChatRecord>> {
-        page_of_chats(
-            &self.pool,
-            ("user_id", user_id),
-            filter.status,
-            filter.config_id.clone(),
-            page,
-        )
-        .await
+        page_of_chats(&self.pool, ("user_id", user_id), filter, page).await
     }
 
     async fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> StoreResult<Option<ChatRecord>> {
@@ -451,7 +459,11 @@ impl Store for PostgresStore {
         status: Option<ChatStatus>,
         page: PageRequest,
     ) -> StoreResult<Page<ChatRecord>> {
-        page_of_chats(&self.pool, ("chat_group_id", group_id), status, None, page).await
+        let filter = ChatFilter {
+            status,
+            ..Default::default()
+        };
+        page_of_chats(&self.pool, ("chat_group_id", group_id), &filter, page).await
     }
 
     async fn list_group_events(

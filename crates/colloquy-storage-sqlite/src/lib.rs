@@ -360,6 +360,21 @@ impl Store for SqliteStore {
         if filter.config_id.is_some() {
             where_.push_str(" AND config_id = ?");
         }
+        if filter.started_from.is_some() {
+            where_.push_str(" AND start_timestamp >= ?");
+        }
+        if filter.started_before.is_some() {
+            where_.push_str(" AND start_timestamp < ?");
+        }
+        // Every word must occur in the chat's messages (each may be in a different message),
+        // as a word or the start of one: one FTS5 probe per word (migration 0004).
+        let terms: Vec<String> = search_terms(filter.search.as_deref().unwrap_or(""))
+            .into_iter()
+            .map(|t| format!("\"{t}\"*"))
+            .collect();
+        for _ in &terms {
+            where_.push_str(" AND id IN (SELECT chat_id FROM chat_text WHERE chat_text MATCH ?)");
+        }
         let d = dir(page.ascending);
         let sql = format!(
             "SELECT {CHAT_COLUMNS} FROM chats WHERE {where_} \
@@ -376,6 +391,17 @@ impl Store for SqliteStore {
         if let Some(cfg) = &filter.config_id {
             q = q.bind(cfg);
             c = c.bind(cfg);
+        }
+        for ms in [filter.started_from, filter.started_before]
+            .into_iter()
+            .flatten()
+        {
+            q = q.bind(ms);
+            c = c.bind(ms);
+        }
+        for term in &terms {
+            q = q.bind(term);
+            c = c.bind(term);
         }
         let rows = q
             .bind(page.size as i64)
@@ -713,6 +739,16 @@ impl Store for SqliteStore {
             }
             groups.insert(group);
             deleted.push(*chat_id);
+        }
+        // The search index holds a copy of the messages' text (migration 0004).
+        for chunk in deleted.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM chat_text WHERE chat_id IN (");
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            qb.push(")");
+            qb.build().execute(&mut *tx).await.map_err(db)?;
         }
         for group in groups {
             refresh_group(&mut tx, &group).await?;

@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn Store) {
     reconstructions(store).await;
     reconstruction_jobs(store).await;
     deletion(store).await;
+    search(store).await;
     large_batches(store).await;
 }
 
@@ -139,6 +140,17 @@ async fn keys_and_auth(store: &dyn Store) {
             .unwrap(),
         None,
         "an expired token is refused"
+    );
+    store
+        .insert_access_token("tok-2", who.api_key_id, 10_000)
+        .await
+        .unwrap();
+    assert!(store.delete_access_token("tok-2").await.unwrap());
+    assert!(!store.delete_access_token("tok-2").await.unwrap());
+    assert_eq!(
+        store.principal_by_token_hash("tok-2", 9_000).await.unwrap(),
+        None,
+        "a deleted (signed-out) token is refused"
     );
 
     // A second key on the same account, then revoke the first.
@@ -1110,5 +1122,191 @@ async fn deletion(store: &dyn Store) {
             .unwrap()
             .items,
         vec![]
+    );
+}
+
+/// Chats whose ids `list_chats` returns for `filter`, oldest first.
+async fn found(store: &dyn Store, who: &Principal, filter: ChatFilter) -> Vec<Uuid> {
+    let got = store
+        .list_chats(who.user_id, &filter, page(0, 100, true))
+        .await
+        .expect("list chats");
+    assert_eq!(
+        got.total as usize,
+        got.items.len(),
+        "total counts the matches"
+    );
+    got.items.iter().map(|c| c.id).collect()
+}
+
+fn searching(words: &str) -> ChatFilter {
+    ChatFilter {
+        search: Some(words.to_string()),
+        ..Default::default()
+    }
+}
+
+async fn search(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let other = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let said = [
+        (
+            "Hello there, I'd like to book a flight to Lisbon.",
+            "Sure! When?",
+        ),
+        (
+            "What's the weather in Lisbon tomorrow?",
+            "Sunny, 24 degrees.",
+        ),
+        ("Cancel my subscription please", "Done, it is cancelled."),
+    ];
+    let mut chats = Vec::new();
+    for (i, (user, agent)) in said.iter().enumerate() {
+        let start = 1_000_000 + i as i64 * 1_000;
+        let (chat, _) = start_chat(
+            store,
+            &who,
+            GroupChoice::New(Uuid::new_v4()),
+            start,
+            None,
+            instance,
+        )
+        .await;
+        store
+            .apply_batch(&[WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: chat,
+                events: vec![
+                    event(1, start + 1, EventRole::User, EventType::UserMessage, user),
+                    event(
+                        2,
+                        start + 2,
+                        EventRole::Agent,
+                        EventType::AgentMessage,
+                        agent,
+                    ),
+                    // Only what was said is searched, not other events' text.
+                    event(
+                        3,
+                        start + 3,
+                        EventRole::System,
+                        EventType::SystemPrompt,
+                        "zebra",
+                    ),
+                ],
+            }])
+            .await
+            .unwrap();
+        chats.push(chat);
+    }
+    // The other account said the same words: never found by `who`.
+    let (theirs, _) = start_chat(
+        store,
+        &other,
+        GroupChoice::New(Uuid::new_v4()),
+        1_000_500,
+        None,
+        instance,
+    )
+    .await;
+    store
+        .apply_batch(&[WriteOp::AppendEvents {
+            api_key_id: other.api_key_id,
+            chat_id: theirs,
+            events: vec![event(
+                1,
+                1_000_501,
+                EventRole::User,
+                EventType::UserMessage,
+                "lisbon flight",
+            )],
+        }])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        found(store, &who, searching("lisbon")).await,
+        chats[..2].to_vec()
+    );
+    assert_eq!(
+        found(store, &who, searching("LISBON flight")).await,
+        chats[..1].to_vec(),
+        "all words, case-insensitive"
+    );
+    assert_eq!(
+        found(store, &who, searching("weather sunny")).await,
+        chats[1..2].to_vec(),
+        "words may come from different messages of the chat"
+    );
+    assert_eq!(
+        found(store, &who, searching("cancel")).await,
+        chats[2..3].to_vec(),
+        "a word matches words it begins"
+    );
+    assert_eq!(
+        found(store, &who, searching("ancel")).await,
+        Vec::<Uuid>::new(),
+        "but not their middle"
+    );
+    assert_eq!(
+        found(store, &who, searching("zebra")).await,
+        Vec::<Uuid>::new(),
+        "only messages are searched"
+    );
+    assert_eq!(
+        found(store, &who, searching("\"lisbon\" OR NEAR(")).await,
+        Vec::<Uuid>::new(),
+        "operators are words"
+    );
+    assert_eq!(
+        found(store, &who, searching("flight")).await,
+        chats[..1].to_vec(),
+        "tenants never see each other"
+    );
+    assert_eq!(
+        found(store, &other, searching("flight")).await,
+        vec![theirs]
+    );
+    assert_eq!(
+        found(store, &who, searching(" ,;")).await.len(),
+        3,
+        "no words is no filter"
+    );
+
+    // Combined with the other filters.
+    let filter = ChatFilter {
+        search: Some("lisbon".into()),
+        started_from: Some(1_001_000),
+        ..Default::default()
+    };
+    assert_eq!(found(store, &who, filter).await, chats[1..2].to_vec());
+    let filter = ChatFilter {
+        started_from: Some(1_000_000),
+        started_before: Some(1_002_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        found(store, &who, filter).await,
+        chats[..2].to_vec(),
+        "start range is [from, before)"
+    );
+    let filter = ChatFilter {
+        search: Some("lisbon".into()),
+        status: Some(ChatStatus::UserEnded),
+        ..Default::default()
+    };
+    assert_eq!(found(store, &who, filter).await, Vec::<Uuid>::new());
+
+    // Erased chats leave the index.
+    store.delete_chats(who.user_id, &chats[..1]).await.unwrap();
+    assert_eq!(
+        found(store, &who, searching("lisbon")).await,
+        chats[1..2].to_vec()
+    );
+    assert_eq!(
+        found(store, &other, searching("lisbon")).await,
+        vec![theirs],
+        "others' chats stay"
     );
 }

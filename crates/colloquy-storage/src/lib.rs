@@ -10,9 +10,11 @@
 pub mod conformance;
 mod error;
 mod model;
+mod search;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use search::{search_terms, MAX_SEARCH_TERMS};
 
 use async_trait::async_trait;
 use uuid::Uuid;

@@ -105,6 +105,20 @@ impl TestServer {
         (status, body)
     }
 
+    /// `DELETE path` with the key; status and JSON body (`Null` when empty).
+    pub async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .header("X-Hume-Api-Key", key)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
     /// Every event of a chat, oldest first, paging with `page_size`.
     pub async fn all_events(&self, key: &str, chat_id: &str, page_size: u32) -> Vec<Value> {
         let mut out = Vec::new();

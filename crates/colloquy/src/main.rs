@@ -1,9 +1,11 @@
-//! `colloquy`: run the server, manage API keys, print the example configuration.
+//! `colloquy`: run the server, manage API keys, print the example configuration, and read
+//! chat history from a server (the client commands in `client/`).
 
+mod client;
 mod keys_cmd;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use colloquy_server::config::{FlagOverrides, Settings, EXAMPLE_TOML};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,13 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    #[command(flatten)]
+    Client(client::ClientCommand),
+    /// Print a shell completion script, e.g. `colloquy completions bash`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -102,6 +111,16 @@ fn main() -> ExitCode {
                 command: ConfigCommand::Example,
             } => {
                 print!("{EXAMPLE_TOML}");
+                Ok(())
+            }
+            Command::Client(command) => client::run(command).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "colloquy",
+                    &mut std::io::stdout(),
+                );
                 Ok(())
             }
         }

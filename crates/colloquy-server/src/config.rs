@@ -3,6 +3,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,109 @@ pub struct Settings {
     pub audio: AudioSettings,
     /// Logging.
     pub log: LogSettings,
+    /// What answers in a chat: the client itself (default) or an upstream EVI server.
+    pub engine: EngineSettings,
+}
+
+/// Which speech engine answers a chat (see `docs/engines.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineMode {
+    /// The client drives the chat (`user_input`, `assistant_input`…); nothing else answers.
+    #[default]
+    Client,
+    /// Every chat is relayed to an upstream EVI-compatible socket (`[engine.relay]`).
+    Relay,
+}
+
+impl EngineMode {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineMode::Client => "client",
+            EngineMode::Relay => "relay",
+        }
+    }
+}
+
+/// `[engine]`: the mode for every chat, and overrides per API key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Mode of chats opened with a key that has no override.
+    pub mode: EngineMode,
+    /// The upstream used by `relay` mode.
+    pub relay: RelaySettings,
+    /// Per-key overrides, by API key prefix (as shown by `colloquy keys list`; compared
+    /// case-insensitively; the longest matching prefix wins).
+    pub keys: BTreeMap<String, KeyEngineSettings>,
+}
+
+/// `[engine.keys."<prefix>"]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEngineSettings {
+    /// Mode of chats opened with a matching key.
+    pub mode: EngineMode,
+}
+
+/// `[engine.relay]`: the upstream EVI-compatible chat socket.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// `ws://` or `wss://` URL of the upstream chat socket, e.g.
+    /// `wss://api.hume.ai/v0/evi/chat`.
+    pub url: Option<String>,
+    /// Upstream API key, sent as the `X-Hume-Api-Key` header.
+    pub api_key: Option<String>,
+    /// Upstream access token, sent as the `access_token` query parameter.
+    pub access_token: Option<String>,
+    /// Seconds to open the upstream socket and receive its `chat_metadata`.
+    pub connect_timeout_secs: u64,
+    /// Seconds the upstream may stay completely silent (not even answering a ping) before
+    /// the chat ends as `ERROR`.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            api_key: None,
+            access_token: None,
+            connect_timeout_secs: 10,
+            idle_timeout_secs: 30,
+        }
+    }
+}
+
+impl fmt::Debug for RelaySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("RelaySettings")
+            .field("url", &self.url)
+            .field("api_key", &hidden(&self.api_key))
+            .field("access_token", &hidden(&self.access_token))
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .finish()
+    }
+}
+
+impl EngineSettings {
+    /// The mode for a chat opened with the key whose prefix is `key_prefix` (`None` when
+    /// unknown): the override with the longest matching prefix, else `mode`.
+    pub fn mode_for(&self, key_prefix: Option<&str>) -> EngineMode {
+        let Some(prefix) = key_prefix else {
+            return self.mode;
+        };
+        let prefix = prefix.to_ascii_lowercase();
+        self.keys
+            .iter()
+            .filter(|(k, _)| !k.is_empty() && prefix.starts_with(&k.to_ascii_lowercase()))
+            .max_by_key(|(k, _)| k.len())
+            .map_or(self.mode, |(_, o)| o.mode)
+    }
 }
 
 /// Where audio objects live: `<data_dir>/objects` unless `bucket` is set (S3-compatible).
@@ -134,6 +238,7 @@ impl Default for Settings {
             storage: StorageSettings::default(),
             audio: AudioSettings::default(),
             log: LogSettings::default(),
+            engine: EngineSettings::default(),
         }
     }
 }
@@ -254,6 +359,7 @@ impl Settings {
         if self.database.max_batch == 0 {
             return bad("database.max_batch must be at least 1".into());
         }
+        self.validate_engine()?;
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -264,6 +370,40 @@ impl Settings {
                     redact_url(url)
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_engine(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let e = &self.engine;
+        for k in e.keys.keys() {
+            if k.len() < 4 {
+                return bad(format!(
+                    "engine.keys.\"{k}\": give at least 4 characters of the key prefix \
+                     (see `colloquy keys list`)"
+                ));
+            }
+        }
+        let relayed =
+            e.mode == EngineMode::Relay || e.keys.values().any(|o| o.mode == EngineMode::Relay);
+        let r = &e.relay;
+        if let Some(url) = &r.url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return bad(format!(
+                    "engine.relay.url must start with ws:// or wss:// (got `{url}`)"
+                ));
+            }
+        } else if relayed {
+            return bad(
+                "engine mode `relay` needs engine.relay.url, e.g. wss://api.hume.ai/v0/evi/chat"
+                    .into(),
+            );
+        }
+        if r.connect_timeout_secs == 0 || r.idle_timeout_secs == 0 {
+            return bad(
+                "engine.relay.connect_timeout_secs and idle_timeout_secs must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -292,6 +432,7 @@ impl fmt::Debug for Settings {
             .field("storage", &self.storage)
             .field("audio", &self.audio)
             .field("log", &self.log)
+            .field("engine", &self.engine)
             .finish()
     }
 }
@@ -370,6 +511,28 @@ job_max_attempts = 3
 format = "text"
 # tracing filter, e.g. "info" or "colloquy_server=debug,info". RUST_LOG overrides it.
 filter = "info"
+
+[engine]
+# What answers in a chat (see docs/engines.md):
+#   "client": the client drives the chat itself (user_input, assistant_input, ...).
+#   "relay":  every chat is relayed to the upstream EVI socket of [engine.relay] and
+#             recorded both ways.
+mode = "client"                          # COLLOQUY_ENGINE__MODE
+
+[engine.relay]
+# Upstream EVI-compatible chat socket, e.g. the hosted EVI API:
+# url = "wss://api.hume.ai/v0/evi/chat"  # COLLOQUY_ENGINE__RELAY__URL
+# Upstream credentials: an API key (sent as X-Hume-Api-Key) or an access token.
+# api_key = "..."                        # COLLOQUY_ENGINE__RELAY__API_KEY
+# access_token = "..."
+# Seconds to connect and receive the upstream's chat_metadata.
+connect_timeout_secs = 10
+# Seconds the upstream may stay silent, not even answering a ping, before the chat ends as ERROR.
+idle_timeout_secs = 30
+
+# Per-key overrides, by API key prefix as shown by `colloquy keys list`:
+# [engine.keys."AbCd1234"]
+# mode = "relay"
 "#;
 
 #[cfg(test)]
@@ -415,6 +578,47 @@ mod tests {
             jail.create_file("d.toml", "lisen = \"x\"\n")?;
             let err = Settings::load(Some(Path::new("d.toml")), &Default::default()).unwrap_err();
             assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn engine_modes_per_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[engine.relay]\nurl = \"wss://up.example/v0/evi/chat\"\napi_key = \"sekrit\"\n\
+                 [engine.keys.\"AbCd\"]\nmode = \"relay\"\n[engine.keys.\"abcd12\"]\nmode = \"client\"\n",
+            )?;
+            let s = Settings::load(Some(Path::new("c.toml")), &Default::default()).unwrap();
+            let e = &s.engine;
+            assert_eq!(e.mode_for(None), EngineMode::Client);
+            assert_eq!(e.mode_for(Some("ABCDxyzw")), EngineMode::Relay);
+            assert_eq!(
+                e.mode_for(Some("abcd1234")),
+                EngineMode::Client,
+                "longest prefix wins"
+            );
+            assert_eq!(e.mode_for(Some("zzzz1234")), EngineMode::Client);
+            assert!(!format!("{s:?}").contains("sekrit"));
+            jail.set_env("COLLOQUY_ENGINE__MODE", "relay");
+            let s = Settings::load(Some(Path::new("c.toml")), &Default::default()).unwrap();
+            assert_eq!(s.engine.mode_for(Some("zzzz1234")), EngineMode::Relay);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn relay_needs_a_url() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("COLLOQUY_ENGINE__MODE", "relay");
+            let err = Settings::load(None, &Default::default()).unwrap_err();
+            assert!(err.to_string().contains("engine.relay.url"), "{err}");
+            jail.set_env("COLLOQUY_ENGINE__RELAY__URL", "https://x");
+            let err = Settings::load(None, &Default::default()).unwrap_err();
+            assert!(err.to_string().contains("ws://"), "{err}");
+            jail.set_env("COLLOQUY_ENGINE__MODE", "pipeline");
+            assert!(Settings::load(None, &Default::default()).is_err());
             Ok(())
         });
     }

@@ -9,6 +9,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod download;
+pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod objects;

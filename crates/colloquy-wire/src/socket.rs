@@ -364,6 +364,41 @@ pub enum ServerMessage {
     },
     /// The assistant finished its turn.
     AssistantEnd {},
+    /// Prosody of the assistant's speech for one `assistant_message`.
+    AssistantProsody {
+        /// The `assistant_message.id` these scores belong to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Prosody scores.
+        models: Inference,
+    },
+    /// A chunk of the assistant's speech.
+    AudioOutput {
+        /// The `assistant_message.id` this audio speaks.
+        id: String,
+        /// Position of the chunk within that message.
+        index: u32,
+        /// Base64 WAV.
+        data: String,
+    },
+    /// The user talked over the assistant.
+    UserInterruption {
+        /// Unix timestamp (ms) of the interruption.
+        time: i64,
+    },
+    /// The assistant calls a tool; the client answers with `tool_response` or `tool_error`.
+    ToolCall {
+        /// Tool name.
+        name: String,
+        /// Arguments, stringified JSON.
+        parameters: String,
+        /// Id the answer must carry.
+        tool_call_id: String,
+        /// `builtin` or `function`.
+        tool_type: String,
+        /// Whether the assistant waits for an answer.
+        response_required: bool,
+    },
     /// An error; the session goes on unless the socket is then closed.
     Error {
         /// `E…` for client errors, `I…` for internal faults.
@@ -430,5 +465,23 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s["type"], "chat_metadata");
+        let s = serde_json::to_value(ServerMessage::ToolCall {
+            name: "weather".into(),
+            parameters: "{}".into(),
+            tool_call_id: "t".into(),
+            tool_type: "function".into(),
+            response_required: true,
+        })
+        .unwrap();
+        assert_eq!(s["type"], "tool_call");
+        let s = serde_json::to_value(ServerMessage::UserInterruption { time: 5 }).unwrap();
+        assert_eq!(s["type"], "user_interruption");
+        let s = serde_json::to_value(ServerMessage::AudioOutput {
+            id: "a".into(),
+            index: 0,
+            data: "UklGRg==".into(),
+        })
+        .unwrap();
+        assert_eq!(s["type"], "audio_output");
     }
 }

@@ -4,13 +4,20 @@
 //! (echoed) only after its events are committed through the [`Recorder`]; every message,
 //! recorded or not, also re-checks that the session's API key is still live. Bad input
 //! gets an `error` message and the session goes on.
+//!
+//! What answers the client depends on the chat's engine (`crate::engine`): in client mode
+//! the loop answers itself (echoes); in relay mode it forwards both ways to an upstream
+//! EVI socket and records what passes (`relay.rs`).
 
 pub mod connect;
+mod relay;
 pub mod settings;
 
 use crate::auth::{authenticate, find_credentials};
 use crate::capture::{CapturedFormat, VoiceRecorder};
 use crate::clock::now_ms;
+use crate::engine::relay::{IdMap, Upstream, UpstreamIds};
+use crate::engine::EngineMode;
 use crate::error::ApiError;
 use crate::objects::Voice;
 use crate::recorder::RecordError;
@@ -68,6 +75,7 @@ pub async fn chat_socket(
         }
     };
     let params = ConnectParams::parse(&pairs);
+    let mode = crate::engine::mode_for(&state, &principal).await;
     let limit = state.settings.chat.max_message_bytes;
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -76,7 +84,9 @@ pub async fn chat_socket(
         .max_frame_size(limit.saturating_mul(HARD_LIMIT_FACTOR))
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            sessions.track_future(Session::start(state, principal, params, socket))
+            sessions.track_future(Session::start(
+                state, principal, mode, params, pairs, socket,
+            ))
         })
 }
 
@@ -91,6 +101,9 @@ enum End {
     StoreFailed,
     ChatClosed,
     TooBig,
+    UpstreamUnavailable,
+    UpstreamClosed,
+    UpstreamTimeout,
 }
 
 impl End {
@@ -99,9 +112,14 @@ impl End {
             End::ClientClosed => ChatStatus::UserEnded,
             End::Inactivity => ChatStatus::InactivityTimeout,
             End::MaxDuration => ChatStatus::MaxDurationTimeout,
-            End::Shutdown | End::KeyRevoked | End::StoreFailed | End::ChatClosed | End::TooBig => {
-                ChatStatus::Error
-            }
+            End::Shutdown
+            | End::KeyRevoked
+            | End::StoreFailed
+            | End::ChatClosed
+            | End::TooBig
+            | End::UpstreamUnavailable
+            | End::UpstreamClosed
+            | End::UpstreamTimeout => ChatStatus::Error,
         }
     }
 
@@ -115,6 +133,9 @@ impl End {
             End::StoreFailed => "storage_failure",
             End::ChatClosed => "chat_closed_by_recovery",
             End::TooBig => "message_too_big",
+            End::UpstreamUnavailable => "upstream_unavailable",
+            End::UpstreamClosed => "upstream_closed",
+            End::UpstreamTimeout => "upstream_timeout",
         }
     }
 
@@ -128,6 +149,9 @@ impl End {
             End::StoreFailed => (1011, "storage failure"),
             End::ChatClosed => (1011, "chat closed by the server"),
             End::TooBig => (1009, "message too big"),
+            End::UpstreamUnavailable | End::UpstreamClosed | End::UpstreamTimeout => {
+                (1011, "upstream failure")
+            }
         }
     }
 }
@@ -146,13 +170,27 @@ struct Session {
     user_chunks: u64,
     user_probe: Option<StreamProbe>,
     user_audio: Option<VoiceRecorder>,
+    /// Assistant speech (`audio_output` of an engine).
+    assistant_audio: Option<VoiceRecorder>,
+    /// The chat is relayed to an upstream (relay engine).
+    relayed: bool,
+    /// Upstream assistant-message ids → Colloquy's `AGENT_MESSAGE` ids.
+    relay_ids: IdMap,
+    /// The last `AGENT_MESSAGE` recorded (for `assistant_prosody` without an id).
+    last_agent_event: Option<Uuid>,
+    /// Set when the current client message was refused with an `error`.
+    rejected: bool,
+    /// What went wrong, for endings that need explaining (upstream failures).
+    end_detail: Option<String>,
 }
 
 impl Session {
     async fn start(
         state: AppState,
         who: Principal,
+        mode: EngineMode,
         params: Result<ConnectParams, String>,
+        query: Vec<(String, String)>,
         socket: WebSocket,
     ) {
         let chat_id = Uuid::now_v7();
@@ -161,6 +199,12 @@ impl Session {
             user_chunks: 0,
             user_probe: None,
             user_audio: None,
+            assistant_audio: None,
+            relayed: mode == EngineMode::Relay,
+            relay_ids: IdMap::default(),
+            last_agent_event: None,
+            rejected: false,
+            end_detail: None,
             state,
             socket,
             who,
@@ -176,15 +220,23 @@ impl Session {
             Ok(p) => p,
             Err(msg) => return s.refuse("E0200", "invalid_connect_parameters", msg).await,
         };
-        if !s.open(params).await {
+        let Some(group) = s.group_choice(&params).await else {
             return;
+        };
+        match mode {
+            EngineMode::Client => {
+                if !s.open(params, group, None).await {
+                    return;
+                }
+                let end = s.run(None).await;
+                s.finish(end).await;
+            }
+            EngineMode::Relay => s.relay(params, group, &query).await,
         }
-        let end = s.run().await;
-        s.finish(end).await;
     }
 
-    /// Creates the chat (or joins the group) and sends `chat_metadata`; false if refused.
-    async fn open(&mut self, params: ConnectParams) -> bool {
+    /// The group the chat starts or joins; `None` (after refusing) if it cannot resume.
+    async fn group_choice(&mut self, params: &ConnectParams) -> Option<GroupChoice> {
         let group = match params.resumed_chat_group_id {
             Some(_) if !self.who.data_retention => {
                 self.refuse(
@@ -195,7 +247,7 @@ impl Session {
                         .into(),
                 )
                 .await;
-                return false;
+                return None;
             }
             Some(g) => GroupChoice::Resume(g),
             None => GroupChoice::New(self.group_id),
@@ -203,6 +255,17 @@ impl Session {
         if let GroupChoice::Resume(g) = group {
             self.group_id = g;
         }
+        Some(group)
+    }
+
+    /// Creates the chat (or joins the group) and sends `chat_metadata`; false if refused.
+    /// `upstream`: the relay's upstream ids, kept in the chat's metadata.
+    async fn open(
+        &mut self,
+        params: ConnectParams,
+        group: GroupChoice,
+        upstream: Option<&UpstreamIds>,
+    ) -> bool {
         let mut events = vec![self.event(EventRole::System, EventType::ChatStartMessage, "")];
         if let Some(s) = params.session_settings {
             events.extend(self.settings_events(&s));
@@ -211,6 +274,12 @@ impl Session {
         let mut metadata = json!({ "request_id": self.request_id });
         if let Some(csid) = &self.settings.custom_session_id {
             metadata["custom_session_id"] = json!(csid);
+        }
+        if self.relayed {
+            metadata["engine"] = json!(EngineMode::Relay.as_str());
+            if let Some(up) = upstream {
+                metadata["upstream"] = up.to_json();
+            }
         }
         let op = if self.who.data_retention {
             WriteOp::StartChat {
@@ -235,12 +304,7 @@ impl Session {
         match self.state.recorder.submit(op).await {
             Ok(OpOutcome::Applied) => {}
             Ok(OpOutcome::GroupNotFound) => {
-                let msg = format!(
-                    "chat group {} was not found for this account; pass the chat_group_id from a \
-                     previous chat_metadata message or from GET /v0/evi/chat_groups",
-                    self.group_id
-                );
-                self.refuse("E0201", "chat_group_not_found", msg).await;
+                self.refuse_unknown_group().await;
                 return false;
             }
             Ok(OpOutcome::ChatClosed) => {
@@ -276,6 +340,15 @@ impl Session {
         self.send(&meta).await
     }
 
+    async fn refuse_unknown_group(&mut self) {
+        let msg = format!(
+            "chat group {} was not found for this account; pass the chat_group_id from a \
+             previous chat_metadata message or from GET /v0/evi/chat_groups",
+            self.group_id
+        );
+        self.refuse("E0201", "chat_group_not_found", msg).await;
+    }
+
     /// Sends an `error` and closes without leaving a chat behind.
     async fn refuse(&mut self, code: &str, slug: &str, message: String) {
         tracing::info!(code, slug, %message, "chat refused");
@@ -289,7 +362,8 @@ impl Session {
             .await;
     }
 
-    async fn run(&mut self) -> End {
+    /// Runs the chat until it ends; with `up`, also relays the upstream's messages.
+    async fn run(&mut self, mut up: Option<&mut Upstream>) -> End {
         let chat = &self.state.settings.chat;
         let inactivity = Duration::from_secs(chat.inactivity_timeout_secs);
         let max_duration =
@@ -298,13 +372,26 @@ impl Session {
         tokio::pin!(max_duration, idle);
         let shutdown = self.state.shutdown.clone();
         loop {
-            let flush_at = self
-                .user_audio
-                .as_ref()
-                .and_then(VoiceRecorder::flush_deadline);
+            let flush_at = [&self.user_audio, &self.assistant_audio]
+                .into_iter()
+                .filter_map(|r| r.as_ref().and_then(VoiceRecorder::flush_deadline))
+                .min();
             let flush_due = async move {
                 match flush_at {
                     Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let check_at = up.as_deref().map(Upstream::next_check);
+            let upstream_check = async move {
+                match check_at {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let upstream_next = async {
+                match up.as_deref_mut() {
+                    Some(u) => u.recv().await,
                     None => std::future::pending().await,
                 }
             };
@@ -315,6 +402,24 @@ impl Session {
                 _ = &mut idle => return End::Inactivity,
                 _ = flush_due => {
                     self.flush_audio().await;
+                    continue;
+                }
+                _ = upstream_check => {
+                    if let Some(u) = up.as_deref_mut() {
+                        if let Err(e) = u.keep_alive().await {
+                            return self.upstream_failed(e);
+                        }
+                    }
+                    continue;
+                }
+                incoming = upstream_next => {
+                    let step = match incoming {
+                        Ok(m) => self.handle_upstream(m).await,
+                        Err(e) => Err(self.upstream_failed(e)),
+                    };
+                    if let Err(end) = step {
+                        return end;
+                    }
                     continue;
                 }
                 msg = self.socket.recv() => msg,
@@ -347,7 +452,14 @@ impl Session {
                 }
                 Some(Ok(Message::Text(t))) => {
                     idle.as_mut().reset(Instant::now() + inactivity);
-                    self.handle_text(t.as_str()).await
+                    self.rejected = false;
+                    let step = self.handle_text(t.as_str()).await;
+                    match up.as_deref_mut() {
+                        Some(u) if step.is_ok() && !self.rejected => {
+                            self.forward_up(u, t.as_str()).await
+                        }
+                        _ => step,
+                    }
                 }
             };
             if let Err(end) = step {
@@ -381,6 +493,12 @@ impl Session {
                     .await;
             }
         };
+        if self.relayed {
+            if let ClientMessage::UserInput(_) | ClientMessage::AssistantInput(_) = msg {
+                // The upstream answers (user_message / assistant_message), recorded then.
+                return self.check_key().await;
+            }
+        }
         match msg {
             ClientMessage::UserInput(input) => {
                 let offset = self.offset_now();
@@ -508,14 +626,16 @@ impl Session {
                     });
                     if let Err(e) = recorder.append(offset, &bytes).await {
                         tracing::error!(chat_id = %self.chat_id, error = %e, "audio capture failed");
-                        return self
-                            .client_error(
+                        // Not a bad message: a relayed chat still forwards the chunk.
+                        let told = self
+                            .send_error(
                                 "I0101",
                                 "audio_capture_failed",
                                 "the server could not store this audio chunk; the chat goes on"
                                     .into(),
                             )
                             .await;
+                        return if told { Ok(()) } else { Err(End::ClientClosed) };
                     }
                 }
                 Ok(())
@@ -563,6 +683,7 @@ impl Session {
         if deleted {
             // The chat was deleted while it ran: drop its audio instead of writing more.
             self.user_audio = None;
+            self.assistant_audio = None;
             if let Err(e) = self
                 .state
                 .objects
@@ -577,9 +698,11 @@ impl Session {
         if self.who.data_retention {
             let mut ev = self.event(EventRole::System, EventType::ChatEndMessage, "");
             ev.timestamp = end_ts;
-            ev.metadata = Some(
-                json!({ "status": end.status().as_str(), "reason": end.reason() }).to_string(),
-            );
+            let mut meta = json!({ "status": end.status().as_str(), "reason": end.reason() });
+            if let Some(detail) = &self.end_detail {
+                meta["error"] = json!(detail);
+            }
+            ev.metadata = Some(meta.to_string());
             let op = WriteOp::EndChat {
                 api_key_id: self.who.api_key_id,
                 chat_id: self.chat_id,
@@ -615,6 +738,21 @@ impl Session {
                  resumed_chat_group_id to continue the conversation)"
                     .to_string(),
             )),
+            End::UpstreamUnavailable => Some((
+                "I0200",
+                "upstream_unavailable",
+                self.end_detail.clone().unwrap_or_default(),
+            )),
+            End::UpstreamClosed => Some((
+                "I0201",
+                "upstream_closed",
+                self.end_detail.clone().unwrap_or_default(),
+            )),
+            End::UpstreamTimeout => Some((
+                "I0202",
+                "upstream_timeout",
+                self.end_detail.clone().unwrap_or_default(),
+            )),
             End::TooBig => Some((
                 "E0102",
                 "message_too_large",
@@ -641,7 +779,10 @@ impl Session {
 
     /// Writes buffered audio to the object store.
     async fn flush_audio(&mut self) {
-        if let Some(rec) = self.user_audio.as_mut() {
+        for rec in [&mut self.user_audio, &mut self.assistant_audio]
+            .into_iter()
+            .flatten()
+        {
             if let Err(e) = rec.flush().await {
                 tracing::error!(chat_id = %self.chat_id, error = %e, "audio flush failed");
             }
@@ -774,6 +915,7 @@ impl Session {
     /// Answers a bad client message with an `error`; the session goes on.
     async fn client_error(&mut self, code: &str, slug: &str, message: String) -> Result<(), End> {
         tracing::debug!(chat_id = %self.chat_id, code, %message, "bad client message");
+        self.rejected = true;
         if self.send_error(code, slug, message).await {
             Ok(())
         } else {

@@ -3,5 +3,6 @@
 
 mod audio;
 mod harness;
+mod relay;
 mod rest;
 mod session;

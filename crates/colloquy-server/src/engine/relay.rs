@@ -36,6 +36,9 @@ pub enum UpstreamError {
     /// The upstream stayed silent (not even answering pings) for too long.
     #[error("{0}")]
     Timeout(String),
+    /// The upstream ended the chat normally (close code 1000, e.g. after `hang_up`).
+    #[error("{0}")]
+    Ended(String),
 }
 
 /// The ids the upstream gave its side of the chat (its `chat_metadata`).
@@ -103,6 +106,17 @@ impl Upstream {
                 Some(Ok(Message::Binary(b))) => return Ok(Incoming::Binary(b.to_vec())),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(frame))) => {
+                    if let Some(f) = frame.as_ref().filter(|f| f.code == CloseCode::Normal) {
+                        return Err(UpstreamError::Ended(format!(
+                            "the upstream EVI server {} ended the chat ({})",
+                            self.endpoint,
+                            if f.reason.is_empty() {
+                                "code 1000"
+                            } else {
+                                f.reason.as_str()
+                            }
+                        )));
+                    }
                     let how = match frame {
                         Some(f) if f.reason.is_empty() => format!(" (code {})", u16::from(f.code)),
                         Some(f) => format!(" (code {}: {})", u16::from(f.code), f.reason),

@@ -104,12 +104,13 @@ enum End {
     UpstreamUnavailable,
     UpstreamClosed,
     UpstreamTimeout,
+    UpstreamEnded,
 }
 
 impl End {
     fn status(self) -> ChatStatus {
         match self {
-            End::ClientClosed => ChatStatus::UserEnded,
+            End::ClientClosed | End::UpstreamEnded => ChatStatus::UserEnded,
             End::Inactivity => ChatStatus::InactivityTimeout,
             End::MaxDuration => ChatStatus::MaxDurationTimeout,
             End::Shutdown
@@ -136,6 +137,7 @@ impl End {
             End::UpstreamUnavailable => "upstream_unavailable",
             End::UpstreamClosed => "upstream_closed",
             End::UpstreamTimeout => "upstream_timeout",
+            End::UpstreamEnded => "upstream_ended",
         }
     }
 
@@ -152,6 +154,7 @@ impl End {
             End::UpstreamUnavailable | End::UpstreamClosed | End::UpstreamTimeout => {
                 (1011, "upstream failure")
             }
+            End::UpstreamEnded => (1000, "chat ended by the upstream"),
         }
     }
 }
@@ -699,7 +702,11 @@ impl Session {
             let mut ev = self.event(EventRole::System, EventType::ChatEndMessage, "");
             ev.timestamp = end_ts;
             let mut meta = json!({ "status": end.status().as_str(), "reason": end.reason() });
-            if let Some(detail) = &self.end_detail {
+            if let Some(detail) = self
+                .end_detail
+                .as_ref()
+                .filter(|_| end.status() == ChatStatus::Error)
+            {
                 meta["error"] = json!(detail);
             }
             ev.metadata = Some(meta.to_string());

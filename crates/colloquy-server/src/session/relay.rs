@@ -56,8 +56,11 @@ impl Session {
                     return;
                 }
                 let end = self.run(Some(&mut up)).await;
-                up.close().await;
                 self.finish(end).await;
+                match end {
+                    End::UpstreamClosed | End::UpstreamTimeout | End::UpstreamEnded => drop(up),
+                    _ => up.close().await,
+                }
             }
             Err(e) => {
                 let end = self.upstream_failed(e);
@@ -122,6 +125,7 @@ impl Session {
             UpstreamError::Unavailable(_) => End::UpstreamUnavailable,
             UpstreamError::Closed(_) => End::UpstreamClosed,
             UpstreamError::Timeout(_) => End::UpstreamTimeout,
+            UpstreamError::Ended(_) => End::UpstreamEnded,
         };
         self.end_detail = Some(e.to_string());
         end

@@ -180,6 +180,7 @@ impl FakeUpstream {
     }
 }
 
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback signature
 async fn serve(tcp: tokio::net::TcpStream, seen: Arc<Mutex<Vec<Seen>>>, behaviour: Behaviour) {
     let mut uri = String::new();
     let mut api_key = None;
@@ -267,6 +268,18 @@ async fn serve(tcp: tokio::net::TcpStream, seen: Arc<Mutex<Vec<Seen>>>, behaviou
             }
             // A mid-chat disconnect: the TCP connection drops without a close handshake.
             ("user_input", Some("drop")) => return,
+            // The upstream ends the chat normally (as after the `hang_up` tool).
+            ("user_input", Some("hang up")) => {
+                let _ = ws
+                    .send(Message::Close(Some(
+                        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                            code: 1000.into(),
+                            reason: "hang_up".into(),
+                        },
+                    )))
+                    .await;
+                return;
+            }
             ("user_input", Some("bye")) => {
                 let _ = ws
                     .send(Message::Close(Some(
@@ -645,6 +658,28 @@ async fn resuming_a_group_resumes_the_upstream_group() {
     let metadata: Value = serde_json::from_str(chat["metadata"].as_str().unwrap()).unwrap();
     assert_eq!(metadata["upstream"]["chat_group_id"], "up-group-0");
 
+    // An upstream that ends the chat normally (hang_up) ends it as USER_ENDED.
+    let (mut ws, meta) = srv
+        .connect(&key.api_key, &format!("resumed_chat_group_id={group}"))
+        .await;
+    let third = meta["chat_id"].as_str().unwrap().to_string();
+    send_json(&mut ws, json!({"type": "user_input", "text": "hang up"})).await;
+    assert_eq!(recv_close(&mut ws).await, Some(1000));
+    let (_, chat) = srv
+        .get(&key.api_key, &format!("/v0/evi/chats/{third}"))
+        .await;
+    assert_eq!(chat["status"], "USER_ENDED", "{chat}");
+    let events = chat["events_page"].as_array().unwrap();
+    let end: Value =
+        serde_json::from_str(events.last().unwrap()["metadata"].as_str().unwrap()).unwrap();
+    assert_eq!(end["reason"], "upstream_ended");
+    assert!(
+        up.connections()[2]
+            .uri
+            .contains("resumed_chat_group_id=up-group-0"),
+        "still the same upstream group"
+    );
+
     // An unknown group is refused here, before any upstream connection.
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         srv.ws_url(&format!("resumed_chat_group_id={}", Uuid::new_v4())),
@@ -654,7 +689,7 @@ async fn resuming_a_group_resumes_the_upstream_group() {
         .insert("X-Hume-Api-Key", key.api_key.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(recv_json(&mut ws).await["code"], "E0201");
-    assert_eq!(up.connections().len(), 2);
+    assert_eq!(up.connections().len(), 3);
     srv.stop(db).await;
 }
 

@@ -22,6 +22,7 @@ pub mod session;
 pub mod signing;
 pub mod state;
 pub mod telemetry;
+pub mod ui;
 pub mod worker;
 
 pub use config::Settings;

@@ -7,7 +7,7 @@ use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
 use crate::state::{AppState, Inner};
 use crate::worker::{spawn_workers, WorkerContext};
-use crate::{auth, download, openapi, rest, session, telemetry};
+use crate::{auth, download, openapi, rest, session, telemetry, ui};
 use anyhow::Context;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -96,6 +96,9 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// The whole HTTP + WebSocket application.
 pub fn build_router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(ui::home))
+        .route("/ui/", get(ui::home))
+        .nest("/ui", ui::router())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
         .route("/oauth2-cc/token", post(auth::token))

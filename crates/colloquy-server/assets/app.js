@@ -1,0 +1,55 @@
+/* Colloquy web UI: the little that needs the browser. Everything works without it; this
+ * shows times in the viewer's time zone and tells the server that zone for date filters. */
+(function () {
+  "use strict";
+
+  var styles = {
+    datetime: { dateStyle: "medium", timeStyle: "medium" },
+    date: { dateStyle: "medium" },
+    time: { timeStyle: "medium" }
+  };
+
+  /* <time datetime="2026-01-02T03:04:05.678Z" data-local="datetime">2026-01-02 03:04:05 UTC</time>
+   * gets its text replaced by the local rendering; the UTC text stays as its tooltip. */
+  function localizeTimes(root) {
+    var els = root.querySelectorAll("time[data-local]");
+    for (var i = 0; i < els.length; i++) {
+      var el = els[i];
+      if (el.getAttribute("data-localized")) continue;
+      var when = new Date(el.getAttribute("datetime"));
+      if (isNaN(when.getTime())) continue;
+      var style = styles[el.getAttribute("data-local")] || styles.datetime;
+      var text;
+      try {
+        text = when.toLocaleString(undefined, style);
+      } catch (e) {
+        text = when.toLocaleString();
+      }
+      if (!el.title) el.title = el.textContent.trim();
+      el.textContent = text;
+      el.setAttribute("data-localized", "1");
+    }
+  }
+
+  /* Date filters are whole days in the viewer's zone: send its UTC offset (minutes east). */
+  function fillTimezone(root) {
+    var inputs = root.querySelectorAll("input[name=tz]");
+    for (var i = 0; i < inputs.length; i++) {
+      inputs[i].value = String(-new Date().getTimezoneOffset());
+    }
+  }
+
+  function init(root) {
+    root = root || document;
+    localizeTimes(root);
+    fillTimezone(root);
+  }
+
+  if (window.htmx) {
+    window.htmx.onLoad(init);
+  } else if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { init(document); });
+  } else {
+    init(document);
+  }
+})();

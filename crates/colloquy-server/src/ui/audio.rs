@@ -1,0 +1,217 @@
+//! The chat page's audio player: starts the chat's reconstruction if there is none (as the
+//! first `GET /v0/evi/chats/{id}/audio` does), shows its progress while htmx polls this
+//! fragment, then plays the MP4 from a freshly signed URL (the download route answers
+//! `Range`, so the player can seek).
+
+use crate::clock::now_ms;
+use crate::signing::URL_LIFETIME_MS;
+use crate::state::AppState;
+use askama::Template;
+use colloquy_storage::{ChatRecord, ReconstructionRecord};
+use colloquy_wire::{ChatStatus, ReconstructionStatus};
+
+/// The audio fragment (`#audio`), polled while the reconstruction is pending.
+#[derive(Template)]
+#[template(path = "ui/_audio.html")]
+pub struct AudioPanel {
+    /// Chat id.
+    pub chat_id: String,
+    /// Wire status of the reconstruction.
+    pub status: &'static str,
+    /// `pending`, `waiting` (chat still active), `ready`, `none` (no audio), `failed`,
+    /// `cancelled`.
+    pub state: &'static str,
+    /// What to tell the user.
+    pub message: String,
+    /// Signed URL of the MP4 once ready.
+    pub url: Option<String>,
+    /// Poll interval while pending (htmx `every …`), or empty.
+    pub poll: &'static str,
+    /// Queued → in progress → ready steps: (label, done, current).
+    pub steps: Vec<(&'static str, bool, bool)>,
+}
+
+/// Reads (creating if needed) the chat's reconstruction and shapes the panel.
+pub async fn panel(state: &AppState, chat: &ChatRecord) -> Result<AudioPanel, super::UiError> {
+    let record = state
+        .store
+        .ensure_reconstructions(chat.user_id, &[chat.id], now_ms())
+        .await?
+        .pop()
+        .ok_or_else(|| super::UiError::NotFound("This chat no longer exists.".into()))?;
+    if matches!(
+        record.status,
+        ReconstructionStatus::Queued | ReconstructionStatus::InProgress
+    ) {
+        state.jobs_enqueued.notify_waiters();
+    }
+    let url = match (&record.status, &record.filename) {
+        (ReconstructionStatus::Complete, Some(f)) => signed_url(state, f).await,
+        _ => None,
+    };
+    Ok(shape(chat, record, url))
+}
+
+fn shape(chat: &ChatRecord, r: ReconstructionRecord, url: Option<String>) -> AudioPanel {
+    use ReconstructionStatus::*;
+    let active = chat.status == ChatStatus::Active;
+    let (state, message, poll): (&'static str, String, &'static str) = match r.status {
+        Queued if active => (
+            "waiting",
+            "The chat is still going on: its audio will be assembled when it ends.".into(),
+            "every 3s",
+        ),
+        Queued => (
+            "pending",
+            "Queued: the audio of this chat will be assembled in a moment.".into(),
+            "every 1s",
+        ),
+        InProgress => (
+            "pending",
+            "Assembling the user's and the assistant's audio into one file…".into(),
+            "every 1s",
+        ),
+        Complete if url.is_some() => ("ready", String::new(), ""),
+        Complete => (
+            "failed",
+            "The audio file is ready but no link could be made for it; try again later.".into(),
+            "",
+        ),
+        Error => {
+            let reason = r.error.unwrap_or_default();
+            if reason.contains("no audio") {
+                (
+                    "none",
+                    "No audio was recorded in this chat (it was text only).".into(),
+                    "",
+                )
+            } else if reason.is_empty() {
+                ("failed", "The audio could not be assembled.".into(), "")
+            } else {
+                (
+                    "failed",
+                    format!("The audio could not be assembled: {reason}"),
+                    "",
+                )
+            }
+        }
+        Cancelled => (
+            "failed",
+            "The audio reconstruction was cancelled.".into(),
+            "",
+        ),
+    };
+    let at = match r.status {
+        Queued => 0,
+        InProgress => 1,
+        _ => 2,
+    };
+    let steps = ["Queued", "In progress", "Ready"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, label)| (label, i < at, i == at))
+        .collect();
+    AudioPanel {
+        chat_id: chat.id.to_string(),
+        status: r.status.as_str(),
+        state,
+        message,
+        url,
+        poll,
+        steps,
+    }
+}
+
+/// A download URL for the MP4 valid for [`URL_LIFETIME_MS`]: the store's presigned URL on
+/// S3, else Colloquy's own signed route, relative so it works under whatever host name the
+/// browser used.
+async fn signed_url(state: &AppState, filename: &str) -> Option<String> {
+    match &state.objects.s3 {
+        Some(s3) => {
+            use object_store::signer::Signer;
+            let path = object_store::path::Path::from(filename);
+            match s3
+                .signed_url(
+                    axum::http::Method::GET,
+                    &path,
+                    std::time::Duration::from_millis(URL_LIFETIME_MS as u64),
+                )
+                .await
+            {
+                Ok(u) => Some(u.to_string()),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not presign the audio URL");
+                    None
+                }
+            }
+        }
+        None => Some(state.signer.url("", filename, now_ms() + URL_LIFETIME_MS)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn chat(status: ChatStatus) -> ChatRecord {
+        ChatRecord {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            chat_group_id: Uuid::nil(),
+            status,
+            start_timestamp: 0,
+            end_timestamp: None,
+            event_count: 0,
+            metadata: None,
+            config_id: None,
+            config_version: None,
+        }
+    }
+
+    fn rec(status: ReconstructionStatus, error: Option<&str>) -> ReconstructionRecord {
+        ReconstructionRecord {
+            chat_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            status,
+            filename: None,
+            modified_at: 0,
+            error: error.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn states() {
+        let ended = chat(ChatStatus::UserEnded);
+        let p = shape(&ended, rec(ReconstructionStatus::Queued, None), None);
+        assert_eq!((p.state, p.poll), ("pending", "every 1s"));
+        assert!(p.steps[0].2);
+        let p = shape(
+            &chat(ChatStatus::Active),
+            rec(ReconstructionStatus::Queued, None),
+            None,
+        );
+        assert_eq!(p.state, "waiting");
+        let p = shape(&ended, rec(ReconstructionStatus::InProgress, None), None);
+        assert!(p.steps[0].1 && p.steps[1].2);
+        let p = shape(
+            &ended,
+            rec(ReconstructionStatus::Complete, None),
+            Some("/v0/evi/audio/x".into()),
+        );
+        assert_eq!((p.state, p.poll), ("ready", ""));
+        let p = shape(
+            &ended,
+            rec(ReconstructionStatus::Error, Some("the chat has no audio")),
+            None,
+        );
+        assert_eq!(p.state, "none");
+        let p = shape(
+            &ended,
+            rec(ReconstructionStatus::Error, Some("bad opus")),
+            None,
+        );
+        assert_eq!(p.state, "failed");
+        assert!(p.message.contains("bad opus"));
+    }
+}

@@ -1,0 +1,377 @@
+"""Fixtures of the web UI suite: one real `colloquy serve` (SQLite, one reconstruction
+worker), chats recorded through the real chat socket with the official `hume` SDK, one chat
+with emotion scores written straight into the SQLite file (a client-driven socket cannot
+produce prosody scores), and headless Chromium driven by Playwright.
+
+* The server binary comes from $COLLOQUY_BIN (scripts/test builds it); nothing is built here.
+* Chromium is Debian's `chromium` (or $COLLOQUY_CHROMIUM); Playwright's own browser download
+  is never used.
+* Screenshots go to test-artifacts/ui/, server logs to test-artifacts/ui/logs/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sqlite3
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
+os.environ.setdefault("COLLOQUY_TEST_ARTIFACTS", str(SCREENSHOTS / "logs"))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "sdk"))
+
+from hume.empathic_voice import (  # noqa: E402
+    AssistantInput,
+    AudioInput,
+    ConnectSessionSettings,
+    ConnectSessionSettingsAudio,
+    PauseAssistantMessage,
+    ResumeAssistantMessage,
+    ToolErrorMessage,
+    ToolResponseMessage,
+    UserInput,
+)
+
+from colloquy_testkit import (  # noqa: E402
+    Account,
+    ServerProcess,
+    new_temp_dir,
+    now_ms,
+    pcm_chunks_b64,
+    recv,
+    tone_pcm,
+)
+
+RATE = 16000
+AUDIO_SECONDS = 3.0
+
+# Emotion scores of the seeded chat: three clear leaders, two runners-up, and background
+# noise, as Hume's prosody model reports them (emotion name -> score).
+LEADERS = ["Joy", "Calmness", "Interest"]
+RUNNERS_UP = ["Amusement", "Boredom"]
+BACKGROUND = ["Anger", "Awe", "Confusion", "Contempt", "Doubt", "Fear", "Sadness", "Tiredness"]
+EMOTION_MESSAGES = 30
+
+
+@pytest.fixture(scope="session")
+def colloquy_bin() -> str:
+    path = os.environ.get("COLLOQUY_BIN")
+    if not path:
+        pytest.exit(
+            "COLLOQUY_BIN is not set: build with `cargo build -p colloquy` and point it at "
+            "$CARGO_TARGET_DIR/debug/colloquy (scripts/test does this)",
+            returncode=4,
+        )
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.exit(f"COLLOQUY_BIN={path} is not an executable file", returncode=4)
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(colloquy_bin):
+    data_dir = new_temp_dir("colloquy-ui-")
+    srv = ServerProcess(
+        colloquy_bin,
+        "sqlite",
+        data_dir,
+        None,
+        env={"COLLOQUY_AUDIO__WORKERS": "1"},
+        label="ui",
+    )
+    srv.start()
+    try:
+        yield srv
+        assert srv.running, f"the server died; log {srv.log_path}:\n{srv.log_tail()}"
+        rc = srv.stop()
+        assert rc == 0, f"the server exited with {rc} on SIGTERM; log:\n{srv.log_tail()}"
+    finally:
+        srv.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# ---- seeding -----------------------------------------------------------------------------
+
+
+def _drain_until_echo(sock, text: str, timeout: float = 30) -> None:
+    """Reads server messages until the echo of the user_input `text` (so every message sent
+    before it was recorded); fails on an `error`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no echo of {text!r} within {timeout}s"
+        msg = recv(sock, left)
+        assert msg.type != "error", f"the server refused a message: {msg!r}"
+        if msg.type == "user_message" and msg.message.content == text:
+            return
+
+
+def record_chat(account: Account, steps: List, *, audio_rate: Optional[int] = None, resume: Optional[str] = None):
+    """One chat over the real socket: `steps` (SDK messages, the last a UserInput) are sent in
+    order; returns the chat_metadata message."""
+    assert isinstance(steps[-1], UserInput), "the last step must be a UserInput (its echo ends the chat)"
+    kwargs = {}
+    if audio_rate:
+        kwargs["session_settings"] = ConnectSessionSettings(
+            audio=ConnectSessionSettingsAudio(channels=1, encoding="linear16", sample_rate=audio_rate)
+        )
+    if resume:
+        kwargs["resumed_chat_group_id"] = resume
+    with account.client().empathic_voice.chat.connect(**kwargs) as sock:
+        meta = recv(sock)
+        assert meta.type == "chat_metadata", meta
+        for step in steps:
+            sock.send_publish(step)
+        _drain_until_echo(sock, steps[-1].text)
+    return meta
+
+
+def emotion_scores(i: int) -> Dict[str, float]:
+    """Scores of the i-th user message of the emotion chat."""
+    phase = i / (EMOTION_MESSAGES - 1)
+    scores = {
+        "Joy": round(0.55 + 0.25 * math.sin(phase * math.pi * 2), 4),
+        "Calmness": round(0.45 - 0.15 * phase, 4),
+        "Interest": round(0.30 + 0.1 * math.cos(phase * math.pi), 4),
+        "Amusement": 0.2,
+        "Boredom": round(0.05 + 0.1 * phase, 4),
+    }
+    for k, name in enumerate(BACKGROUND):
+        scores[name] = round(0.01 + 0.004 * ((i + k) % 5), 4)
+    return scores
+
+
+def seed_emotion_chat(srv: ServerProcess, user_id: str, config_id: str) -> Dict[str, str]:
+    """Writes a finished chat (status INACTIVITY_TIMEOUT) with scored user messages, a tool
+    call, a tool error and an interruption directly into the server's SQLite file, matching
+    crates/colloquy-storage-sqlite/migrations. Returns its ids and texts."""
+    chat_id, group_id = str(uuid.uuid4()), str(uuid.uuid4())
+    start = now_ms() - 3 * 3600 * 1000  # three hours ago: the oldest chat of the account
+    rows = []
+
+    def add(ts, role, type_, text="", emotions="", metadata=""):
+        rows.append((str(uuid.uuid4()), chat_id, len(rows), group_id, ts, role, type_, text, emotions, metadata, None))
+
+    add(start, "SYSTEM", "CHAT_START_MESSAGE")
+    t = start
+    for i in range(EMOTION_MESSAGES):
+        t += 4000
+        add(t, "USER", "USER_MESSAGE", f"Emotion sample {i}: the harbour was lovely today",
+            json.dumps(emotion_scores(i)))
+        t += 1500
+        add(t, "AGENT", "AGENT_MESSAGE", f"Reply {i}: tell me more about the harbour")
+        if i == 2:
+            t += 500
+            add(t, "AGENT", "FUNCTION_CALL", "",
+                metadata=json.dumps({"tool_call_id": "call_tide", "name": "tide_times",
+                                     "parameters": json.dumps({"port": "Porto"})}))
+            t += 500
+            add(t, "TOOL", "FUNCTION_CALL_RESPONSE", "High tide at 14:05",
+                metadata=json.dumps({"type": "tool_response", "tool_call_id": "call_tide",
+                                     "tool_name": "tide_times", "content": "High tide at 14:05"}))
+        if i == 3:
+            t += 300
+            add(t, "USER", "USER_INTERRUPTION")
+    last_user_text = f"Emotion sample {EMOTION_MESSAGES - 1}: the harbour was lovely today"
+    t += 1000
+    add(t, "SYSTEM", "CHAT_END_MESSAGE",
+        metadata=json.dumps({"status": "INACTIVITY_TIMEOUT", "reason": "inactivity_timeout"}))
+    end = t
+    db = srv.data_dir / "colloquy.db"
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO chat_groups (id, user_id, first_start_timestamp, most_recent_start_timestamp, "
+                "most_recent_chat_id, most_recent_config_id, most_recent_config_version, num_chats) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                (group_id, user_id, start, start, chat_id, config_id, 3),
+            )
+            conn.execute(
+                "INSERT INTO chats (id, user_id, chat_group_id, status, start_timestamp, end_timestamp, "
+                "last_event_timestamp, event_count, metadata, config_id, config_version, instance_id) "
+                "VALUES (?, ?, ?, 'INACTIVITY_TIMEOUT', ?, ?, ?, ?, ?, ?, 3, NULL)",
+                (chat_id, user_id, group_id, start, end, end, len(rows),
+                 json.dumps({"request_id": "seeded-emotions"}), config_id),
+            )
+            conn.executemany(
+                "INSERT INTO chat_events (id, chat_id, seq, chat_group_id, timestamp, role, type, "
+                "message_text, emotion_features, metadata, related_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+    finally:
+        conn.close()
+    return {"chat_id": chat_id, "group_id": group_id, "events": str(len(rows)), "last_user_text": last_user_text}
+
+
+@dataclass
+class Seed:
+    main: Account
+    other: Account
+    empty: Account
+    weather_chat: str = ""
+    weather_group: str = ""
+    resumed_chat: str = ""
+    emotion_chat: str = ""
+    emotion_group: str = ""
+    emotion_config: str = ""
+    emotion_events: int = 0
+    emotion_last_text: str = ""
+    filler_chats: List[str] = field(default_factory=list)
+    other_chat: str = ""
+    other_group: str = ""
+
+    @property
+    def main_chat_count(self) -> int:
+        return 3 + len(self.filler_chats)
+
+
+@pytest.fixture(scope="session")
+def seed(server) -> Seed:
+    s = Seed(
+        main=server.create_account(name="ui-main"),
+        other=server.create_account(name="ui-other"),
+        empty=server.create_account(name="ui-empty"),
+    )
+    s.emotion_config = str(uuid.uuid4())
+    emo = seed_emotion_chat(server, s.main.user_id, s.emotion_config)
+    s.emotion_chat, s.emotion_group = emo["chat_id"], emo["group_id"]
+    s.emotion_events, s.emotion_last_text = int(emo["events"]), emo["last_user_text"]
+
+    chunks = pcm_chunks_b64(tone_pcm(AUDIO_SECONDS, 440.0, RATE), RATE, 100)
+    meta = record_chat(
+        s.main,
+        [
+            *[AudioInput(data=c) for c in chunks],
+            UserInput(text="What's the weather like in Lisbon?"),
+            AssistantInput(text="Sunny and 24 degrees in Lisbon, with a light breeze."),
+            ToolResponseMessage(tool_call_id="call_1", tool_name="get_weather", content='{"temp": 24}'),
+            ToolErrorMessage(tool_call_id="call_2", error="forecast service unavailable", content="try later"),
+            PauseAssistantMessage(),
+            ResumeAssistantMessage(),
+            UserInput(text="Thanks, that is all for now."),
+        ],
+        audio_rate=RATE,
+    )
+    s.weather_chat, s.weather_group = meta.chat_id, meta.chat_group_id
+    meta = record_chat(
+        s.main,
+        [UserInput(text="Remind me to pack an umbrella tomorrow.")],
+        resume=s.weather_group,
+    )
+    s.resumed_chat = meta.chat_id
+    assert meta.chat_group_id == s.weather_group
+    for k in range(6):
+        meta = record_chat(s.main, [AssistantInput(text=f"Filler reply {k}"), UserInput(text=f"Filler chat number {k}")])
+        s.filler_chats.append(meta.chat_id)
+    meta = record_chat(s.other, [UserInput(text="A secret of the other account.")])
+    s.other_chat, s.other_group = meta.chat_id, meta.chat_group_id
+    return s
+
+
+# ---- browser -------------------------------------------------------------------------------
+
+
+def chromium_path() -> str:
+    path = os.environ.get("COLLOQUY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail(
+            "headless Chromium is required: apt-get install -y chromium (CI's .ci/run installs it), "
+            "or set COLLOQUY_CHROMIUM",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -r tests/ui/requirements.txt", pytrace=False)
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--mute-audio", "--autoplay-policy=no-user-gesture-required"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _screenshot_dir():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+
+
+class UI:
+    """A browser context on the server, with helpers."""
+
+    def __init__(self, browser, server: ServerProcess, **context_args):
+        context_args.setdefault("viewport", {"width": 1280, "height": 900})
+        context_args.setdefault("locale", "en-US")
+        context_args.setdefault("timezone_id", "America/New_York")
+        self.server = server
+        self.base = server.base_url
+        self.context = browser.new_context(base_url=self.base, **context_args)
+        self.context.set_default_timeout(20_000)
+        self.page = self.context.new_page()
+        self.console_errors: List[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.console_errors.append(str(e)))
+
+    def goto(self, path: str):
+        return self.page.goto(self.base + path)
+
+    def sign_in(self, key: str) -> None:
+        self.goto("/ui/sign-in")
+        self.page.get_by_label("API key").fill(key)
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.wait_for_url("**/ui/chats**")
+
+    def shot(self, name: str, full_page: bool = True) -> None:
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def ui(browser, server, seed):
+    u = UI(browser, server)
+    yield u
+    u.close()
+    assert not u.console_errors, f"browser console errors: {u.console_errors}"
+
+
+@pytest.fixture
+def signed_in(ui, seed):
+    ui.sign_in(seed.main.api_key)
+    return ui
+
+
+# ---- a one-line summary for scripts/test -------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter):
+    stats = terminalreporter.stats
+    counts = {k: len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped")}
+    line = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no tests"
+    line += "; screenshots in test-artifacts/ui/"
+    target = os.environ.get("COLLOQUY_TEST_SUMMARY")
+    if target:
+        Path(target).write_text(line + "\n")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from conftest import LEADERS, RUNNERS_UP, EMOTION_MESSAGES, UI
+from conftest import EMOTION_MESSAGES, LEADERS, RUNNERS_UP, UI, UserInput, recv
 
 
 def rows(ui: UI):
@@ -486,3 +486,63 @@ def test_usable_at_375px(browser, server, seed, name, path):
         assert not ui.console_errors, ui.console_errors
     finally:
         ui.close()
+
+
+def test_pages_work_without_javascript(browser, server, seed):
+    ui = UI(browser, server, java_script_enabled=False)
+    try:
+        ui.sign_in(seed.main.api_key)
+        expect(rows(ui)).to_have_count(seed.main_chat_count)
+        expect(rows(ui).first.locator("time")).to_contain_text("UTC")  # the server's fallback
+        ui.page.get_by_label("Status").select_option("INACTIVITY_TIMEOUT")
+        ui.page.get_by_role("button", name="Apply").click()
+        ui.page.wait_for_url("**status=INACTIVITY_TIMEOUT**")
+        expect(rows(ui)).to_have_count(1)
+        rows(ui).first.locator("td").first.locator("a").click()
+        ui.page.wait_for_url(f"**/ui/chats/{seed.emotion_chat}")
+        expect(ui.page.locator("#top-emotions .name").first).to_have_text(LEADERS[0])
+        t = ui.page.locator("#transcript")
+        t.get_by_role("link", name="Next →").click()
+        ui.page.wait_for_url(re.compile(r"page=2"))
+        expect(t).to_contain_text(seed.emotion_last_text)
+        ui.page.locator("#raw-events summary").click()
+        ui.page.get_by_role("link", name="Open the raw events as a page").click()
+        ui.page.wait_for_url(f"**/ui/chats/{seed.emotion_chat}/events")
+        expect(ui.page.locator(".event").first).to_contain_text('"type": "CHAT_START_MESSAGE"')
+        ui.page.get_by_role("link", name="Next →").click()
+        ui.page.wait_for_url(re.compile(r"/events\?page=2"))
+        expect(ui.page.locator(".event").first).to_contain_text("#25")
+        ui.page.get_by_role("button", name="Sign out").click()
+        ui.page.wait_for_url("**/ui/sign-in?m=signed_out")
+    finally:
+        ui.close()
+
+
+def test_active_chat_audio_panel_polls_until_the_chat_ends(browser, server):
+    acct = server.create_account(name="ui-active")
+    ui = UI(browser, server)
+    try:
+        ui.sign_in(acct.api_key)
+        with acct.client().empathic_voice.chat.connect() as sock:
+            meta = recv(sock)
+            sock.send_publish(UserInput(text="Still talking"))
+            echo = recv(sock)
+            assert echo.type == "user_message", echo
+            ui.goto(f"/ui/chats/{meta.chat_id}")
+            expect(ui.page.locator(".page-head .badge")).to_have_text("ACTIVE")
+            expect(ui.page.locator("#chat-facts")).to_contain_text("not yet (the chat is active)")
+            expect(ui.page.locator("#chat-facts")).to_contain_text("ongoing")
+            audio = ui.page.locator("#audio")
+            expect(audio).to_have_attribute("data-status", "QUEUED")
+            expect(audio).to_have_attribute("hx-trigger", re.compile(r"^every \d+s$"))
+            expect(audio).to_contain_text("still going on")
+            expect(audio.locator("progress")).to_be_visible()
+            ui.shot("chat-active")
+        # The client hung up: the panel's polling picks up the finished reconstruction (this
+        # chat was text only) without a reload.
+        expect(ui.page.locator("#no-audio")).to_contain_text("No audio was recorded", timeout=30_000)
+        expect(ui.page.locator("#audio")).not_to_have_attribute("hx-trigger", re.compile(".*"))
+        assert ui.page.locator(".page-head .badge").inner_text() == "ACTIVE", "only the panel was swapped"
+    finally:
+        ui.close()
+    assert not ui.console_errors, ui.console_errors

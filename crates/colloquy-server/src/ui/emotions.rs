@@ -14,10 +14,10 @@ pub const TOP_EMOTIONS: usize = 3;
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 260.0;
-const LEFT: f64 = 40.0;
-const RIGHT: f64 = 24.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 16.0;
 const TOP: f64 = 12.0;
-const BOTTOM: f64 = 28.0;
+const BOTTOM: f64 = 40.0;
 
 /// `emotion_features` (stringified JSON `{emotion: score}`) as scores; `None` when empty or
 /// not an object of numbers.
@@ -144,6 +144,8 @@ pub struct Tick {
     pub pos: String,
     /// Text.
     pub label: String,
+    /// `text-anchor` (the first and last time labels stay inside the plot).
+    pub anchor: &'static str,
 }
 
 /// One scored message in the data table under the chart.
@@ -232,6 +234,7 @@ fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions
             Tick {
                 pos: num(y_of(v)),
                 label: format!("{v:.2}"),
+                anchor: "end",
             }
         })
         .collect();
@@ -241,6 +244,11 @@ fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions
             Tick {
                 pos: num(x_of(t)),
                 label: format::offset(t),
+                anchor: match i {
+                    0 => "start",
+                    4 => "end",
+                    _ => "middle",
+                },
             }
         })
         .collect();
@@ -273,8 +281,8 @@ fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions
             left: x0,
             right: x1,
             bottom: y1,
-            label_x: x0 - 6.0,
-            label_y: y1 + 18.0,
+            label_x: x0 - 8.0,
+            label_y: y1 + 8.0,
             series,
             y_ticks,
             x_ticks,

@@ -456,6 +456,14 @@ def test_keyboard_navigation(signed_in, seed):
             break
     ui.page.keyboard.press("Enter")
     ui.page.wait_for_url(f"**/ui/chats/{seed.resumed_chat}")
+    # Paging by keyboard: focus moves to the new results, not back to the top of the page.
+    ui.goto("/ui/chats?size=4")
+    ui.page.get_by_role("link", name="Next →").focus()
+    ui.page.keyboard.press("Enter")
+    expect(ui.page.locator(".pager .pages")).to_have_text("Page 2 of 3")
+    ui.page.wait_for_function("document.activeElement && document.activeElement.id === 'results'")
+    ui.page.keyboard.press("Tab")
+    assert ui.page.evaluate("document.activeElement.closest('#results') !== null")
 
 
 @pytest.mark.parametrize("name, path", [("chats", "/ui/chats"), ("chat", "chat"), ("emotions", "emotions"), ("group", "group")])

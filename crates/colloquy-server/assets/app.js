@@ -45,7 +45,19 @@
     fillTimezone(root);
   }
 
+  /* After htmx replaced the element that had focus (a pager link), move focus to the
+   * updated region instead of leaving it on <body>. */
+  function keepFocus(event) {
+    var target = event.detail && event.detail.target;
+    var active = document.activeElement;
+    if (!target || !target.isConnected) return;
+    if (active && active !== document.body && active.isConnected) return;
+    if (!target.hasAttribute("tabindex")) target.setAttribute("tabindex", "-1");
+    target.focus({ preventScroll: true });
+  }
+
   if (window.htmx) {
+    document.addEventListener("htmx:afterSwap", keepFocus);
     window.htmx.onLoad(init);
   } else if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", function () { init(document); });

@@ -192,7 +192,7 @@ pub async fn page(
         .unwrap_or(1);
     let short_id = format::short_id(&chat.id);
     let view = ChatPage {
-        layout: Layout::signed_in(format!("Chat {short_id}"), "chats", &session),
+        layout: Layout::signed_in(format!("Chat {short_id}"), "chat", &session),
         id: chat.id.to_string(),
         short_id,
         status: chat.status.as_str(),
@@ -294,7 +294,7 @@ pub async fn events(
     render(&EventsPage {
         layout: Layout::signed_in(
             format!("Raw events of chat {}", format::short_id(&chat.id)),
-            "chats",
+            "chat",
             &session,
         ),
         chat_id: chat.id.to_string(),

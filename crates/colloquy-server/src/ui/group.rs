@@ -126,7 +126,7 @@ pub async fn page(
     let transcript = transcript_part(&state, &group, &chats, page).await?;
     let short_id = format::short_id(&group.id);
     let view = GroupPage {
-        layout: Layout::signed_in(format!("Chat group {short_id}"), "chats", &session),
+        layout: Layout::signed_in(format!("Chat group {short_id}"), "chat", &session),
         id: group.id.to_string(),
         short_id,
         first_start: format::stamp(group.first_start_timestamp),

@@ -122,7 +122,8 @@ pub(crate) fn render_string<T: Template>(t: &T) -> Result<String, UiError> {
 pub struct Layout {
     /// `<title>` and the page's heading context.
     pub title: String,
-    /// Which top navigation entry is current (`chats`, or empty).
+    /// Where the page sits in the top navigation: `chats` (the list itself), `chat` (a page
+    /// under it), or empty.
     pub nav: &'static str,
     /// The signed-in account, if any.
     pub account: Option<AccountNav>,

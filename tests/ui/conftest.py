@@ -3,6 +3,10 @@ worker), chats recorded through the real chat socket with the official `hume` SD
 with emotion scores written straight into the SQLite file (a client-driven socket cannot
 produce prosody scores), and headless Chromium driven by Playwright.
 
+* One account's chats are relayed (engine mode `relay` for its key) to a fake upstream EVI
+  socket that answers like the hosted API: transcribed user messages with prosody scores,
+  assistant replies with `assistant_prosody`, a tool call. Its scores reach the UI through
+  the real recording path.
 * The server binary comes from $COLLOQUY_BIN (scripts/test builds it); nothing is built here.
 * Chromium is Debian's `chromium` (or $COLLOQUY_CHROMIUM); Playwright's own browser download
   is never used.
@@ -11,12 +15,15 @@ produce prosody scores), and headless Chromium driven by Playwright.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import shutil
 import sqlite3
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +68,84 @@ RUNNERS_UP = ["Amusement", "Boredom"]
 BACKGROUND = ["Anger", "Awe", "Confusion", "Contempt", "Doubt", "Fear", "Sadness", "Tiredness"]
 EMOTION_MESSAGES = 30
 
+# The relayed chat: what the fake upstream scores, and what the user says.
+RELAY_LEADERS = ["Determination", "Excitement", "Contentment"]
+RELAY_LINES = [
+    "I finally finished the marathon training plan.",
+    "Tomorrow is race day!",
+    "weather?",
+    "I think I am ready.",
+]
+
+
+class FakeUpstream:
+    """Stands in for the hosted EVI chat socket (`engine.relay.url`). Per user_input it sends
+    what EVI sends: the transcribed user_message with prosody scores, an assistant_message, its
+    assistant_prosody and assistant_end. "weather?" gets a tool_call instead, answered after the
+    client's tool_response."""
+
+    def __init__(self):
+        from websockets.sync.server import serve
+
+        self._count = itertools.count()
+        self.server = serve(self._handle, "127.0.0.1", 0)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v0/evi/chat"
+
+    @staticmethod
+    def all_emotions(**scores: float) -> Dict[str, float]:
+        """All 48 emotions EVI scores (the SDK requires every one), 0.01 unless given."""
+        from hume.empathic_voice import EmotionScores
+
+        names = [f.alias or k for k, f in EmotionScores.model_fields.items()]
+        given = {k.replace("_", " "): v for k, v in scores.items()}
+        assert set(given) <= set(names), set(given) - set(names)
+        return {name: round(given.get(name, 0.01), 4) for name in names}
+
+    @classmethod
+    def user_scores(cls, k: int) -> Dict[str, float]:
+        return cls.all_emotions(
+            Determination=0.7 - 0.05 * k, Excitement=0.5 + 0.05 * k, Contentment=0.35, Anxiety=0.2, Tiredness=0.1
+        )
+
+    def _handle(self, ws) -> None:
+        n = next(self._count)
+        send = lambda m: ws.send(json.dumps(m))  # noqa: E731
+        send({"type": "chat_metadata", "chat_id": f"up-chat-{n}", "chat_group_id": f"up-group-{n}",
+              "request_id": f"up-request-{n}"})
+        k = 0
+        for raw in ws:
+            m = json.loads(raw)
+            if m.get("type") == "user_input" and m.get("text") == "weather?":
+                send({"type": "user_message", "message": {"role": "user", "content": m["text"]},
+                      "models": {"prosody": {"scores": self.user_scores(k)}}, "from_text": False, "interim": False,
+                      "time": {"begin": 0, "end": 500}})
+                k += 1
+                send({"type": "tool_call", "name": "get_weather", "parameters": json.dumps({"city": "Boston"}),
+                      "tool_call_id": f"call-{n}", "tool_type": "function", "response_required": True})
+            elif m.get("type") in ("user_input", "tool_response"):
+                if m["type"] == "user_input":
+                    send({"type": "user_message", "message": {"role": "user", "content": m["text"]},
+                          "models": {"prosody": {"scores": self.user_scores(k)}}, "from_text": False,
+                          "interim": False, "time": {"begin": 0, "end": 500}})
+                    reply = f"Noted: {m['text']}"
+                else:
+                    reply = f"The forecast says {m['content']}."
+                msg_id = f"up-msg-{n}-{k}"
+                k += 1
+                send({"type": "assistant_message", "id": msg_id, "message": {"role": "assistant", "content": reply},
+                      "models": {}, "from_text": False, "is_quick_response": False})
+                send({"type": "assistant_prosody", "id": msg_id,
+                      "models": {"prosody": {"scores": self.all_emotions(Calmness=0.6, Interest=0.4, Joy=0.3)}}})
+                send({"type": "assistant_end"})
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
 
 @pytest.fixture(scope="session")
 def colloquy_bin() -> str:
@@ -77,17 +162,31 @@ def colloquy_bin() -> str:
 
 
 @pytest.fixture(scope="session")
-def server(colloquy_bin):
+def upstream():
+    up = FakeUpstream()
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def relay_account(server) -> Account:
+    return server.relay_account
+
+
+@pytest.fixture(scope="session")
+def server(colloquy_bin, upstream):
     data_dir = new_temp_dir("colloquy-ui-")
-    srv = ServerProcess(
-        colloquy_bin,
-        "sqlite",
-        data_dir,
-        None,
-        env={"COLLOQUY_AUDIO__WORKERS": "1"},
-        label="ui",
-    )
+    srv = ServerProcess(colloquy_bin, "sqlite", data_dir, None, label="ui")
+    # The relayed account's key exists before the start: engine modes are read at start.
+    relay = srv.create_account(name="ui-relay")
+    srv.extra_env.update({
+        "COLLOQUY_AUDIO__WORKERS": "1",
+        "COLLOQUY_ENGINE__RELAY__URL": upstream.url,
+        "COLLOQUY_ENGINE__RELAY__API_KEY": "upstream-test-key",
+        f"COLLOQUY_ENGINE__KEYS__{relay.api_key[:8]}__MODE": "relay",
+    })
     srv.start()
+    srv.relay_account = relay
     try:
         yield srv
         assert srv.running, f"the server died; log {srv.log_path}:\n{srv.log_tail()}"
@@ -230,6 +329,8 @@ class Seed:
     filler_chats: List[str] = field(default_factory=list)
     other_chat: str = ""
     other_group: str = ""
+    relay: Optional[Account] = None
+    relay_chat: str = ""
 
     @property
     def main_chat_count(self) -> int:
@@ -276,7 +377,28 @@ def seed(server) -> Seed:
         s.filler_chats.append(meta.chat_id)
     meta = record_chat(s.other, [UserInput(text="A secret of the other account.")])
     s.other_chat, s.other_group = meta.chat_id, meta.chat_group_id
+    s.relay = server.relay_account
+    s.relay_chat = record_relayed_chat(s.relay)
     return s
+
+
+def record_relayed_chat(account: Account) -> str:
+    """A chat through the relay engine: each line is answered by the fake upstream (the tool
+    call with a tool_response). Returns the chat id."""
+    with account.client().empathic_voice.chat.connect() as sock:
+        meta = recv(sock)
+        assert meta.type == "chat_metadata", meta
+        for line in RELAY_LINES:
+            time.sleep(0.3)  # spread the scores over time
+            sock.send_publish(UserInput(text=line))
+            while True:
+                msg = recv(sock, 15)
+                assert msg.type != "error", msg
+                if msg.type == "tool_call":
+                    sock.send_publish(ToolResponseMessage(tool_call_id=msg.tool_call_id, content="light rain"))
+                if msg.type == "assistant_end":
+                    break
+    return meta.chat_id
 
 
 # ---- browser -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from conftest import EMOTION_MESSAGES, LEADERS, RUNNERS_UP, UI, UserInput, recv
+from conftest import EMOTION_MESSAGES, LEADERS, RELAY_LEADERS, RELAY_LINES, RUNNERS_UP, UI, UserInput, recv
 
 
 def rows(ui: UI):
@@ -554,3 +554,26 @@ def test_active_chat_audio_panel_polls_until_the_chat_ends(browser, server):
     finally:
         ui.close()
     assert not ui.console_errors, ui.console_errors
+
+
+def test_relayed_chat_shows_the_upstreams_prosody(ui, seed):
+    """Scores recorded by the relay engine from a (fake) hosted EVI upstream: the user's
+    prosody drives the chart, the assistant's prosody is shown with its replies."""
+    ui.sign_in(seed.relay.api_key)
+    assert row_ids(ui) == [seed.relay_chat]
+    ui.page.locator(f'a[href="/ui/chats/{seed.relay_chat}"]').click()
+    ui.page.wait_for_url(f"**/ui/chats/{seed.relay_chat}")
+    expect(ui.page.locator("#top-emotions .name")).to_have_text(RELAY_LEADERS)
+    lines = ui.page.locator("svg#emotion-chart g[data-emotion]")
+    expect(lines).to_have_count(5)
+    for g in lines.all():
+        assert len(g.locator("polyline").get_attribute("points").split()) == len(RELAY_LINES)
+    t = ui.page.locator("#transcript")
+    expect(t.locator(".turn-user .bubble").first).to_have_text(RELAY_LINES[0])
+    expect(t.locator(".turn-user .emotions").first).to_contain_text("Determination 0.70")
+    expect(t.locator(".turn-assistant .emotions").first).to_contain_text("Calmness 0.60")
+    call = t.locator(".turn-tool").first
+    expect(call).to_contain_text("Tool call · get_weather")
+    expect(call.locator(".bubble")).to_contain_text('"city": "Boston"')
+    expect(t.locator(".turn-assistant .bubble").filter(has_text="The forecast says light rain.")).to_have_count(1)
+    ui.shot("chat-relayed")

@@ -160,6 +160,27 @@ fn num(v: f64) -> String {
     format!("{v:.1}")
 }
 
+/// The top of the score axis: four equal steps of a round size that reach `peak`.
+fn axis_top(peak: f64) -> f64 {
+    const STEPS: [f64; 8] = [0.01, 0.02, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5];
+    let step = STEPS
+        .into_iter()
+        .find(|s| 4.0 * s >= peak - 1e-9)
+        .unwrap_or((peak / 4.0).ceil());
+    4.0 * step
+}
+
+/// A time label on an axis spanning `span_ms`: seconds for short chats, else `mm:ss`.
+fn time_label(t_ms: i64, span_ms: f64) -> String {
+    if span_ms < 10_000.0 {
+        format!("{:.1} s", t_ms as f64 / 1000.0)
+    } else if span_ms < 60_000.0 {
+        format!("{} s", (t_ms as f64 / 1000.0).round())
+    } else {
+        format::offset(t_ms)
+    }
+}
+
 fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions {
     if points.is_empty() {
         return Emotions {
@@ -198,7 +219,7 @@ fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions
         .iter()
         .flat_map(|(_, s)| ranked.iter().filter_map(|(n, _)| s.get(n)))
         .fold(0.0f64, |a, b| a.max(*b));
-    let y_max = ((peak * 10.0).ceil() / 10.0).clamp(0.1, f64::MAX);
+    let y_max = axis_top(peak);
     let (x0, x1, y0, y1) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
     let x_of = |t: i64| x0 + (t.max(0) as f64 / span) * (x1 - x0);
     let y_of = |v: f64| y1 - (v.clamp(0.0, y_max) / y_max) * (y1 - y0);
@@ -243,7 +264,7 @@ fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions
             let t = (span * i as f64 / 4.0) as i64;
             Tick {
                 pos: num(x_of(t)),
-                label: format::offset(t),
+                label: time_label(t, span),
                 anchor: match i {
                     0 => "start",
                     4 => "end",
@@ -253,7 +274,7 @@ fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions
         })
         .collect();
     let description = format!(
-        "Scores of {} over {} scored user message{}, from 0 to {y_max:.1}.",
+        "Scores of {} over {} scored user message{}, from 0 to {y_max:.2}.",
         ranked
             .iter()
             .map(|(n, _)| n.as_str())
@@ -361,12 +382,31 @@ mod tests {
             (first[0] - (LEFT + 0.1 * (WIDTH - RIGHT - LEFT))).abs() < 0.1,
             "{first:?}"
         );
+        let expected_y = TOP + 0.1 * (HEIGHT - BOTTOM - TOP);
         assert!(
-            (first[1] - TOP).abs() < 0.1,
-            "0.9 is the top of a 0..0.9 axis: {first:?}"
+            (first[1] - expected_y).abs() < 0.1,
+            "0.9 on a 0..1 axis: {first:?}"
         );
-        assert_eq!(chart.x_ticks.last().unwrap().label, "00:10");
+        assert_eq!(chart.x_ticks.last().unwrap().label, "10 s");
+        let labels: Vec<_> = chart.y_ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["0.00", "0.25", "0.50", "0.75", "1.00"],
+            "0.9 rounds up to 1.0"
+        );
         assert_eq!(chart.rows.len(), 2);
+    }
+
+    #[test]
+    fn axes_use_round_numbers() {
+        assert_eq!(axis_top(0.8), 0.8);
+        assert_eq!(axis_top(0.7), 0.8);
+        assert_eq!(axis_top(0.03), 0.04);
+        assert_eq!(axis_top(0.0), 0.04);
+        assert_eq!(axis_top(3.0), 4.0);
+        assert_eq!(time_label(1_500, 4_000.0), "1.5 s");
+        assert_eq!(time_label(12_400, 30_000.0), "12 s");
+        assert_eq!(time_label(83_000, 600_000.0), "01:23");
     }
 
     #[test]

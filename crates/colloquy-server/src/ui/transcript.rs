@@ -6,6 +6,7 @@ use super::format::{self, Stamp};
 use colloquy_storage::EventRecord;
 use colloquy_wire::EventType;
 use serde_json::Value;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// One entry of a transcript.
@@ -58,15 +59,30 @@ pub fn pretty_json(s: &str) -> String {
     }
 }
 
+/// A JSON object held in a string field.
+fn object(s: Option<&str>) -> Option<serde_json::Map<String, Value>> {
+    match serde_json::from_str::<Value>(s.filter(|s| !s.is_empty())?).ok()? {
+        Value::Object(o) => Some(o),
+        _ => None,
+    }
+}
+
 fn metadata(e: &EventRecord) -> Option<serde_json::Map<String, Value>> {
-    e.metadata
+    object(e.metadata.as_deref())
+}
+
+/// The strongest three emotions of a message with prosody scores.
+fn chips(e: &EventRecord) -> Vec<(String, String)> {
+    e.emotion_features
         .as_deref()
-        .filter(|m| !m.is_empty())
-        .and_then(|m| serde_json::from_str::<Value>(m).ok())
-        .and_then(|v| match v {
-            Value::Object(o) => Some(o),
-            _ => None,
+        .and_then(parse_scores)
+        .map(|scores| {
+            top_scores(&scores, 3)
+                .into_iter()
+                .map(|(name, v)| (name, format::score(v)))
+                .collect()
         })
+        .unwrap_or_default()
 }
 
 fn field<'a>(m: &'a Option<serde_json::Map<String, Value>>, key: &str) -> Option<&'a str> {
@@ -84,6 +100,13 @@ pub fn turns(
     chat_start_ms: Option<i64>,
     chat_numbers: Option<&dyn Fn(Uuid) -> usize>,
 ) -> Vec<Turn> {
+    // The assistant's prosody arrives as its own event, related to the message it scores.
+    let assistant_prosody: HashMap<Uuid, Vec<(String, String)>> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::AssistantProsody)
+        .filter_map(|e| Some((e.related_event_id?, chips(e))))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
     let mut out = Vec::with_capacity(events.len());
     let mut last_chat: Option<Uuid> = None;
     for e in events {
@@ -103,6 +126,11 @@ pub fn turns(
             }
             continue;
         };
+        if turn.kind == "assistant" && turn.emotions.is_empty() {
+            if let Some(c) = assistant_prosody.get(&e.id) {
+                turn.emotions = c.clone();
+            }
+        }
         turn.offset = chat_start_ms.map(|s| format::offset(e.timestamp - s));
         turn.chat_start = chat_start;
         out.push(turn);
@@ -137,30 +165,33 @@ fn turn(e: &EventRecord) -> Option<Turn> {
     let t = match e.event_type {
         EventType::UserMessage => {
             let mut t = base(e, "user", "User", text_of(e));
-            if let Some(scores) = e.emotion_features.as_deref().and_then(parse_scores) {
-                t.emotions = top_scores(&scores, 3)
-                    .into_iter()
-                    .map(|(name, v)| (name, format::score(v)))
-                    .collect();
-            }
+            t.emotions = chips(e);
             t
         }
-        EventType::AgentMessage => base(e, "assistant", "Assistant", text_of(e)),
+        EventType::AgentMessage => {
+            let mut t = base(e, "assistant", "Assistant", text_of(e));
+            t.emotions = chips(e);
+            t
+        }
         EventType::FunctionCall => {
-            let name = field(&meta, "name")
-                .or_else(|| field(&meta, "tool_name"))
+            // The call is in the metadata, or (relayed chats) the text is the `tool_call`
+            // message itself.
+            let text = text_of(e);
+            let call = meta.clone().or_else(|| object(Some(&text)));
+            let name = field(&call, "name")
+                .or_else(|| field(&call, "tool_name"))
                 .unwrap_or("tool");
-            let mut t = base(e, "tool", format!("Tool call · {name}"), text_of(e));
-            let args = field(&meta, "parameters").map(pretty_json).or_else(|| {
-                meta.as_ref()
-                    .map(|m| serde_json::to_string_pretty(m).unwrap_or_default())
-            });
-            if t.text.is_empty() {
-                t.text = args.clone().unwrap_or_else(|| "(no arguments)".into());
-            } else if let Some(args) = args {
+            let args = field(&call, "parameters").map(pretty_json);
+            let shown = match (args, &call) {
+                (Some(args), _) => args,
+                (None, None) if !text.is_empty() => text.clone(),
+                _ => "(no arguments)".into(),
+            };
+            let mut t = base(e, "tool", format!("Tool call · {name}"), shown);
+            if let Some(call) = &call {
                 t.detail = Some(Detail {
-                    label: "Call details",
-                    body: args,
+                    label: "Call",
+                    body: serde_json::to_string_pretty(call).unwrap_or_default(),
                 });
             }
             t
@@ -320,6 +351,51 @@ mod tests {
         assert_eq!(t[5].text, "Assistant paused");
         assert_eq!(t[6].flavor, "is-interruption");
         assert_eq!(t[7].text, "Chat ended: USER_ENDED (client closed)");
+    }
+
+    #[test]
+    fn relayed_tool_calls_and_assistant_prosody() {
+        let call = r#"{"type":"tool_call","name":"get_weather","parameters":"{\"city\":\"Paris\"}","tool_call_id":"c1"}"#;
+        let mut prosody = ev(
+            3,
+            EventType::AssistantProsody,
+            "",
+            "",
+            r#"{"Calmness":0.3}"#,
+        );
+        prosody.related_event_id = Some(Uuid::from_u128(4));
+        let events = vec![
+            ev(0, EventType::FunctionCall, call, "", ""),
+            ev(
+                1,
+                EventType::AgentMessage,
+                "It is sunny",
+                "",
+                r#"{"Joy":0.4,"Pride":0.2}"#,
+            ),
+            ev(2, EventType::FunctionCall, "", r#"{"name":"noop"}"#, ""),
+            ev(4, EventType::AgentMessage, "Scored separately", "", ""),
+            prosody,
+        ];
+        let t = turns(&events, None, None);
+        assert_eq!(t.len(), 4);
+        assert_eq!(
+            t[3].emotions,
+            [("Calmness".to_string(), "0.30".to_string())]
+        );
+        assert_eq!(t[0].who, "Tool call · get_weather");
+        assert_eq!(t[0].text, "{\n  \"city\": \"Paris\"\n}");
+        assert!(t[0]
+            .detail
+            .as_ref()
+            .unwrap()
+            .body
+            .contains("\"tool_call_id\": \"c1\""));
+        assert_eq!(t[1].emotions.len(), 2);
+        assert_eq!(
+            (t[2].who.as_str(), t[2].text.as_str()),
+            ("Tool call · noop", "(no arguments)")
+        );
     }
 
     #[test]

@@ -183,6 +183,8 @@ struct Session {
     last_agent_event: Option<Uuid>,
     /// Set when the current client message was refused with an `error`.
     rejected: bool,
+    /// The current client message still needs its key check (see `check_key_or_defer`).
+    key_check_due: bool,
     /// What went wrong, for endings that need explaining (upstream failures).
     end_detail: Option<String>,
 }
@@ -207,6 +209,7 @@ impl Session {
             relay_ids: IdMap::default(),
             last_agent_event: None,
             rejected: false,
+            key_check_due: false,
             end_detail: None,
             state,
             socket,
@@ -457,10 +460,12 @@ impl Session {
                     idle.as_mut().reset(Instant::now() + inactivity);
                     self.rejected = false;
                     let step = self.handle_text(t.as_str()).await;
+                    let check_due = std::mem::take(&mut self.key_check_due);
                     match up.as_deref_mut() {
                         Some(u) if step.is_ok() && !self.rejected => {
-                            self.forward_up(u, t.as_str()).await
+                            self.forward_up(u, t.as_str(), check_due).await
                         }
+                        _ if step.is_ok() && check_due => self.check_key().await,
                         _ => step,
                     }
                 }
@@ -499,7 +504,7 @@ impl Session {
         if self.relayed {
             if let ClientMessage::UserInput(_) | ClientMessage::AssistantInput(_) = msg {
                 // The upstream answers (user_message / assistant_message), recorded then.
-                return self.check_key().await;
+                return self.check_key_or_defer().await;
             }
         }
         match msg {
@@ -611,7 +616,7 @@ impl Session {
                     let ev = self.event(EventRole::User, EventType::UserRecordingStartMessage, "");
                     self.record(vec![ev]).await?;
                 } else {
-                    self.check_key().await?;
+                    self.check_key_or_defer().await?;
                 }
                 self.user_chunks += 1;
                 if self.who.data_retention {
@@ -819,8 +824,24 @@ impl Session {
         .await
     }
 
+    /// The key check of a message that records nothing. A relayed chat runs it while the
+    /// message is forwarded (the loop does both, see `forward_up`), so the upstream does not
+    /// wait for the database; a revoked key still ends the session at that message.
+    async fn check_key_or_defer(&mut self) -> Result<(), End> {
+        if self.relayed {
+            self.key_check_due = true;
+            return Ok(());
+        }
+        self.check_key().await
+    }
+
     async fn submit(&mut self, op: WriteOp) -> Result<(), End> {
-        match self.state.recorder.submit(op).await {
+        let result = self.state.recorder.submit(op).await;
+        self.outcome(result)
+    }
+
+    fn outcome(&self, result: Result<OpOutcome, RecordError>) -> Result<(), End> {
+        match result {
             Ok(OpOutcome::Applied) => Ok(()),
             Ok(OpOutcome::KeyRevoked) => Err(End::KeyRevoked),
             Ok(OpOutcome::GroupNotFound) => Err(End::StoreFailed),

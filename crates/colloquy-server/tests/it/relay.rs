@@ -825,3 +825,33 @@ async fn the_engine_is_chosen_per_api_key() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn revoking_the_key_ends_a_relayed_chat_at_the_next_message() {
+    let up = FakeUpstream::start().await;
+    let Some((srv, db)) = TestServer::start(Backend::Sqlite, relay_to(up.url.clone())).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let (mut ws, meta) = srv.connect(&key.api_key, "").await;
+    send_json(&mut ws, json!({"type": "user_input", "text": "interrupt"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_interruption");
+    colloquy_server::keys::revoke(srv.running().state.store.as_ref(), &key.api_key[..8])
+        .await
+        .unwrap();
+    send_json(&mut ws, json!({"type": "user_input", "text": "after"})).await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(err["code"], "E0300", "{err}");
+    assert_eq!(recv_close(&mut ws).await, Some(1008));
+    let chat_id = Uuid::parse_str(meta["chat_id"].as_str().unwrap()).unwrap();
+    let chat = srv
+        .running()
+        .state
+        .store
+        .get_chat(key.user_id, chat_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(chat.status, colloquy_wire::ChatStatus::Error);
+    srv.stop(db).await;
+}

@@ -1,0 +1,404 @@
+//! Added latency of the relay engine: 100 concurrent chats stream audio to an upstream EVI
+//! test server, once **directly** and once **through Colloquy's relay** (the real server,
+//! SQLite with `sqlite_synchronous = "full"`, recording everything), in the same run.
+//!
+//! Every message carries its send time (µs on a clock shared by client and upstream, in the
+//! `custom_session_id` field every EVI message may carry, which the relay forwards
+//! unchanged), so each forwarded message's one-way latency is measured in each direction:
+//!
+//! * up: client `audio_input` (20 ms of 16 kHz PCM; every 10th message a `user_input`
+//!   instead) → upstream;
+//! * down: upstream `audio_output` (a 20 ms WAV clip, captured as assistant audio by the
+//!   relay) answering each chunk, or a final `user_message` with 48 prosody scores
+//!   (recorded as a `USER_MESSAGE` event, committed before it is forwarded) answering each
+//!   `user_input` → client.
+//!
+//! The added latency is the relayed percentile minus the direct percentile.
+//!
+//! ```text
+//! cargo run --release -p colloquy-bench --bin relay_latency -- --chats 100 --seconds 15
+//! ```
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Parser;
+use colloquy_bench::server::ServerThread;
+use colloquy_bench::stats::{ms, Summary};
+use colloquy_server::config::EngineMode;
+use colloquy_server::Settings;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+struct Args {
+    /// Concurrent chats.
+    #[arg(long, default_value_t = 100)]
+    chats: usize,
+    /// Measured seconds per phase (after the warm-up).
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Warm-up seconds per phase.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Milliseconds between two messages of one chat (20 ms = real-time audio chunks).
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+    /// Worker threads of the server's runtime.
+    #[arg(long, default_value_t = 2)]
+    server_threads: usize,
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// Samples of the current phase; only collected while `measuring`.
+#[derive(Default)]
+struct Samples {
+    measuring: AtomicBool,
+    up: Mutex<Vec<u64>>,
+    down: Mutex<Vec<u64>>,
+}
+
+impl Samples {
+    fn note(&self, down: bool, sent_us: u64) {
+        if self.measuring.load(Ordering::Relaxed) {
+            let d = now_us().saturating_sub(sent_us);
+            let v = if down { &self.down } else { &self.up };
+            v.lock().unwrap().push(d);
+        }
+    }
+
+    fn take(&self) -> (Summary, Summary) {
+        let up = std::mem::take(&mut *self.up.lock().unwrap());
+        let down = std::mem::take(&mut *self.down.lock().unwrap());
+        (Summary::from_micros(up), Summary::from_micros(down))
+    }
+}
+
+fn sent_at(v: &Value) -> Option<u64> {
+    v.get("custom_session_id")?.as_str()?.parse().ok()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `ms` of a quiet 220 Hz tone, 16-bit mono PCM.
+fn tone(rate: u32, ms: u32) -> Vec<u8> {
+    let n = rate as usize * ms as usize / 1000;
+    (0..n)
+        .flat_map(|i| {
+            let v = (2.0 * std::f64::consts::PI * 220.0 * i as f64 / rate as f64).sin() * 0.2;
+            ((v * i16::MAX as f64) as i16).to_le_bytes()
+        })
+        .collect()
+}
+
+fn wav(pcm: &[u8], rate: u32) -> Vec<u8> {
+    let mut w = Vec::with_capacity(44 + pcm.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 2).to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    w.extend_from_slice(pcm);
+    w
+}
+
+const EMOTIONS: [&str; 48] = [
+    "Admiration",
+    "Adoration",
+    "Aesthetic Appreciation",
+    "Amusement",
+    "Anger",
+    "Anxiety",
+    "Awe",
+    "Awkwardness",
+    "Boredom",
+    "Calmness",
+    "Concentration",
+    "Confusion",
+    "Contemplation",
+    "Contempt",
+    "Contentment",
+    "Craving",
+    "Desire",
+    "Determination",
+    "Disappointment",
+    "Disgust",
+    "Distress",
+    "Doubt",
+    "Ecstasy",
+    "Embarrassment",
+    "Empathic Pain",
+    "Entrancement",
+    "Envy",
+    "Excitement",
+    "Fear",
+    "Guilt",
+    "Horror",
+    "Interest",
+    "Joy",
+    "Love",
+    "Nostalgia",
+    "Pain",
+    "Pride",
+    "Realization",
+    "Relief",
+    "Romance",
+    "Sadness",
+    "Satisfaction",
+    "Shame",
+    "Surprise (negative)",
+    "Surprise (positive)",
+    "Sympathy",
+    "Tiredness",
+    "Triumph",
+];
+
+/// The upstream EVI test server: answers every `audio_input` with an `audio_output` clip and
+/// every `user_input` with a final `user_message` carrying prosody scores.
+async fn upstream(listener: TcpListener, samples: Arc<Samples>) {
+    let clip = b64(&wav(&tone(24_000, 20), 24_000));
+    let scores: serde_json::Map<String, Value> = EMOTIONS
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.to_string(), json!((i as f64 * 0.0203) % 1.0)))
+        .collect();
+    let scores = Value::Object(scores);
+    let mut n = 0u64;
+    while let Ok((tcp, _)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        n += 1;
+        let (samples, clip, scores) = (samples.clone(), clip.clone(), scores.clone());
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            let meta = json!({"type": "chat_metadata", "chat_id": format!("up-chat-{n}"),
+                              "chat_group_id": format!("up-group-{n}"), "request_id": "up"});
+            if ws
+                .send(Message::Text(meta.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut index = 0u64;
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Text(t) = msg else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                    continue;
+                };
+                if let Some(sent) = sent_at(&v) {
+                    samples.note(false, sent);
+                }
+                index += 1;
+                let reply = match v["type"].as_str() {
+                    Some("user_input") => json!({
+                        "type": "user_message",
+                        "message": {"role": "user", "content": v["text"]},
+                        "models": {"prosody": {"scores": scores}},
+                        "time": {"begin": 0, "end": 20}, "from_text": false, "interim": false,
+                        "custom_session_id": now_us().to_string(),
+                    }),
+                    _ => json!({
+                        "type": "audio_output", "id": format!("msg-{}", index / 50),
+                        "index": index, "data": clip,
+                        "custom_session_id": now_us().to_string(),
+                    }),
+                };
+                if ws
+                    .send(Message::Text(reply.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// One client chat: sends a message every `interval` until `stop`, counting replies.
+async fn chat(url: String, interval: Duration, samples: Arc<Samples>, stop: Arc<AtomicBool>) {
+    let (ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            eprintln!("connect failed: {e}");
+            return;
+        }
+    };
+    let (mut tx, mut rx) = ws.split();
+    match rx.next().await {
+        Some(Ok(Message::Text(t))) if t.as_str().contains("chat_metadata") => {}
+        other => {
+            eprintln!("no chat_metadata: {other:?}");
+            return;
+        }
+    }
+    let reader_samples = samples.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = rx.next().await {
+            if let Message::Text(t) = msg {
+                if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
+                    if let Some(sent) = sent_at(&v) {
+                        reader_samples.note(true, sent);
+                    }
+                }
+            }
+        }
+    });
+    let chunk = b64(&tone(16_000, 20));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        i += 1;
+        let msg = if i % 10 == 0 {
+            json!({"type": "user_input", "text": colloquy_bench::sentence(i),
+                   "custom_session_id": now_us().to_string()})
+        } else {
+            json!({"type": "audio_input", "data": chunk,
+                   "custom_session_id": now_us().to_string()})
+        };
+        if tx
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = tx.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+}
+
+/// Runs one phase: `chats` chats against `url` for warm-up + measured seconds.
+async fn phase(args: &Args, url: &str, samples: &Arc<Samples>) -> (Summary, Summary, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..args.chats {
+        tasks.push(tokio::spawn(chat(
+            url.to_string(),
+            Duration::from_millis(args.interval_ms),
+            samples.clone(),
+            stop.clone(),
+        )));
+        // Stagger the chats over one interval so their ticks do not all coincide.
+        tokio::time::sleep(Duration::from_micros(
+            args.interval_ms * 1000 / args.chats.max(1) as u64,
+        ))
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    let cpu = colloquy_bench::sys::SystemCpu::now();
+    samples.measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    samples.measuring.store(false, Ordering::Relaxed);
+    let busy = cpu.busy_since(&colloquy_bench::sys::SystemCpu::now());
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let (up, down) = samples.take();
+    (up, down, busy)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    now_us();
+    colloquy_bench::init_server_logging();
+    colloquy_bench::sys::report_background_load();
+    println!("machine: {}", colloquy_bench::sys::machine());
+    colloquy_bench::sys::raise_nofile_limit();
+
+    let samples = Arc::new(Samples::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let upstream_url = format!("ws://{}/v0/evi/chat", listener.local_addr()?);
+    tokio::spawn(upstream(listener, samples.clone()));
+
+    let dir = tempfile::tempdir()?;
+    let mut settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    settings.engine.mode = EngineMode::Relay;
+    settings.engine.relay.url = Some(upstream_url.clone());
+    settings.chat.inactivity_timeout_secs = 600;
+    let server = ServerThread::start(settings, args.server_threads)
+        .await
+        .context("starting the server")?;
+    let key = colloquy_server::keys::create_account_key(server.store.as_ref(), None, true).await?;
+    let query = "session_settings[audio][encoding]=linear16\
+        &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1";
+
+    println!(
+        "{} chats, one message every {} ms each ({:.0} msg/s up and down), {} s measured after {} s warm-up",
+        args.chats,
+        args.interval_ms,
+        args.chats as f64 * 1000.0 / args.interval_ms as f64,
+        args.seconds,
+        args.warmup
+    );
+    let (d_up, d_down, d_busy) = phase(&args, &format!("{upstream_url}?{query}"), &samples).await;
+    println!("direct   up:   {d_up}");
+    println!(
+        "direct   down: {d_down}   (machine {:.0}% busy)",
+        d_busy * 100.0
+    );
+    let relay_url = format!("{}?api_key={}&{query}", server.ws_url(), key.api_key);
+    let (r_up, r_down, r_busy) = phase(&args, &relay_url, &samples).await;
+    println!("relayed  up:   {r_up}");
+    println!(
+        "relayed  down: {r_down}   (machine {:.0}% busy)",
+        r_busy * 100.0
+    );
+
+    let added = |r: u64, d: u64| r.saturating_sub(d);
+    println!();
+    println!("| direction | direct p50 | direct p99 | relayed p50 | relayed p99 | added p50 | added p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, d, r) in [
+        ("client → upstream", d_up, r_up),
+        ("upstream → client", d_down, r_down),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {} | **{}** | **{}** |",
+            ms(d.p50_us),
+            ms(d.p99_us),
+            ms(r.p50_us),
+            ms(r.p99_us),
+            ms(added(r.p50_us, d.p50_us)),
+            ms(added(r.p99_us, d.p99_us))
+        );
+    }
+    let worst_p50 = added(r_up.p50_us, d_up.p50_us).max(added(r_down.p50_us, d_down.p50_us));
+    let worst_p99 = added(r_up.p99_us, d_up.p99_us).max(added(r_down.p99_us, d_down.p99_us));
+    println!(
+        "\ntarget: added p50 ≤ 1 ms and p99 ≤ 5 ms per forwarded message → worst direction: p50 {} ({}), p99 {} ({})",
+        ms(worst_p50),
+        if worst_p50 <= 1000 { "met" } else { "NOT met" },
+        ms(worst_p99),
+        if worst_p99 <= 5000 { "met" } else { "NOT met" },
+    );
+    server.stop().await?;
+    Ok(())
+}

@@ -247,10 +247,10 @@ impl TurnDetector {
                             at_ms: start * FRAME_MS,
                         });
                     }
-                } else if let Some(_) = candidate {
-                    if (index - self.last_voiced) * FRAME_MS > u64::from(cfg.start_gap_ms) {
-                        *candidate = None;
-                    }
+                } else if candidate.is_some()
+                    && (index - self.last_voiced) * FRAME_MS > u64::from(cfg.start_gap_ms)
+                {
+                    *candidate = None;
                 }
                 None
             }

@@ -8,7 +8,8 @@
 //!    [`vad::VadEvent::SpeechStart`] (user speech — an interruption if the assistant is
 //!    speaking) and [`vad::VadEvent::SpeechEnd`] with the utterance's audio.
 //! 2. [`openai::TranscriptionClient::transcribe`] turns that audio into the final
-//!    `user_message` text.
+//!    `user_message` text ([`openai::TranscriptionClient::transcribe_stream`] also gives
+//!    interim text when the service streams, for `verbose_transcription=true`).
 //! 3. [`prompt`] builds the request: system prompt with `{{variables}}`, the chat group's
 //!    earlier events as history (bounded by `event_limit`), the current turns, `context`,
 //!    and `session_settings.tools` plus the built-in `hang_up` as function definitions.
@@ -35,7 +36,7 @@ pub mod wav;
 
 pub use openai::{
     ChatClient, ChatMessage, ChatRequest, LlmDelta, LlmStream, ServiceConfig, ServiceError,
-    SpeechClient, ToolDefinition, TranscriptionClient,
+    SpeechClient, ToolDefinition, TranscriptEvent, TranscriptionClient,
 };
 pub use pcm::Pcm;
 pub use sentences::SentenceSplitter;

@@ -329,6 +329,182 @@ impl TranscriptionClient {
     }
 }
 
+/// A step of a streamed transcription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranscriptEvent {
+    /// The text recognized so far (for an interim `user_message`).
+    Interim(String),
+    /// The final text, trimmed; always the last item.
+    Final(String),
+}
+
+/// A streamed transcription: [`TranscriptEvent::Interim`]s, then one
+/// [`TranscriptEvent::Final`].
+pub type TranscriptStream =
+    Pin<Box<dyn Stream<Item = Result<TranscriptEvent, ServiceError>> + Send>>;
+
+impl TranscriptionClient {
+    /// Like [`transcribe`](Self::transcribe) but asks for a streamed answer
+    /// (`stream=true`): a server that streams sends server-sent events
+    /// (`transcript.text.delta` with `delta`, then `transcript.text.done` with `text`), which
+    /// become [`TranscriptEvent::Interim`]s and the [`TranscriptEvent::Final`]; a server
+    /// that ignores `stream` and answers JSON yields just the `Final`.
+    pub async fn transcribe_stream(
+        &self,
+        audio: &Pcm,
+        language: Option<&str>,
+    ) -> Result<TranscriptStream, ServiceError> {
+        let ep = self.endpoint.clone();
+        let file = reqwest::multipart::Part::bytes(encode_wav(audio))
+            .file_name("audio.wav")
+            .mime_str("audio/wav")
+            .expect("valid mime type");
+        let mut form = reqwest::multipart::Form::new()
+            .part("file", file)
+            .text("model", ep.config.model.clone())
+            .text("response_format", "json")
+            .text("stream", "true");
+        if let Some(language) = language {
+            form = form.text("language", language.to_string());
+        }
+        let response = ep.send(ep.post().multipart(form)).await?;
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            let body = ep.body(response).await?;
+            let text = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("text").and_then(Value::as_str).map(str::to_string))
+                .ok_or_else(|| {
+                    ep.invalid(format!(
+                        "expected JSON with `text`: {}",
+                        snippet(&String::from_utf8_lossy(&body))
+                    ))
+                })?;
+            let item = Ok(TranscriptEvent::Final(text.trim().to_string()));
+            return Ok(Box::pin(futures::stream::iter([item])));
+        }
+        let state = TranscriptState {
+            body: Box::pin(response.bytes_stream()),
+            sse: SseDecoder::default(),
+            text: String::new(),
+            queue: std::collections::VecDeque::new(),
+            done: false,
+            ep,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            next_transcript_event,
+        )))
+    }
+}
+
+struct TranscriptState {
+    body: ByteStream,
+    sse: SseDecoder,
+    text: String,
+    queue: std::collections::VecDeque<Result<TranscriptEvent, ServiceError>>,
+    done: bool,
+    ep: Endpoint,
+}
+
+impl TranscriptState {
+    fn feed(&mut self, data: &str) {
+        if self.done {
+            return;
+        }
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.finish();
+            return;
+        }
+        let Ok(event) = serde_json::from_str::<Value>(data) else {
+            let err = self
+                .ep
+                .invalid(format!("an event is not JSON: {}", snippet(data)));
+            self.queue.push_back(Err(err));
+            self.done = true;
+            return;
+        };
+        match event.get("type").and_then(Value::as_str) {
+            Some("transcript.text.delta") => {
+                if let Some(delta) = event.get("delta").and_then(Value::as_str) {
+                    self.text.push_str(delta);
+                    let so_far = self.text.trim().to_string();
+                    if !so_far.is_empty() {
+                        self.queue.push_back(Ok(TranscriptEvent::Interim(so_far)));
+                    }
+                }
+            }
+            Some("transcript.text.done") => {
+                if let Some(text) = event.get("text").and_then(Value::as_str) {
+                    self.text = text.to_string();
+                }
+                self.finish();
+            }
+            _ if event.get("error").is_some() => {
+                let err = self
+                    .ep
+                    .invalid(format!("error in the stream: {}", snippet(data)));
+                self.queue.push_back(Err(err));
+                self.done = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        self.queue
+            .push_back(Ok(TranscriptEvent::Final(self.text.trim().to_string())));
+        self.done = true;
+    }
+}
+
+async fn next_transcript_event(
+    mut st: TranscriptState,
+) -> Option<(Result<TranscriptEvent, ServiceError>, TranscriptState)> {
+    loop {
+        if let Some(item) = st.queue.pop_front() {
+            return Some((item, st));
+        }
+        if st.done {
+            return None;
+        }
+        match tokio::time::timeout(st.ep.config.timeout(), st.body.next()).await {
+            Err(_) => {
+                let err = st.ep.timeout();
+                st.queue.push_back(Err(err));
+                st.done = true;
+            }
+            Ok(Some(Err(e))) => {
+                let err = st.ep.unreachable(e);
+                st.queue.push_back(Err(err));
+                st.done = true;
+            }
+            Ok(Some(Ok(bytes))) => {
+                for data in st.sse.feed(&bytes) {
+                    st.feed(&data);
+                }
+            }
+            Ok(None) => {
+                for data in st.sse.finish() {
+                    st.feed(&data);
+                }
+                if !st.done {
+                    let err = st
+                        .ep
+                        .invalid("the stream ended before the final transcript");
+                    st.queue.push_back(Err(err));
+                    st.done = true;
+                }
+            }
+        }
+    }
+}
+
 // ---- speech -----------------------------------------------------------------------------------
 
 /// Text to speech through `POST {base_url}/audio/speech` with `response_format: "wav"`.

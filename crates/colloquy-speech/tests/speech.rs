@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use colloquy_speech::openai::{Service, ToolDefinition};
+use colloquy_speech::openai::{Service, ToolDefinition, TranscriptEvent};
 use colloquy_speech::prompt::{build_messages, hang_up_tool};
 use colloquy_speech::{
     decode_wav, encode_wav, wav_chunks, ChatClient, ChatMessage, ChatRequest, EspeakOptions,
@@ -366,7 +366,24 @@ async fn transcriptions(State(f): State<Fake>, headers: HeaderMap, body: Bytes) 
         .map(|(_, b)| b.clone())
         .unwrap_or_default();
     let valid = file.len() > 44 && &file[0..4] == b"RIFF" && &file[8..12] == b"WAVE";
+    let field = |n: &str| parts.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let streams = field("model").as_deref() == Some(&b"streaming-asr"[..])
+        && field("stream").as_deref() == Some(&b"true"[..]);
     f.seen.lock().unwrap().transcriptions.push(parts);
+    if valid && streams {
+        let mut body = String::new();
+        for d in ["What is", " the weather", " in Paris?"] {
+            body.push_str(&format!(
+                "data: {}\n\n",
+                json!({"type": "transcript.text.delta", "delta": d})
+            ));
+        }
+        body.push_str(&format!(
+            "data: {}\n\n",
+            json!({"type": "transcript.text.done", "text": "What is the weather in Paris?"})
+        ));
+        return sse_response(body.into_bytes(), 5, Duration::from_millis(1));
+    }
     if !valid {
         return (
             StatusCode::BAD_REQUEST,
@@ -549,6 +566,49 @@ async fn transcription_uploads_a_wav_and_returns_the_text() {
         "{shown}"
     );
     assert!(shown.contains("/v1/audio/transcriptions"), "{shown}");
+}
+
+#[tokio::test]
+async fn streamed_transcription_gives_interim_then_final_text() {
+    let (base, seen) = start_fake().await;
+    let audio = voice()
+        .synthesize("What is the weather in Paris?")
+        .await
+        .unwrap();
+    let events: Vec<TranscriptEvent> = TranscriptionClient::new(config(&base, "streaming-asr"))
+        .transcribe_stream(&audio, None)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(
+        events,
+        [
+            TranscriptEvent::Interim("What is".into()),
+            TranscriptEvent::Interim("What is the weather".into()),
+            TranscriptEvent::Interim("What is the weather in Paris?".into()),
+            TranscriptEvent::Final("What is the weather in Paris?".into()),
+        ]
+    );
+    // A service that does not stream answers JSON: just the final text.
+    let events: Vec<TranscriptEvent> = TranscriptionClient::new(config(&base, "whisper-1"))
+        .transcribe_stream(&audio, None)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(
+        events,
+        [TranscriptEvent::Final(
+            "What is the weather in Paris?".into()
+        )]
+    );
+    let seen = seen.lock().unwrap();
+    assert!(seen.transcriptions[1]
+        .iter()
+        .any(|(k, v)| k == "stream" && v == b"true"));
 }
 
 #[tokio::test]

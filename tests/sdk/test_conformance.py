@@ -619,3 +619,27 @@ def test_group_events_interleave_chats_by_time(account, client):
     assert [e.type for e in events].count("CHAT_END_MESSAGE") == 2
     group = ev.chat_groups.get_chat_group(m1.chat_group_id)
     assert not group.active and {c.status for c in group.chats_page} == {"USER_ENDED"}
+
+
+def test_search_extension_through_the_sdk(account, client):
+    """Colloquy's `search` extension reaches the server through the SDK's extra query
+    parameters, and the pager keeps it on every page it fetches."""
+    ev = client.empathic_voice
+    ids = []
+    for text in ["book a flight to Lisbon", "weather in Porto", "another flight, to Porto"]:
+        with ev.chat.connect() as sock:
+            meta = expect(sock, "chat_metadata")
+            sock.send_publish(UserInput(text=text))
+            expect(sock, "user_message")
+        ids.append(meta.chat_id)
+
+    def search(words, **kw):
+        opts = {"additional_query_parameters": {"search": words}}
+        return [c.id for c in ev.chats.list_chats(request_options=opts, **kw)]
+
+    assert search("flight") == [ids[0], ids[2]]
+    assert search("flight", page_size=1) == [ids[0], ids[2]], "every page keeps the filter"
+    assert search("porto FLIGHT") == [ids[2]]
+    assert search("lis") == [ids[0]]
+    assert search("madrid") == []
+    assert len(list(ev.chats.list_chats())) == 3

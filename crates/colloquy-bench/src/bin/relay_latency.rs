@@ -51,6 +51,15 @@ struct Args {
     /// Worker threads of the server's runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// SQLite durability of the server: `full` (default, fsync per group commit) or `normal`.
+    #[arg(long, default_value = "full")]
+    sqlite_synchronous: String,
+    /// Diagnostic: relay for a retention-disabled account (nothing is recorded).
+    #[arg(long)]
+    no_retention: bool,
+    /// Worker threads of the runtime running the clients and the upstream.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -59,27 +68,53 @@ fn now_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
-/// Samples of the current phase; only collected while `measuring`.
+/// Samples of the current phase; only collected while `measuring`. Messages that become
+/// events (`user_input` up, `user_message` down) are also kept apart, since the relay
+/// commits their event before forwarding them.
 #[derive(Default)]
 struct Samples {
     measuring: AtomicBool,
     up: Mutex<Vec<u64>>,
     down: Mutex<Vec<u64>>,
+    up_text: Mutex<Vec<u64>>,
+    down_event: Mutex<Vec<u64>>,
+}
+
+/// One phase's summaries: all messages up and down, then the text/event subsets.
+struct Phase {
+    up: Summary,
+    down: Summary,
+    up_text: Summary,
+    down_event: Summary,
+    busy: f64,
 }
 
 impl Samples {
-    fn note(&self, down: bool, sent_us: u64) {
+    fn note(&self, down: bool, text: bool, sent_us: u64) {
         if self.measuring.load(Ordering::Relaxed) {
             let d = now_us().saturating_sub(sent_us);
-            let v = if down { &self.down } else { &self.up };
-            v.lock().unwrap().push(d);
+            let (all, sub) = if down {
+                (&self.down, &self.down_event)
+            } else {
+                (&self.up, &self.up_text)
+            };
+            all.lock().unwrap().push(d);
+            if text {
+                sub.lock().unwrap().push(d);
+            }
         }
     }
 
-    fn take(&self) -> (Summary, Summary) {
-        let up = std::mem::take(&mut *self.up.lock().unwrap());
-        let down = std::mem::take(&mut *self.down.lock().unwrap());
-        (Summary::from_micros(up), Summary::from_micros(down))
+    fn take(&self, busy: f64) -> Phase {
+        let take =
+            |m: &Mutex<Vec<u64>>| Summary::from_micros(std::mem::take(&mut *m.lock().unwrap()));
+        Phase {
+            up: take(&self.up),
+            down: take(&self.down),
+            up_text: take(&self.up_text),
+            down_event: take(&self.down_event),
+            busy,
+        }
     }
 }
 
@@ -206,7 +241,7 @@ async fn upstream(listener: TcpListener, samples: Arc<Samples>) {
                     continue;
                 };
                 if let Some(sent) = sent_at(&v) {
-                    samples.note(false, sent);
+                    samples.note(false, v["type"] == "user_input", sent);
                 }
                 index += 1;
                 let reply = match v["type"].as_str() {
@@ -258,7 +293,7 @@ async fn chat(url: String, interval: Duration, samples: Arc<Samples>, stop: Arc<
             if let Message::Text(t) = msg {
                 if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
                     if let Some(sent) = sent_at(&v) {
-                        reader_samples.note(true, sent);
+                        reader_samples.note(true, v["type"] == "user_message", sent);
                     }
                 }
             }
@@ -291,7 +326,7 @@ async fn chat(url: String, interval: Duration, samples: Arc<Samples>, stop: Arc<
 }
 
 /// Runs one phase: `chats` chats against `url` for warm-up + measured seconds.
-async fn phase(args: &Args, url: &str, samples: &Arc<Samples>) -> (Summary, Summary, f64) {
+async fn phase(args: &Args, url: &str, samples: &Arc<Samples>) -> Phase {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..args.chats {
@@ -317,13 +352,15 @@ async fn phase(args: &Args, url: &str, samples: &Arc<Samples>) -> (Summary, Summ
     for t in tasks {
         let _ = t.await;
     }
-    let (up, down) = samples.take();
-    (up, down, busy)
+    samples.take(busy)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    colloquy_bench::client_runtime(args.client_threads)?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     now_us();
     colloquy_bench::init_server_logging();
     colloquy_bench::sys::report_background_load();
@@ -343,43 +380,58 @@ async fn main() -> anyhow::Result<()> {
     settings.engine.mode = EngineMode::Relay;
     settings.engine.relay.url = Some(upstream_url.clone());
     settings.chat.inactivity_timeout_secs = 600;
+    settings.database.sqlite_synchronous = args.sqlite_synchronous.clone();
     let server = ServerThread::start(settings, args.server_threads)
         .await
         .context("starting the server")?;
-    let key = colloquy_server::keys::create_account_key(server.store.as_ref(), None, true).await?;
+    let key =
+        colloquy_server::keys::create_account_key(server.store.as_ref(), None, !args.no_retention)
+            .await?;
     let query = "session_settings[audio][encoding]=linear16\
         &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1";
 
     println!(
-        "{} chats, one message every {} ms each ({:.0} msg/s up and down), {} s measured after {} s warm-up",
+        "{} chats, one message every {} ms each ({:.0} msg/s up and down), {} s measured after {} s warm-up; \
+         server threads {}, client+upstream threads {}",
         args.chats,
         args.interval_ms,
         args.chats as f64 * 1000.0 / args.interval_ms as f64,
         args.seconds,
-        args.warmup
+        args.warmup,
+        args.server_threads,
+        args.client_threads
     );
-    let (d_up, d_down, d_busy) = phase(&args, &format!("{upstream_url}?{query}"), &samples).await;
-    println!("direct   up:   {d_up}");
+    let d = phase(&args, &format!("{upstream_url}?{query}"), &samples).await;
+    println!("direct   up:   {}", d.up);
     println!(
-        "direct   down: {d_down}   (machine {:.0}% busy)",
-        d_busy * 100.0
+        "direct   down: {}   (machine {:.0}% busy)",
+        d.down,
+        d.busy * 100.0
     );
     let relay_url = format!("{}?api_key={}&{query}", server.ws_url(), key.api_key);
-    let (r_up, r_down, r_busy) = phase(&args, &relay_url, &samples).await;
-    println!("relayed  up:   {r_up}");
+    let r = phase(&args, &relay_url, &samples).await;
+    println!("relayed  up:   {}", r.up);
     println!(
-        "relayed  down: {r_down}   (machine {:.0}% busy)",
-        r_busy * 100.0
+        "relayed  down: {}   (machine {:.0}% busy)",
+        r.down,
+        r.busy * 100.0
     );
 
     let added = |r: u64, d: u64| r.saturating_sub(d);
     println!();
-    println!("| direction | direct p50 | direct p99 | relayed p50 | relayed p99 | added p50 | added p99 |");
+    println!("| messages | direct p50 | direct p99 | relayed p50 | relayed p99 | added p50 | added p99 |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, d, r) in [
-        ("client → upstream", d_up, r_up),
-        ("upstream → client", d_down, r_down),
-    ] {
+    let rows = [
+        ("all client → upstream", d.up, r.up),
+        ("all upstream → client", d.down, r.down),
+        ("`user_input` (no event)", d.up_text, r.up_text),
+        (
+            "`user_message` (event committed first)",
+            d.down_event,
+            r.down_event,
+        ),
+    ];
+    for (name, d, r) in rows {
         println!(
             "| {name} | {} | {} | {} | {} | **{}** | **{}** |",
             ms(d.p50_us),
@@ -390,8 +442,8 @@ async fn main() -> anyhow::Result<()> {
             ms(added(r.p99_us, d.p99_us))
         );
     }
-    let worst_p50 = added(r_up.p50_us, d_up.p50_us).max(added(r_down.p50_us, d_down.p50_us));
-    let worst_p99 = added(r_up.p99_us, d_up.p99_us).max(added(r_down.p99_us, d_down.p99_us));
+    let worst_p50 = added(r.up.p50_us, d.up.p50_us).max(added(r.down.p50_us, d.down.p50_us));
+    let worst_p99 = added(r.up.p99_us, d.up.p99_us).max(added(r.down.p99_us, d.down.p99_us));
     println!(
         "\ntarget: added p50 ≤ 1 ms and p99 ≤ 5 ms per forwarded message → worst direction: p50 {} ({}), p99 {} ({})",
         ms(worst_p50),

@@ -35,6 +35,7 @@ use colloquy_wire::socket::{
 };
 use colloquy_wire::{ChatStatus, EventRole, EventType};
 use connect::ConnectParams;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
@@ -43,6 +44,9 @@ use uuid::Uuid;
 /// How much larger than `max_message_bytes` a message may be before the transport itself
 /// refuses it and closes the socket (below that, it is refused with an `error` only).
 const HARD_LIMIT_FACTOR: usize = 4;
+
+/// Background key checks a relayed chat may have in flight before the loop waits for one.
+const MAX_PENDING_CHECKS: usize = 8;
 
 /// `GET /v0/evi/chat`: authenticates the upgrade (401 on bad credentials) and runs a session.
 pub async fn chat_socket(
@@ -377,6 +381,8 @@ impl Session {
         let idle = sleep_until(Instant::now() + inactivity);
         tokio::pin!(max_duration, idle);
         let shutdown = self.state.shutdown.clone();
+        // Key checks of relayed messages that record nothing, running while the loop goes on.
+        let mut checks = FuturesUnordered::new();
         loop {
             let flush_at = [&self.user_audio, &self.assistant_audio]
                 .into_iter()
@@ -408,6 +414,12 @@ impl Session {
                 _ = &mut idle => return End::Inactivity,
                 _ = flush_due => {
                     self.flush_audio().await;
+                    continue;
+                }
+                Some(checked) = checks.next(), if !checks.is_empty() => {
+                    if let Err(end) = self.outcome(checked) {
+                        return end;
+                    }
                     continue;
                 }
                 _ = upstream_check => {
@@ -460,12 +472,24 @@ impl Session {
                     idle.as_mut().reset(Instant::now() + inactivity);
                     self.rejected = false;
                     let step = self.handle_text(t.as_str()).await;
-                    let check_due = std::mem::take(&mut self.key_check_due);
+                    if std::mem::take(&mut self.key_check_due) && step.is_ok() {
+                        let recorder = self.state.recorder.clone();
+                        let op = WriteOp::CheckKey {
+                            api_key_id: self.who.api_key_id,
+                        };
+                        checks.push(async move { recorder.submit(op).await });
+                        if checks.len() > MAX_PENDING_CHECKS {
+                            if let Some(checked) = checks.next().await {
+                                if let Err(end) = self.outcome(checked) {
+                                    return end;
+                                }
+                            }
+                        }
+                    }
                     match up.as_deref_mut() {
                         Some(u) if step.is_ok() && !self.rejected => {
-                            self.forward_up(u, t.as_str(), check_due).await
+                            self.forward_up(u, t.as_str()).await
                         }
-                        _ if step.is_ok() && check_due => self.check_key().await,
                         _ => step,
                     }
                 }
@@ -824,9 +848,10 @@ impl Session {
         .await
     }
 
-    /// The key check of a message that records nothing. A relayed chat runs it while the
-    /// message is forwarded (the loop does both, see `forward_up`), so the upstream does not
-    /// wait for the database; a revoked key still ends the session at that message.
+    /// The key check of a message that records nothing. A relayed chat forwards the message
+    /// at once and lets the check finish in the background of the loop (at most
+    /// [`MAX_PENDING_CHECKS`] at a time), so neither direction waits for the database; a
+    /// revoked key still ends the session as soon as that check answers.
     async fn check_key_or_defer(&mut self) -> Result<(), End> {
         if self.relayed {
             self.key_check_due = true;

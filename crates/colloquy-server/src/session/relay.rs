@@ -11,7 +11,7 @@ use crate::engine::relay::{connect, content, prosody_scores, Incoming, Upstream,
 use crate::objects::Voice;
 use axum::extract::ws::Message;
 use base64::Engine;
-use colloquy_storage::{GroupChoice, PageRequest, WriteOp};
+use colloquy_storage::{GroupChoice, PageRequest};
 use colloquy_wire::{EventRole, EventType};
 use serde_json::{json, Value};
 
@@ -131,28 +131,12 @@ impl Session {
         end
     }
 
-    /// Forwards an accepted client message, unchanged; with `check_key`, runs the message's
-    /// key check at the same time.
-    pub(super) async fn forward_up(
-        &mut self,
-        up: &mut Upstream,
-        text: &str,
-        check_key: bool,
-    ) -> Result<(), End> {
-        let sent = if check_key {
-            let op = WriteOp::CheckKey {
-                api_key_id: self.who.api_key_id,
-            };
-            let (checked, sent) = tokio::join!(
-                self.state.recorder.submit(op),
-                up.send(tungstenite_text(text))
-            );
-            self.outcome(checked)?;
-            sent
-        } else {
-            up.send(tungstenite_text(text)).await
-        };
-        sent.map_err(|e| self.upstream_failed(e))
+    /// Forwards an accepted client message, unchanged.
+    pub(super) async fn forward_up(&mut self, up: &mut Upstream, text: &str) -> Result<(), End> {
+        match up.send(tungstenite_text(text)).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.upstream_failed(e)),
+        }
     }
 
     /// Records what an upstream message means, then forwards it to the client.

@@ -606,6 +606,19 @@ async fn a_relayed_chat_is_forwarded_both_ways_and_recorded() {
             offsets.iter().all(|o| (0..=chat_ms).contains(o)),
             "{offsets:?} within {chat_ms} ms"
         );
+        // Both voices reconstruct into one file.
+        let mut rec = Value::Null;
+        for _ in 0..150 {
+            rec = srv
+                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}/audio"))
+                .await
+                .1;
+            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(rec["status"], "COMPLETE", "{rec}");
 
         srv.stop(db).await;
     }
@@ -716,6 +729,15 @@ async fn upstream_failures_end_the_chat_with_error() {
         return;
     };
     let key = srv.key(true).await;
+
+    // Silent but alive: an upstream that answers pings keeps the chat open past the idle
+    // timeout.
+    let (mut ws, _) = srv.connect(&key.api_key, "").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    send_json(&mut ws, json!({"type": "user_input", "text": "interrupt"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_interruption");
+    ws.close(None).await.unwrap();
+    let _ = recv_close(&mut ws).await;
 
     // Refused: the upstream answers the handshake with 401.
     up.set(Behaviour::Refuse);

@@ -460,6 +460,29 @@ mod tests {
         assert!(parse_chat_metadata("{}").is_err());
     }
 
+    #[tokio::test]
+    async fn wss_urls_get_tls_and_failures_are_explained() {
+        // A plain TCP server: the TLS handshake fails, with an error rather than a panic
+        // (the rustls crypto provider is available).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let mut r = relay(&format!("wss://localhost:{}/v0/evi/chat", addr.port()));
+        r.connect_timeout_secs = 5;
+        let err = connect(&r, &[], None, 1 << 20)
+            .await
+            .err()
+            .expect("no TLS server");
+        assert!(matches!(err, UpstreamError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("wss://localhost"), "{err}");
+        assert!(!err.to_string().contains("not compiled"), "{err}");
+    }
+
     #[test]
     fn scores_and_ids() {
         let m = json!({"models": {"prosody": {"scores": {"Joy": 0.5}}}});

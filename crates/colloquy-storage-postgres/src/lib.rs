@@ -148,7 +148,9 @@ async fn page_of_chats(
     push_chat_filter(&mut q, owner, filter);
     q.push(format!(" ORDER BY start_timestamp {d}, id {d}"));
     push_page(&mut q, page);
-    q.push(format!(") AS page USING (id) ORDER BY start_timestamp {d}, id {d}"));
+    q.push(format!(
+        ") AS page USING (id) ORDER BY start_timestamp {d}, id {d}"
+    ));
     let mut c = QueryBuilder::new("SELECT COUNT(*) FROM chats");
     push_chat_filter(&mut c, owner, filter);
     let rows = q.build().fetch_all(pool).await.map_err(db)?;

@@ -108,62 +108,87 @@ async fn pagination_filters_and_groups() {
 
 #[tokio::test]
 async fn search_finds_chats_by_what_was_said() {
-    on_each_backend(|s| s.audio.workers = 0, |srv| async move {
-        let key = srv.key(true).await;
-        let k = key.api_key.as_str();
-        let other = srv.key(true).await;
-        let mut ids = Vec::new();
-        for (user, agent) in [
-            ("I want to book a flight to Lisbon", "Which day?"),
-            ("Is it raining in Porto?", "No, it's sunny in Porto."),
-        ] {
-            let (mut ws, meta) = srv.connect(k, "").await;
-            send_json(&mut ws, json!({"type": "user_input", "text": user})).await;
-            recv_json(&mut ws).await;
-            send_json(&mut ws, json!({"type": "assistant_input", "text": agent})).await;
-            recv_json(&mut ws).await;
-            recv_json(&mut ws).await;
-            // Searchable while the chat is still open: the event is committed before its echo.
-            let (_, live) = srv.get(k, "/v0/evi/chats?search=sunny").await;
-            if agent.contains("sunny") {
-                assert_eq!(live["chats_page"][0]["id"], meta["chat_id"]);
+    on_each_backend(
+        |s| s.audio.workers = 0,
+        |srv| async move {
+            let key = srv.key(true).await;
+            let k = key.api_key.as_str();
+            let other = srv.key(true).await;
+            let mut ids = Vec::new();
+            for (user, agent) in [
+                ("I want to book a flight to Lisbon", "Which day?"),
+                ("Is it raining in Porto?", "No, it's sunny in Porto."),
+            ] {
+                let (mut ws, meta) = srv.connect(k, "").await;
+                send_json(&mut ws, json!({"type": "user_input", "text": user})).await;
+                recv_json(&mut ws).await;
+                send_json(&mut ws, json!({"type": "assistant_input", "text": agent})).await;
+                recv_json(&mut ws).await;
+                recv_json(&mut ws).await;
+                // Searchable while the chat is still open: the event is committed before its echo.
+                let (_, live) = srv.get(k, "/v0/evi/chats?search=sunny").await;
+                if agent.contains("sunny") {
+                    assert_eq!(live["chats_page"][0]["id"], meta["chat_id"]);
+                }
+                futures::SinkExt::close(&mut ws).await.unwrap();
+                let _ = recv_close(&mut ws).await;
+                ids.push(meta["chat_id"].as_str().unwrap().to_string());
             }
-            futures::SinkExt::close(&mut ws).await.unwrap();
-            let _ = recv_close(&mut ws).await;
-            ids.push(meta["chat_id"].as_str().unwrap().to_string());
-        }
-        let (mut ws, _) = srv.connect(&other.api_key, "").await;
-        send_json(&mut ws, json!({"type": "user_input", "text": "flight to Lisbon"})).await;
-        recv_json(&mut ws).await;
+            let (mut ws, _) = srv.connect(&other.api_key, "").await;
+            send_json(
+                &mut ws,
+                json!({"type": "user_input", "text": "flight to Lisbon"}),
+            )
+            .await;
+            recv_json(&mut ws).await;
 
-        let found = |v: &Value| -> Vec<String> {
-            v["chats_page"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
-        };
-        let (status, v) = srv.get(k, "/v0/evi/chats?search=lisbon%20FLIGHT").await;
-        assert_eq!((status, found(&v)), (200, vec![ids[0].clone()]));
-        assert_eq!(v["total_pages"], 1);
-        let (_, v) = srv.get(k, "/v0/evi/chats?search=raining+sunny").await;
-        assert_eq!(found(&v), vec![ids[1].clone()], "words from the user and the assistant");
-        let (_, v) = srv.get(k, "/v0/evi/chats?search=port&status=USER_ENDED").await;
-        assert_eq!(found(&v), vec![ids[1].clone()], "prefix match, with another filter");
-        let (_, v) = srv.get(k, "/v0/evi/chats?search=madrid").await;
-        assert_eq!((found(&v), v["total_pages"].clone()), (vec![], json!(0)));
-        let (_, v) = srv.get(k, "/v0/evi/chats?search=%22%3B%20--").await;
-        assert_eq!(found(&v).len(), 2, "a search without words filters nothing");
-        let many = (0..17).map(|i| format!("w{i}")).collect::<Vec<_>>().join("+");
-        let (status, v) = srv.get(k, &format!("/v0/evi/chats?search={many}")).await;
-        assert_eq!(status, 400);
-        assert!(v["message"].as_str().unwrap().contains("at most 16"), "{v}");
+            let found = |v: &Value| -> Vec<String> {
+                v["chats_page"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap().to_string())
+                    .collect()
+            };
+            let (status, v) = srv.get(k, "/v0/evi/chats?search=lisbon%20FLIGHT").await;
+            assert_eq!((status, found(&v)), (200, vec![ids[0].clone()]));
+            assert_eq!(v["total_pages"], 1);
+            let (_, v) = srv.get(k, "/v0/evi/chats?search=raining+sunny").await;
+            assert_eq!(
+                found(&v),
+                vec![ids[1].clone()],
+                "words from the user and the assistant"
+            );
+            let (_, v) = srv
+                .get(k, "/v0/evi/chats?search=port&status=USER_ENDED")
+                .await;
+            assert_eq!(
+                found(&v),
+                vec![ids[1].clone()],
+                "prefix match, with another filter"
+            );
+            let (_, v) = srv.get(k, "/v0/evi/chats?search=madrid").await;
+            assert_eq!((found(&v), v["total_pages"].clone()), (vec![], json!(0)));
+            let (_, v) = srv.get(k, "/v0/evi/chats?search=%22%3B%20--").await;
+            assert_eq!(found(&v).len(), 2, "a search without words filters nothing");
+            let many = (0..17)
+                .map(|i| format!("w{i}"))
+                .collect::<Vec<_>>()
+                .join("+");
+            let (status, v) = srv.get(k, &format!("/v0/evi/chats?search={many}")).await;
+            assert_eq!(status, 400);
+            assert!(v["message"].as_str().unwrap().contains("at most 16"), "{v}");
 
-        // Deleted chats are no longer found.
-        let (status, _) = srv.delete(k, &format!("/v0/evi/chats/{}", ids[0])).await;
-        assert_eq!(status, 204);
-        let (_, v) = srv.get(k, "/v0/evi/chats?search=lisbon").await;
-        assert_eq!(found(&v), Vec::<String>::new());
-        let (_, v) = srv.get(&other.api_key, "/v0/evi/chats?search=lisbon").await;
-        assert_eq!(found(&v).len(), 1, "the other account's chat stays");
-        srv
-    })
+            // Deleted chats are no longer found.
+            let (status, _) = srv.delete(k, &format!("/v0/evi/chats/{}", ids[0])).await;
+            assert_eq!(status, 204);
+            let (_, v) = srv.get(k, "/v0/evi/chats?search=lisbon").await;
+            assert_eq!(found(&v), Vec::<String>::new());
+            let (_, v) = srv.get(&other.api_key, "/v0/evi/chats?search=lisbon").await;
+            assert_eq!(found(&v).len(), 1, "the other account's chat stays");
+            srv
+        },
+    )
     .await;
 }
 

@@ -5,6 +5,10 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // Only the `espeak` feature (the built-in voice) links the library.
+    if std::env::var_os("CARGO_FEATURE_ESPEAK").is_none() {
+        return;
+    }
     match Command::new("pkg-config")
         .args(["--libs-only-L", "espeak-ng"])
         .output()

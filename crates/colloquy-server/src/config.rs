@@ -1,5 +1,6 @@
 //! Settings: defaults < TOML file < `COLLOQUY_*` environment < command-line flags.
 
+use colloquy_speech::ServiceConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,8 @@ pub enum EngineMode {
     Client,
     /// Every chat is relayed to an upstream EVI-compatible socket (`[engine.relay]`).
     Relay,
+    /// Colloquy answers itself through OpenAI-compatible services (`[engine.pipeline]`).
+    Pipeline,
 }
 
 impl EngineMode {
@@ -50,6 +53,7 @@ impl EngineMode {
         match self {
             EngineMode::Client => "client",
             EngineMode::Relay => "relay",
+            EngineMode::Pipeline => "pipeline",
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct EngineSettings {
     pub mode: EngineMode,
     /// The upstream used by `relay` mode.
     pub relay: RelaySettings,
+    /// The services used by `pipeline` mode.
+    pub pipeline: PipelineSettings,
     /// Per-key overrides, by API key prefix (as shown by `colloquy keys list`; compared
     /// case-insensitively; the longest matching prefix wins).
     pub keys: BTreeMap<String, KeyEngineSettings>,
@@ -115,6 +121,35 @@ impl fmt::Debug for RelaySettings {
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("idle_timeout_secs", &self.idle_timeout_secs)
             .finish()
+    }
+}
+
+/// `[engine.pipeline]`: OpenAI-compatible services that answer the chat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// The language model (streamed `/chat/completions`); required for `pipeline` mode.
+    pub llm: Option<ServiceConfig>,
+    /// Text to speech (`/audio/speech`); without it answers are text only, or spoken by the
+    /// built-in voice when built with `--features offline-voice`.
+    pub tts: Option<ServiceConfig>,
+    /// Voice name sent to the TTS service.
+    pub tts_voice: String,
+    /// System prompt used when the client sends none (`session_settings.system_prompt`).
+    pub system_prompt: Option<String>,
+    /// Earlier events of a resumed chat group given to the model as history.
+    pub event_limit: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            llm: None,
+            tts: None,
+            tts_voice: "alloy".into(),
+            system_prompt: None,
+            event_limit: colloquy_speech::prompt::DEFAULT_EVENT_LIMIT,
+        }
     }
 }
 
@@ -405,6 +440,31 @@ impl Settings {
                 "engine.relay.connect_timeout_secs and idle_timeout_secs must be at least 1".into(),
             );
         }
+        let piped = e.mode == EngineMode::Pipeline
+            || e.keys.values().any(|o| o.mode == EngineMode::Pipeline);
+        if piped && e.pipeline.llm.is_none() {
+            return bad(
+                "engine mode `pipeline` needs [engine.pipeline.llm] (base_url and model of an \
+                 OpenAI-compatible chat-completions service, e.g. http://127.0.0.1:11434/v1)"
+                    .into(),
+            );
+        }
+        let p = &e.pipeline;
+        for (name, svc) in [("llm", &p.llm), ("tts", &p.tts)] {
+            if let Some(svc) = svc {
+                if !(svc.base_url.starts_with("http://") || svc.base_url.starts_with("https://")) {
+                    return bad(format!(
+                        "engine.pipeline.{name}.base_url must start with http:// or https:// (got `{}`)",
+                        svc.base_url
+                    ));
+                }
+                if svc.timeout_secs == 0 {
+                    return bad(format!(
+                        "engine.pipeline.{name}.timeout_secs must be at least 1"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -530,6 +590,23 @@ connect_timeout_secs = 10
 # Seconds the upstream may stay silent, not even answering a ping, before the chat ends as ERROR.
 idle_timeout_secs = 30
 
+[engine.pipeline]
+# Used by mode "pipeline": Colloquy answers through OpenAI-compatible services.
+# Voice name sent to the TTS service.
+tts_voice = "alloy"
+# System prompt when the client sends none.
+# system_prompt = "You are a helpful voice assistant. Answer briefly."
+# Events of a resumed chat group given to the model as history.
+event_limit = 300
+# The language model (required for mode "pipeline"): streamed /chat/completions.
+# [engine.pipeline.llm]
+# base_url = "http://127.0.0.1:11434/v1"   # COLLOQUY_ENGINE__PIPELINE__LLM__BASE_URL
+# model = "llama3.2"
+# api_key = "..."
+# timeout_secs = 30
+# Text to speech (/audio/speech), same fields:
+# [engine.pipeline.tts]
+
 # Per-key overrides, by API key prefix as shown by `colloquy keys list`:
 # [engine.keys."AbCd1234"]
 # mode = "relay"
@@ -604,6 +681,30 @@ mod tests {
             jail.set_env("COLLOQUY_ENGINE__MODE", "relay");
             let s = Settings::load(Some(Path::new("c.toml")), &Default::default()).unwrap();
             assert_eq!(s.engine.mode_for(Some("zzzz1234")), EngineMode::Relay);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn pipeline_needs_an_llm() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("COLLOQUY_ENGINE__MODE", "pipeline");
+            let err = Settings::load(None, &Default::default()).unwrap_err();
+            assert!(err.to_string().contains("[engine.pipeline.llm]"), "{err}");
+            jail.set_env("COLLOQUY_ENGINE__PIPELINE__LLM__BASE_URL", "ollama:11434");
+            jail.set_env("COLLOQUY_ENGINE__PIPELINE__LLM__MODEL", "llama3.2");
+            let err = Settings::load(None, &Default::default()).unwrap_err();
+            assert!(err.to_string().contains("http://"), "{err}");
+            jail.set_env(
+                "COLLOQUY_ENGINE__PIPELINE__LLM__BASE_URL",
+                "http://127.0.0.1:11434/v1",
+            );
+            jail.set_env("COLLOQUY_ENGINE__PIPELINE__LLM__API_KEY", "sekrit");
+            let s = Settings::load(None, &Default::default()).unwrap();
+            assert_eq!(s.engine.mode, EngineMode::Pipeline);
+            let llm = s.engine.pipeline.llm.as_ref().unwrap();
+            assert_eq!((llm.model.as_str(), llm.timeout_secs), ("llama3.2", 30));
+            assert!(!format!("{s:?}").contains("sekrit"));
             Ok(())
         });
     }

@@ -23,8 +23,8 @@
 //! [`pcm::Pcm`] (mono `i16` + sample rate) is the audio type throughout; `Pcm::resample`
 //! converts rates (EVI clients expect 48 kHz `audio_output`).
 //!
-//! The offline voice links the system espeak-ng library (Debian/Ubuntu:
-//! `libespeak-ng-dev` to build, `espeak-ng-data` at run time).
+//! The offline voice (cargo feature `espeak`, on by default) links the system espeak-ng
+//! library (Debian/Ubuntu: `libespeak-ng-dev` to build, `espeak-ng-data` at run time).
 
 pub mod openai;
 pub mod pcm;
@@ -41,5 +41,7 @@ pub use openai::{
 pub use pcm::Pcm;
 pub use sentences::SentenceSplitter;
 pub use vad::{TurnDetector, VadConfig, VadEvent};
-pub use voice::{EspeakOptions, EspeakVoice, Voice, VoiceError};
+#[cfg(feature = "espeak")]
+pub use voice::EspeakVoice;
+pub use voice::{EspeakOptions, Voice, VoiceError};
 pub use wav::{decode_wav, encode_wav, wav_chunks};

@@ -10,6 +10,7 @@
 //! The session loop (`crate::session`) is the same for every mode: authentication,
 //! validation, recording, timeouts and the chat lifecycle do not depend on the engine.
 
+pub mod pipeline;
 pub mod relay;
 
 pub use crate::config::EngineMode;

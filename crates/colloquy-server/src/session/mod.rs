@@ -10,6 +10,7 @@
 //! EVI socket and records what passes (`relay.rs`).
 
 pub mod connect;
+mod pipeline;
 mod relay;
 pub mod settings;
 
@@ -109,12 +110,14 @@ enum End {
     UpstreamClosed,
     UpstreamTimeout,
     UpstreamEnded,
+    /// The pipeline's model called the built-in `hang_up` tool.
+    HangUp,
 }
 
 impl End {
     fn status(self) -> ChatStatus {
         match self {
-            End::ClientClosed | End::UpstreamEnded => ChatStatus::UserEnded,
+            End::ClientClosed | End::UpstreamEnded | End::HangUp => ChatStatus::UserEnded,
             End::Inactivity => ChatStatus::InactivityTimeout,
             End::MaxDuration => ChatStatus::MaxDurationTimeout,
             End::Shutdown
@@ -142,6 +145,7 @@ impl End {
             End::UpstreamClosed => "upstream_closed",
             End::UpstreamTimeout => "upstream_timeout",
             End::UpstreamEnded => "upstream_ended",
+            End::HangUp => "hang_up",
         }
     }
 
@@ -159,6 +163,7 @@ impl End {
                 (1011, "upstream failure")
             }
             End::UpstreamEnded => (1000, "chat ended by the upstream"),
+            End::HangUp => (1000, "chat ended by the assistant"),
         }
     }
 }
@@ -191,6 +196,8 @@ struct Session {
     key_check_due: bool,
     /// What went wrong, for endings that need explaining (upstream failures).
     end_detail: Option<String>,
+    /// The pipeline engine's conversation (pipeline mode).
+    pipeline: Option<pipeline::Pipeline>,
 }
 
 impl Session {
@@ -215,6 +222,7 @@ impl Session {
             rejected: false,
             key_check_due: false,
             end_detail: None,
+            pipeline: None,
             state,
             socket,
             who,
@@ -242,6 +250,29 @@ impl Session {
                 s.finish(end).await;
             }
             EngineMode::Relay => s.relay(params, group, &query).await,
+            EngineMode::Pipeline => {
+                let Some(services) = crate::engine::pipeline::Services::from_settings(
+                    &s.state.settings.engine.pipeline,
+                ) else {
+                    return s
+                        .refuse(
+                            "I0300",
+                            "pipeline_unavailable",
+                            "the pipeline engine has no [engine.pipeline.llm] configured".into(),
+                        )
+                        .await;
+                };
+                s.pipeline = Some(pipeline::Pipeline::new(services));
+                let resumed = matches!(group, GroupChoice::Resume(_));
+                if !s.open(params, group, None).await {
+                    return;
+                }
+                if resumed {
+                    s.load_pipeline_history().await;
+                }
+                let end = s.run(None).await;
+                s.finish(end).await;
+            }
         }
     }
 
@@ -281,9 +312,18 @@ impl Session {
             events.extend(self.settings_events(&s));
             self.apply_settings(s);
         }
+        if self.pipeline.is_some() && self.settings.system_prompt.is_none() {
+            // The configured prompt the model gets, recorded like a client's.
+            if let Some(prompt) = self.state.settings.engine.pipeline.system_prompt.clone() {
+                events.push(self.event(EventRole::System, EventType::SystemPrompt, &prompt));
+            }
+        }
         let mut metadata = json!({ "request_id": self.request_id });
         if let Some(csid) = &self.settings.custom_session_id {
             metadata["custom_session_id"] = json!(csid);
+        }
+        if self.pipeline.is_some() {
+            metadata["engine"] = json!(EngineMode::Pipeline.as_str());
         }
         if self.relayed {
             metadata["engine"] = json!(EngineMode::Relay.as_str());
@@ -407,6 +447,16 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            let turn_rx = self
+                .pipeline
+                .as_mut()
+                .and_then(pipeline::Pipeline::receiver);
+            let pipeline_next = async move {
+                match turn_rx {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let msg = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
@@ -436,6 +486,12 @@ impl Session {
                         Err(e) => Err(self.upstream_failed(e)),
                     };
                     if let Err(end) = step {
+                        return end;
+                    }
+                    continue;
+                }
+                out = pipeline_next => {
+                    if let Err(end) = self.on_turn_output(out).await {
                         return end;
                     }
                     continue;
@@ -539,7 +595,7 @@ impl Session {
                 self.send_or_end(&ServerMessage::UserMessage {
                     message: ChatMessage {
                         role: "user".into(),
-                        content: Some(input.text),
+                        content: Some(input.text.clone()),
                     },
                     models: Inference::default(),
                     time: MillisecondInterval {
@@ -549,7 +605,8 @@ impl Session {
                     from_text: true,
                     interim: false,
                 })
-                .await
+                .await?;
+                self.pipeline_user_turn(input.text).await
             }
             ClientMessage::AssistantInput(input) => {
                 let ev = self.event(EventRole::Agent, EventType::AgentMessage, &input.text);
@@ -680,7 +737,8 @@ impl Session {
                 let mut ev =
                     self.event(EventRole::Tool, EventType::FunctionCallResponse, &r.content);
                 ev.metadata = meta.ok();
-                self.record(vec![ev]).await
+                self.record(vec![ev]).await?;
+                self.pipeline_tool_result(&r.tool_call_id, r.content).await
             }
             ClientMessage::ToolError(r) => {
                 let meta = serde_json::to_value(&r).map(|mut v| {
@@ -689,15 +747,25 @@ impl Session {
                 });
                 let mut ev = self.event(EventRole::Tool, EventType::FunctionCallResponse, &r.error);
                 ev.metadata = meta.ok();
-                self.record(vec![ev]).await
+                self.record(vec![ev]).await?;
+                let said = format!("error: {}", r.error);
+                self.pipeline_tool_result(&r.tool_call_id, said).await
             }
             ClientMessage::PauseAssistantMessage => {
                 let ev = self.event(EventRole::User, EventType::PauseOnset, "");
-                self.record(vec![ev]).await
+                self.record(vec![ev]).await?;
+                if let Some(p) = self.pipeline.as_mut() {
+                    p.paused = true;
+                }
+                Ok(())
             }
             ClientMessage::ResumeAssistantMessage => {
                 let ev = self.event(EventRole::User, EventType::ResumeOnset, "");
-                self.record(vec![ev]).await
+                self.record(vec![ev]).await?;
+                if let Some(p) = self.pipeline.as_mut() {
+                    p.paused = false;
+                }
+                Ok(())
             }
         }
     }

@@ -3,6 +3,7 @@
 
 mod audio;
 mod harness;
+mod pipeline;
 mod relay;
 mod rest;
 mod session;

@@ -1,0 +1,181 @@
+//! The pipeline engine: Colloquy answers the chat itself through OpenAI-compatible services.
+//!
+//! A **turn** is one streamed answer of the language model: its text is split into
+//! sentences, each sentence is spoken by the voice (the TTS service, or the built-in voice
+//! with the `offline-voice` feature), and the turn reports [`TurnOutput`]s to the session
+//! loop, which records and sends them. The turn runs as its own task so the session keeps
+//! reading the client (tool answers, pauses) while the model and the voice work; dropping
+//! the [`Turn`] cancels it (the HTTP streams close). See `docs/engines.md`.
+
+use crate::config::PipelineSettings;
+use colloquy_speech::{
+    wav_chunks, ChatClient, ChatRequest, LlmDelta, SentenceSplitter, SpeechClient, Voice,
+};
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Sample rate of `audio_output` (what EVI clients play).
+pub const OUTPUT_RATE: u32 = 48_000;
+/// Longest `audio_output` chunk, in milliseconds.
+pub const CHUNK_MS: u32 = 100;
+
+/// The services of a pipeline chat.
+pub struct Services {
+    /// The language model.
+    pub llm: ChatClient,
+    /// Speaks the answers; `None`: text only.
+    pub voice: Option<Arc<dyn Voice>>,
+}
+
+impl Services {
+    /// The services `[engine.pipeline]` configures (`None` without an LLM).
+    pub fn from_settings(p: &PipelineSettings) -> Option<Self> {
+        let llm = ChatClient::new(p.llm.clone()?);
+        let voice: Option<Arc<dyn Voice>> = match &p.tts {
+            Some(tts) => Some(Arc::new(SpeechClient::new(
+                tts.clone(),
+                p.tts_voice.clone(),
+            ))),
+            None => offline_voice(),
+        };
+        Some(Self { llm, voice })
+    }
+}
+
+#[cfg(feature = "offline-voice")]
+fn offline_voice() -> Option<Arc<dyn Voice>> {
+    use colloquy_speech::{EspeakOptions, EspeakVoice};
+    match EspeakVoice::new(EspeakOptions::default()) {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the built-in voice is unavailable; pipeline answers are text only");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "offline-voice"))]
+fn offline_voice() -> Option<Arc<dyn Voice>> {
+    None
+}
+
+/// What a running turn reports, in order.
+#[derive(Debug)]
+pub enum TurnOutput {
+    /// One sentence of the answer and its speech (`audio_output`-sized WAV files, empty
+    /// when there is no voice or it failed).
+    Sentence { text: String, audio: Vec<Vec<u8>> },
+    /// The model calls a tool (after the answer's text).
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    /// A service failed; the turn is over.
+    Failed(String),
+    /// The answer is complete; always last unless `Failed`.
+    Done,
+}
+
+/// A running answer. Dropping it cancels the work.
+pub struct Turn {
+    rx: mpsc::Receiver<TurnOutput>,
+    task: JoinHandle<()>,
+}
+
+impl Turn {
+    /// Starts answering `request`.
+    pub fn start(services: Arc<Services>, request: ChatRequest) -> Self {
+        // Small buffer: a paused session stops reading, and the turn waits.
+        let (tx, rx) = mpsc::channel(2);
+        let task = tokio::spawn(run_turn(services, request, tx));
+        Self { rx, task }
+    }
+
+    /// The next output (`None`: the turn ended).
+    pub fn receiver(&mut self) -> &mut mpsc::Receiver<TurnOutput> {
+        &mut self.rx
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_turn(services: Arc<Services>, request: ChatRequest, tx: mpsc::Sender<TurnOutput>) {
+    let mut stream = match services.llm.stream(&request).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(TurnOutput::Failed(e.to_string())).await;
+            return;
+        }
+    };
+    let mut splitter = SentenceSplitter::new();
+    while let Some(item) = stream.next().await {
+        let out = match item {
+            Ok(LlmDelta::Text(t)) => {
+                for sentence in splitter.push(&t) {
+                    if !say(&services, sentence, &tx).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Ok(LlmDelta::ToolCall {
+                id,
+                name,
+                arguments,
+            }) => TurnOutput::ToolCall {
+                id,
+                name,
+                arguments,
+            },
+            Ok(LlmDelta::Done { .. }) => TurnOutput::Done,
+            Err(e) => TurnOutput::Failed(e.to_string()),
+        };
+        if let Some(rest) = splitter.finish() {
+            if !say(&services, rest, &tx).await {
+                return;
+            }
+        }
+        let last = matches!(out, TurnOutput::Done | TurnOutput::Failed(_));
+        if tx.send(out).await.is_err() || last {
+            return;
+        }
+    }
+    let _ = tx
+        .send(TurnOutput::Failed(
+            "the language model's answer ended early".into(),
+        ))
+        .await;
+}
+
+/// Speaks one sentence and reports it; false once the session stopped listening.
+async fn say(services: &Services, text: String, tx: &mpsc::Sender<TurnOutput>) -> bool {
+    if text.trim().is_empty() {
+        return true;
+    }
+    let audio = match &services.voice {
+        Some(voice) => match voice.synthesize(&text).await {
+            Ok(pcm) if !pcm.is_empty() => {
+                let pcm = if pcm.sample_rate == OUTPUT_RATE {
+                    pcm
+                } else {
+                    pcm.resample(OUTPUT_RATE)
+                };
+                wav_chunks(&pcm, CHUNK_MS)
+            }
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the voice failed; the sentence is sent as text only");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    tx.send(TurnOutput::Sentence { text, audio }).await.is_ok()
+}

@@ -1,0 +1,373 @@
+//! The pipeline engine inside the session loop: Colloquy answers typed turns itself.
+//!
+//! `user_input` starts a turn (after its `user_message` is recorded and sent); the model's
+//! answer arrives as [`TurnOutput`]s, recorded and sent here: one `AGENT_MESSAGE` +
+//! `assistant_message` per sentence followed by its `audio_output` chunks, `tool_call`s
+//! (`FUNCTION_CALL`) that wait for the client's answer, then `assistant_end`. See
+//! `docs/engines.md`.
+
+use super::{End, Session};
+use crate::capture::{CapturedFormat, VoiceRecorder};
+use crate::engine::pipeline::{Services, Turn, TurnOutput};
+use crate::objects::Voice;
+use base64::Engine;
+use colloquy_speech::prompt::{
+    build_messages, history_messages, tool_definitions, HANG_UP_TOOL_NAME,
+};
+use colloquy_speech::{decode_wav, ChatMessage, ChatRequest};
+use colloquy_storage::PageRequest;
+use colloquy_wire::socket::{ChatMessage as WireMessage, Inference, ServerMessage};
+use colloquy_wire::{EventRole, EventType, ReturnChatEvent};
+use std::sync::Arc;
+
+/// A pipeline chat's conversation and its running answer.
+pub(super) struct Pipeline {
+    services: Arc<Services>,
+    /// Earlier chats of a resumed group.
+    history: Vec<ChatMessage>,
+    /// This chat's messages so far.
+    turns: Vec<ChatMessage>,
+    /// The answer being produced.
+    turn: Option<Turn>,
+    /// Text of the current answer sent so far.
+    answer: String,
+    /// Sentences of the current answer sent so far.
+    sentences: usize,
+    /// Tool calls of the current answer still waiting for the client.
+    pending_tools: Vec<String>,
+    /// `pause_assistant_message` received: output waits until `resume_assistant_message`.
+    pub(super) paused: bool,
+    /// Where the assistant's speech sent so far ends (ms from the chat's start), so the next
+    /// chunk is recorded after it, as the client plays it.
+    speech_end_ms: i64,
+}
+
+impl Pipeline {
+    pub(super) fn new(services: Services) -> Self {
+        Self {
+            services: Arc::new(services),
+            history: Vec::new(),
+            turns: Vec::new(),
+            turn: None,
+            answer: String::new(),
+            sentences: 0,
+            pending_tools: Vec::new(),
+            paused: false,
+            speech_end_ms: 0,
+        }
+    }
+
+    /// Where to wait for the running answer's next output (`None`: nothing to wait for).
+    pub(super) fn receiver(&mut self) -> Option<&mut tokio::sync::mpsc::Receiver<TurnOutput>> {
+        if self.paused {
+            return None;
+        }
+        self.turn.as_mut().map(Turn::receiver)
+    }
+
+    /// Keeps what was said of the current answer and cancels the rest.
+    fn stop_answer(&mut self) {
+        self.turn = None;
+        let said = std::mem::take(&mut self.answer);
+        if !said.trim().is_empty() {
+            self.turns.push(ChatMessage::assistant(said.trim()));
+        }
+        self.sentences = 0;
+        self.pending_tools.clear();
+    }
+}
+
+impl Session {
+    /// Loads a resumed group's earlier events as the model's history.
+    pub(super) async fn load_pipeline_history(&mut self) {
+        if self.pipeline.is_some() {
+            let limit = self
+                .settings
+                .event_limit
+                .map(|l| l as usize)
+                .unwrap_or(self.state.settings.engine.pipeline.event_limit);
+            let mut events: Vec<ReturnChatEvent> = Vec::new();
+            let mut number = 0;
+            loop {
+                let page = PageRequest {
+                    number,
+                    size: 100,
+                    ascending: true,
+                };
+                match self
+                    .state
+                    .store
+                    .list_group_events(self.group_id, page)
+                    .await
+                {
+                    Ok(page) => {
+                        let done = page.items.len() < 100;
+                        events.extend(
+                            page.items
+                                .into_iter()
+                                .filter(|e| e.chat_id != self.chat_id)
+                                .map(ReturnChatEvent::from),
+                        );
+                        if done {
+                            break;
+                        }
+                        number += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(chat_id = %self.chat_id, error = %e, "could not read the group's history; the model starts without it");
+                        break;
+                    }
+                }
+            }
+            let history = history_messages(&events, limit);
+            if let Some(p) = self.pipeline.as_mut() {
+                p.history = history;
+            }
+        }
+    }
+
+    /// A typed user turn: the model answers it.
+    pub(super) async fn pipeline_user_turn(&mut self, text: String) -> Result<(), End> {
+        let Some(p) = self.pipeline.as_mut() else {
+            return Ok(());
+        };
+        p.stop_answer();
+        p.turns.push(ChatMessage::user(text));
+        self.start_answer().await
+    }
+
+    /// The client answered a tool call; once every call of the answer is answered, the
+    /// model continues.
+    pub(super) async fn pipeline_tool_result(
+        &mut self,
+        tool_call_id: &str,
+        content: String,
+    ) -> Result<(), End> {
+        let Some(p) = self.pipeline.as_mut() else {
+            return Ok(());
+        };
+        let Some(i) = p.pending_tools.iter().position(|id| id == tool_call_id) else {
+            return Ok(());
+        };
+        p.pending_tools.remove(i);
+        p.turns
+            .push(ChatMessage::tool_result(tool_call_id, content));
+        if p.pending_tools.is_empty() {
+            p.turn = None;
+            p.answer.clear();
+            return self.start_answer().await;
+        }
+        Ok(())
+    }
+
+    async fn start_answer(&mut self) -> Result<(), End> {
+        let engine = &self.state.settings.engine.pipeline;
+        let system = self
+            .settings
+            .system_prompt
+            .clone()
+            .or_else(|| engine.system_prompt.clone())
+            .unwrap_or_default();
+        let variables = self.settings.variables.clone().unwrap_or_default();
+        let context = self
+            .settings
+            .context
+            .as_ref()
+            .and_then(|c| c.get("text").and_then(|t| t.as_str()).map(str::to_string));
+        if self
+            .settings
+            .context
+            .as_ref()
+            .and_then(|c| c.get("type"))
+            .and_then(|t| t.as_str())
+            .is_none_or(|t| t == "temporary")
+        {
+            // Temporary context applies to the next answer only.
+            self.settings.context = None;
+        }
+        let tools = match tool_definitions(
+            self.settings.tools.as_deref().unwrap_or_default(),
+            self.settings.builtin_tools.as_deref().unwrap_or_default(),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                return self
+                    .client_error(
+                        "E0101",
+                        "invalid_message",
+                        format!("session_settings.tools cannot be offered to the model: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let Some(p) = self.pipeline.as_mut() else {
+            return Ok(());
+        };
+        let request = ChatRequest {
+            messages: build_messages(
+                &system,
+                &variables,
+                &p.history,
+                &p.turns,
+                context.as_deref(),
+            ),
+            tools,
+            ..ChatRequest::default()
+        };
+        p.answer.clear();
+        p.sentences = 0;
+        p.turn = Some(Turn::start(p.services.clone(), request));
+        Ok(())
+    }
+
+    /// Records and sends one output of the running answer.
+    pub(super) async fn on_turn_output(&mut self, out: Option<TurnOutput>) -> Result<(), End> {
+        let Some(out) = out else {
+            if let Some(p) = self.pipeline.as_mut() {
+                p.turn = None;
+            }
+            return Ok(());
+        };
+        match out {
+            TurnOutput::Sentence { text, audio } => self.say_sentence(text, audio).await,
+            TurnOutput::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
+                let builtin = name == HANG_UP_TOOL_NAME;
+                let msg = ServerMessage::ToolCall {
+                    name: name.clone(),
+                    parameters: arguments.clone(),
+                    tool_call_id: id.clone(),
+                    tool_type: if builtin { "builtin" } else { "function" }.into(),
+                    response_required: !builtin,
+                };
+                let text = serde_json::to_string(&msg).unwrap_or_default();
+                let ev = self.event(EventRole::Tool, EventType::FunctionCall, &text);
+                self.record(vec![ev]).await?;
+                if builtin {
+                    tracing::info!(chat_id = %self.chat_id, "the model hung up");
+                    return Err(End::HangUp);
+                }
+                if let Some(p) = self.pipeline.as_mut() {
+                    let said = std::mem::take(&mut p.answer);
+                    match p.turns.last_mut() {
+                        Some(last) if !p.pending_tools.is_empty() => {
+                            let mut call = ChatMessage::assistant_tool_call(&id, &name, &arguments);
+                            last.tool_calls.append(&mut call.tool_calls);
+                        }
+                        _ => {
+                            let mut call = ChatMessage::assistant_tool_call(&id, &name, &arguments);
+                            if !said.trim().is_empty() {
+                                call.content = Some(said.trim().to_string());
+                            }
+                            p.turns.push(call);
+                        }
+                    }
+                    p.pending_tools.push(id);
+                }
+                self.send_or_end(&msg).await
+            }
+            TurnOutput::Done => {
+                let Some(p) = self.pipeline.as_mut() else {
+                    return Ok(());
+                };
+                p.turn = None;
+                if !p.pending_tools.is_empty() {
+                    return Ok(()); // the answer goes on after the tool results
+                }
+                let said = std::mem::take(&mut p.answer);
+                if !said.trim().is_empty() {
+                    p.turns.push(ChatMessage::assistant(said.trim()));
+                }
+                self.send_or_end(&ServerMessage::AssistantEnd {}).await
+            }
+            TurnOutput::Failed(detail) => {
+                tracing::warn!(chat_id = %self.chat_id, error = %detail, "pipeline answer failed");
+                let Some(p) = self.pipeline.as_mut() else {
+                    return Ok(());
+                };
+                let spoke = p.sentences > 0;
+                p.stop_answer();
+                if !self
+                    .send_error(
+                        "I0300",
+                        "pipeline_service_failed",
+                        format!("the assistant could not answer: {detail}"),
+                    )
+                    .await
+                {
+                    return Err(End::ClientClosed);
+                }
+                if spoke {
+                    self.send_or_end(&ServerMessage::AssistantEnd {}).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One sentence: `AGENT_MESSAGE` committed, then `assistant_message` and its audio.
+    async fn say_sentence(&mut self, text: String, audio: Vec<Vec<u8>>) -> Result<(), End> {
+        let ev = self.event(EventRole::Agent, EventType::AgentMessage, &text);
+        let id = ev.id.to_string();
+        self.record(vec![ev]).await?;
+        if let Some(p) = self.pipeline.as_mut() {
+            if !p.answer.is_empty() {
+                p.answer.push(' ');
+            }
+            p.answer.push_str(text.trim());
+            p.sentences += 1;
+        }
+        self.send_or_end(&ServerMessage::AssistantMessage {
+            id: id.clone(),
+            message: WireMessage {
+                role: "assistant".into(),
+                content: Some(text),
+            },
+            models: Inference::default(),
+            from_text: false,
+            is_quick_response: false,
+        })
+        .await?;
+        for (index, chunk) in audio.iter().enumerate() {
+            self.capture_pipeline_speech(chunk).await;
+            self.send_or_end(&ServerMessage::AudioOutput {
+                id: id.clone(),
+                index: index as u32,
+                data: base64::engine::general_purpose::STANDARD.encode(chunk),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records one `audio_output` chunk as assistant audio where the client plays it: after
+    /// the speech sent before it.
+    async fn capture_pipeline_speech(&mut self, wav: &[u8]) {
+        let now = self.offset_now();
+        let Some(p) = self.pipeline.as_mut() else {
+            return;
+        };
+        let offset = p.speech_end_ms.max(now);
+        let ms = decode_wav(wav).map(|pcm| pcm.duration_ms()).unwrap_or(0) as i64;
+        p.speech_end_ms = offset + ms;
+        if !self.who.data_retention {
+            return;
+        }
+        let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);
+        let rec = self.assistant_audio.get_or_insert_with(|| {
+            VoiceRecorder::new(
+                objects,
+                user,
+                chat,
+                Voice::Assistant,
+                CapturedFormat::WavClips,
+            )
+        });
+        if let Err(e) = rec.append(offset, wav).await {
+            tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
+        }
+    }
+}

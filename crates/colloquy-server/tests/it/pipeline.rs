@@ -1,0 +1,318 @@
+//! The pipeline engine against fake OpenAI-compatible services over real HTTP: streamed
+//! chat completions (text in pieces, a tool call turn, `hang_up`) and speech returning a
+//! real WAV; what the client receives and what is recorded.
+
+use crate::harness::*;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use colloquy_server::config::EngineMode;
+use colloquy_server::Settings;
+use colloquy_speech::{encode_wav, Pcm, ServiceConfig};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Fake LLM + TTS services; keeps every chat request body.
+#[derive(Clone, Default)]
+struct Fake {
+    chats: Arc<Mutex<Vec<Value>>>,
+    spoken: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fake {
+    async fn start() -> (Self, String) {
+        let fake = Fake::default();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/audio/speech", post(speech))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (fake, url)
+    }
+}
+
+/// 250 ms of a 300 Hz tone at 24 kHz, as the speech service's WAV.
+fn spoken_wav() -> Vec<u8> {
+    let rate = 24_000;
+    let samples = (0..rate / 4)
+        .map(|i| {
+            let v = (2.0 * std::f64::consts::PI * 300.0 * f64::from(i) / f64::from(rate)).sin();
+            (v * 0.4 * f64::from(i16::MAX)) as i16
+        })
+        .collect();
+    encode_wav(&Pcm::new(samples, rate))
+}
+
+async fn speech(State(f): State<Fake>, body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(req["response_format"], "wav");
+    f.spoken
+        .lock()
+        .unwrap()
+        .push(req["input"].as_str().unwrap().to_string());
+    Response::builder()
+        .header("content-type", "audio/wav")
+        .body(Body::from(spoken_wav()))
+        .unwrap()
+}
+
+fn text_chunk(t: &str) -> Value {
+    json!({"choices":[{"index":0,"delta":{"content":t}}]})
+}
+
+fn tool_chunk(id: &str, name: &str, args: &str) -> Value {
+    json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":id,"type":"function","function":{"name":name,"arguments":args}}]}}]})
+}
+
+async fn chat(State(f): State<Fake>, body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(req["stream"], true);
+    f.chats.lock().unwrap().push(req.clone());
+    let last = req["messages"].as_array().unwrap().last().unwrap().clone();
+    let said = last["content"].as_str().unwrap_or_default().to_string();
+    let (chunks, finish) = if last["role"] == "tool" {
+        (
+            vec![text_chunk("It is sunny"), text_chunk(" in Paris.")],
+            "stop",
+        )
+    } else if said.starts_with("weather") {
+        (
+            vec![
+                text_chunk("Let me check."),
+                tool_chunk("call-1", "get_weather", "{\"city\":"),
+                json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}}]}),
+            ],
+            "tool_calls",
+        )
+    } else if said.starts_with("bye") {
+        (
+            vec![
+                text_chunk("Goodbye!"),
+                tool_chunk("call-2", "hang_up", "{}"),
+            ],
+            "tool_calls",
+        )
+    } else {
+        (
+            vec![
+                text_chunk("Hello there! I am Col"),
+                text_chunk("loquy, a pipeline. How can"),
+                text_chunk(" I help?"),
+            ],
+            "stop",
+        )
+    };
+    let mut body = String::new();
+    for c in chunks {
+        body.push_str(&format!("data: {c}\n\n"));
+    }
+    body.push_str(&format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"choices":[{"index":0,"delta":{},"finish_reason":finish}]})
+    ));
+    let pieces: Vec<Result<Bytes, std::convert::Infallible>> = body
+        .as_bytes()
+        .chunks(40)
+        .map(|p| Ok(Bytes::copy_from_slice(p)))
+        .collect();
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap()
+}
+
+fn pipeline_to(url: String) -> impl FnOnce(&mut Settings) {
+    move |s: &mut Settings| {
+        s.engine.mode = EngineMode::Pipeline;
+        s.engine.pipeline.llm = Some(ServiceConfig::new(url.clone(), "llama3.2"));
+        s.engine.pipeline.tts = Some(ServiceConfig::new(url, "tts-1"));
+        s.engine.pipeline.system_prompt = Some("Configured prompt".into());
+    }
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+/// Reads one sentence: its `assistant_message` and `audio_output` chunks (250 ms at 48 kHz
+/// in 100 ms chunks: 3). Returns the message id.
+async fn sentence(ws: &mut Ws, text: &str) -> String {
+    let m = recv_json(ws).await;
+    assert_eq!(m["type"], "assistant_message", "{m}");
+    assert_eq!(m["message"]["content"], text);
+    let id = m["id"].as_str().unwrap().to_string();
+    for index in 0..3 {
+        let a = recv_json(ws).await;
+        assert_eq!(a["type"], "audio_output", "{a}");
+        assert_eq!(a["id"], id.as_str());
+        assert_eq!(a["index"], index);
+        let wav = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            a["data"].as_str().unwrap(),
+        )
+        .unwrap();
+        let pcm = colloquy_speech::decode_wav(&wav).unwrap();
+        assert_eq!(pcm.sample_rate, 48_000);
+    }
+    id
+}
+
+#[tokio::test]
+async fn a_pipeline_chat_answers_typed_turns_with_tools_and_hangs_up() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (fake, url) = Fake::start().await;
+        let Some((srv, db)) = TestServer::start(backend, pipeline_to(url)).await else {
+            continue;
+        };
+        let key = srv.key(true).await;
+        let (mut ws, meta) = srv.connect(&key.api_key, "").await;
+        let chat_id = meta["chat_id"].as_str().unwrap().to_string();
+        send_json(
+            &mut ws,
+            json!({
+                "type": "session_settings",
+                "system_prompt": "Be brief, {{name}}.",
+                "variables": {"name": "Ada"},
+                "context": {"text": "The user is in Paris.", "type": "persistent"},
+                "tools": [{"type": "function", "name": "get_weather",
+                           "parameters": "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}",
+                           "description": "Weather of a city"}],
+                "builtin_tools": [{"name": "hang_up"}],
+            }),
+        )
+        .await;
+
+        // A typed turn: the answer comes sentence by sentence, each spoken.
+        send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+        let heard = recv_json(&mut ws).await;
+        assert_eq!(
+            (heard["type"].as_str(), heard["message"]["content"].as_str()),
+            (Some("user_message"), Some("hello"))
+        );
+        let first = sentence(&mut ws, "Hello there!").await;
+        sentence(&mut ws, "I am Colloquy, a pipeline.").await;
+        sentence(&mut ws, "How can I help?").await;
+        assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
+        let req = fake.chats.lock().unwrap()[0].clone();
+        assert_eq!(req["model"], "llama3.2");
+        assert_eq!(
+            req["messages"][0],
+            json!({"role": "system", "content": "Be brief, Ada."})
+        );
+        assert_eq!(
+            req["messages"][1],
+            json!({"role": "user", "content": "hello\n\nThe user is in Paris."})
+        );
+        let tools: Vec<&str> = req["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(tools, ["get_weather", "hang_up"]);
+
+        // A tool call waits for the client's answer, then the model goes on.
+        send_json(&mut ws, json!({"type": "user_input", "text": "weather"})).await;
+        assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+        sentence(&mut ws, "Let me check.").await;
+        let call = recv_json(&mut ws).await;
+        assert_eq!(
+            call,
+            json!({"type": "tool_call", "name": "get_weather", "parameters": "{\"city\":\"Paris\"}",
+                   "tool_call_id": "call-1", "tool_type": "function", "response_required": true})
+        );
+        send_json(
+            &mut ws,
+            json!({"type": "tool_response", "tool_call_id": "call-1", "content": "sunny"}),
+        )
+        .await;
+        sentence(&mut ws, "It is sunny in Paris.").await;
+        assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
+        let req = fake.chats.lock().unwrap()[2].clone();
+        let msgs = req["messages"].as_array().unwrap();
+        let n = msgs.len();
+        assert_eq!(msgs[n - 2]["role"], "assistant");
+        assert_eq!(msgs[n - 2]["content"], "Let me check.");
+        assert_eq!(msgs[n - 2]["tool_calls"][0]["id"], "call-1");
+        assert_eq!(
+            msgs[n - 1],
+            json!({"role": "tool", "content": "sunny", "tool_call_id": "call-1"})
+        );
+        assert_eq!(
+            msgs[2]["content"],
+            "Hello there! I am Colloquy, a pipeline. How can I help?"
+        );
+
+        // The model hangs up: the chat ends as USER_ENDED.
+        send_json(&mut ws, json!({"type": "user_input", "text": "bye"})).await;
+        assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+        sentence(&mut ws, "Goodbye!").await;
+        assert_eq!(recv_close(&mut ws).await, Some(1000));
+
+        let (_, chat) = srv
+            .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}"))
+            .await;
+        assert_eq!(chat["status"], "USER_ENDED", "{chat}");
+        let metadata: Value = serde_json::from_str(chat["metadata"].as_str().unwrap()).unwrap();
+        assert_eq!(metadata["engine"], "pipeline");
+        let events = srv.all_events(&key.api_key, &chat_id, 100).await;
+        assert_eq!(
+            types(&events),
+            vec![
+                "CHAT_START_MESSAGE",
+                "SYSTEM_PROMPT",
+                "SESSION_SETTINGS",
+                "SYSTEM_PROMPT",
+                "USER_MESSAGE",
+                "AGENT_MESSAGE",
+                "AGENT_MESSAGE",
+                "AGENT_MESSAGE",
+                "USER_MESSAGE",
+                "AGENT_MESSAGE",
+                "FUNCTION_CALL",
+                "FUNCTION_CALL_RESPONSE",
+                "AGENT_MESSAGE",
+                "USER_MESSAGE",
+                "AGENT_MESSAGE",
+                "FUNCTION_CALL",
+                "CHAT_END_MESSAGE",
+            ]
+        );
+        assert_eq!(events[1]["message_text"], "Configured prompt");
+        assert_eq!(events[5]["id"], first.as_str());
+        assert_eq!(events[5]["emotion_features"], "", "no invented scores");
+        let call: Value =
+            serde_json::from_str(events[10]["message_text"].as_str().unwrap()).unwrap();
+        assert_eq!(call["tool_call_id"], "call-1");
+        assert_eq!(events[11]["message_text"], "sunny");
+        let hang: Value =
+            serde_json::from_str(events[15]["message_text"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (hang["name"].as_str(), hang["tool_type"].as_str()),
+            (Some("hang_up"), Some("builtin"))
+        );
+        let end: Value = serde_json::from_str(events[16]["metadata"].as_str().unwrap()).unwrap();
+        assert_eq!(end["reason"], "hang_up");
+        assert_eq!(fake.spoken.lock().unwrap().len(), 6);
+
+        // The assistant's voice is recorded and reconstructs.
+        let mut rec = Value::Null;
+        for _ in 0..150 {
+            rec = srv
+                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}/audio"))
+                .await
+                .1;
+            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(rec["status"], "COMPLETE", "{rec}");
+        srv.stop(db).await;
+    }
+}

@@ -128,6 +128,8 @@ impl fmt::Debug for RelaySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineSettings {
+    /// Speech to text (`/audio/transcriptions`); without it spoken turns are not answered.
+    pub asr: Option<ServiceConfig>,
     /// The language model (streamed `/chat/completions`); required for `pipeline` mode.
     pub llm: Option<ServiceConfig>,
     /// Text to speech (`/audio/speech`); without it answers are text only, or spoken by the
@@ -139,16 +141,26 @@ pub struct PipelineSettings {
     pub system_prompt: Option<String>,
     /// Earlier events of a resumed chat group given to the model as history.
     pub event_limit: usize,
+    /// Milliseconds of silence that end a spoken turn.
+    pub vad_silence_ms: u32,
+    /// Voiced milliseconds before speech counts as a turn (and interrupts the assistant).
+    pub vad_min_speech_ms: u32,
+    /// Voice-activity threshold, 0–1 (higher: fewer false starts in noise).
+    pub vad_threshold: f32,
 }
 
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
+            asr: None,
             llm: None,
             tts: None,
             tts_voice: "alloy".into(),
             system_prompt: None,
             event_limit: colloquy_speech::prompt::DEFAULT_EVENT_LIMIT,
+            vad_silence_ms: 600,
+            vad_min_speech_ms: 160,
+            vad_threshold: 0.5,
         }
     }
 }
@@ -450,7 +462,7 @@ impl Settings {
             );
         }
         let p = &e.pipeline;
-        for (name, svc) in [("llm", &p.llm), ("tts", &p.tts)] {
+        for (name, svc) in [("asr", &p.asr), ("llm", &p.llm), ("tts", &p.tts)] {
             if let Some(svc) = svc {
                 if !(svc.base_url.starts_with("http://") || svc.base_url.starts_with("https://")) {
                     return bad(format!(
@@ -464,6 +476,12 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if !(0.0..=1.0).contains(&p.vad_threshold) || p.vad_silence_ms == 0 {
+            return bad(
+                "engine.pipeline.vad_threshold must be within 0-1 and vad_silence_ms at least 1"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -598,13 +616,19 @@ tts_voice = "alloy"
 # system_prompt = "You are a helpful voice assistant. Answer briefly."
 # Events of a resumed chat group given to the model as history.
 event_limit = 300
+# Turn detection on the user's audio: silence that ends a turn, the voiced time before
+# speech counts (and interrupts the assistant), and the voice-activity threshold (0-1).
+vad_silence_ms = 600
+vad_min_speech_ms = 160
+vad_threshold = 0.5
 # The language model (required for mode "pipeline"): streamed /chat/completions.
 # [engine.pipeline.llm]
 # base_url = "http://127.0.0.1:11434/v1"   # COLLOQUY_ENGINE__PIPELINE__LLM__BASE_URL
 # model = "llama3.2"
 # api_key = "..."
 # timeout_secs = 30
-# Text to speech (/audio/speech), same fields:
+# Speech to text (/audio/transcriptions) and text to speech (/audio/speech), same fields:
+# [engine.pipeline.asr]
 # [engine.pipeline.tts]
 
 # Per-key overrides, by API key prefix as shown by `colloquy keys list`:

@@ -6,6 +6,8 @@
 //!   `assistant_input`, …) and the session loop answers it itself.
 //! * [`EngineMode::Relay`]: the chat is relayed to an upstream EVI-compatible socket
 //!   ([`relay`]); the session loop forwards both ways and records what passes.
+//! * [`EngineMode::Pipeline`]: Colloquy answers itself through OpenAI-compatible services
+//!   ([`pipeline`]: turn detection + transcription, a streamed LLM, speech).
 //!
 //! The session loop (`crate::session`) is the same for every mode: authentication,
 //! validation, recording, timeouts and the chat lifecycle do not depend on the engine.

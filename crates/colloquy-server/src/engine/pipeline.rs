@@ -9,7 +9,8 @@
 
 use crate::config::PipelineSettings;
 use colloquy_speech::{
-    wav_chunks, ChatClient, ChatRequest, LlmDelta, SentenceSplitter, SpeechClient, Voice,
+    wav_chunks, ChatClient, ChatRequest, LlmDelta, Pcm, SentenceSplitter, SpeechClient,
+    TranscriptionClient, VadConfig, Voice,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ pub const CHUNK_MS: u32 = 100;
 
 /// The services of a pipeline chat.
 pub struct Services {
+    /// Speech to text; `None`: spoken turns are not answered.
+    pub asr: Option<TranscriptionClient>,
+    /// Turn detection on the user's audio.
+    pub vad: VadConfig,
     /// The language model.
     pub llm: ChatClient,
     /// Speaks the answers; `None`: text only.
@@ -40,7 +45,19 @@ impl Services {
             ))),
             None => offline_voice(),
         };
-        Some(Self { llm, voice })
+        let vad = VadConfig {
+            threshold: p.vad_threshold,
+            min_speech_ms: p.vad_min_speech_ms,
+            hangover_ms: p.vad_silence_ms,
+            ..VadConfig::default()
+        };
+        let asr = p.asr.clone().map(TranscriptionClient::new);
+        Some(Self {
+            asr,
+            vad,
+            llm,
+            voice,
+        })
     }
 }
 
@@ -73,6 +90,8 @@ pub enum TurnOutput {
         name: String,
         arguments: String,
     },
+    /// The transcript of a spoken turn (the only output of a transcription).
+    Heard(String),
     /// A service failed; the turn is over.
     Failed(String),
     /// The answer is complete; always last unless `Failed`.
@@ -91,6 +110,19 @@ impl Turn {
         // Small buffer: a paused session stops reading, and the turn waits.
         let (tx, rx) = mpsc::channel(2);
         let task = tokio::spawn(run_turn(services, request, tx));
+        Self { rx, task }
+    }
+
+    /// Transcribes a spoken turn.
+    pub fn transcribe(asr: TranscriptionClient, audio: Pcm) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            let out = match asr.transcribe(&audio, None).await {
+                Ok(text) => TurnOutput::Heard(text),
+                Err(e) => TurnOutput::Failed(e.to_string()),
+            };
+            let _ = tx.send(out).await;
+        });
         Self { rx, task }
     }
 

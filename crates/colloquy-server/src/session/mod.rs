@@ -447,13 +447,23 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            let pace = self
+                .pipeline
+                .as_ref()
+                .and_then(|p| p.pace(now_ms() - self.start_ms))
+                .map(|d| Instant::now() + d);
             let turn_rx = self
                 .pipeline
                 .as_mut()
                 .and_then(pipeline::Pipeline::receiver);
             let pipeline_next = async move {
                 match turn_rx {
-                    Some(rx) => rx.recv().await,
+                    Some(rx) => {
+                        if let Some(at) = pace {
+                            sleep_until(at).await;
+                        }
+                        rx.recv().await
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -727,7 +737,7 @@ impl Session {
                         return if told { Ok(()) } else { Err(End::ClientClosed) };
                     }
                 }
-                Ok(())
+                self.pipeline_audio(&bytes).await
             }
             ClientMessage::ToolResponse(r) => {
                 let meta = serde_json::to_value(&r).map(|mut v| {
@@ -793,6 +803,8 @@ impl Session {
                 tracing::warn!(chat_id = %self.chat_id, error = %e, "could not erase the audio of a deleted chat");
             }
         }
+        // Pipeline speech sent but not played yet: the client has it, so it is recorded.
+        self.release_speech(None).await;
         self.flush_audio().await;
         let end_ts = self.next_ts();
         if self.who.data_retention {

@@ -1,6 +1,8 @@
-//! The pipeline engine inside the session loop: Colloquy answers typed turns itself.
+//! The pipeline engine inside the session loop: Colloquy answers the user itself.
 //!
-//! `user_input` starts a turn (after its `user_message` is recorded and sent); the model's
+//! A turn starts with `user_input`, or with speech in `audio_input`: turn detection finds
+//! where the user stops talking and the utterance is transcribed into a `user_message`;
+//! speech while the assistant talks interrupts it (`user_interruption`). The model's
 //! answer arrives as [`TurnOutput`]s, recorded and sent here: one `AGENT_MESSAGE` +
 //! `assistant_message` per sentence followed by its `audio_output` chunks, `tool_call`s
 //! (`FUNCTION_CALL`) that wait for the client's answer, then `assistant_end`. See
@@ -14,11 +16,13 @@ use base64::Engine;
 use colloquy_speech::prompt::{
     build_messages, history_messages, tool_definitions, HANG_UP_TOOL_NAME,
 };
-use colloquy_speech::{decode_wav, ChatMessage, ChatRequest};
+use colloquy_speech::{decode_wav, ChatMessage, ChatRequest, Pcm, TurnDetector, VadEvent};
 use colloquy_storage::PageRequest;
+use colloquy_wire::socket::{AudioConfiguration, MillisecondInterval};
 use colloquy_wire::socket::{ChatMessage as WireMessage, Inference, ServerMessage};
 use colloquy_wire::{EventRole, EventType, ReturnChatEvent};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A pipeline chat's conversation and its running answer.
 pub(super) struct Pipeline {
@@ -40,7 +44,24 @@ pub(super) struct Pipeline {
     /// Where the assistant's speech sent so far ends (ms from the chat's start), so the next
     /// chunk is recorded after it, as the client plays it.
     speech_end_ms: i64,
+    /// The last spoken sentence: its `AGENT_MESSAGE` id and where its speech starts and
+    /// ends on the timeline (to tell whether an interruption cut it).
+    last_spoken: Option<(uuid::Uuid, i64, i64)>,
+    /// An answer is being produced (user speech now is an interruption).
+    answering: bool,
+    /// Turn detection on the user's audio, for its sample rate.
+    detector: Option<(u32, TurnDetector)>,
+    /// Stream times of the utterance being transcribed.
+    heard_span: (i64, i64),
+    /// Speech sent but not yet playing: `(offset_ms, duration_ms, wav)`, recorded once it
+    /// plays, dropped if an interruption comes first.
+    unplayed: std::collections::VecDeque<(i64, i64, Vec<u8>)>,
+    /// Where the recorded speech ends.
+    played_end_ms: i64,
 }
+
+/// How long before the end of the speech already sent the next output is sent.
+const SEND_AHEAD_MS: i64 = 300;
 
 impl Pipeline {
     pub(super) fn new(services: Services) -> Self {
@@ -54,7 +75,20 @@ impl Pipeline {
             pending_tools: Vec::new(),
             paused: false,
             speech_end_ms: 0,
+            last_spoken: None,
+            answering: false,
+            detector: None,
+            heard_span: (0, 0),
+            unplayed: std::collections::VecDeque::new(),
+            played_end_ms: 0,
         }
+    }
+
+    /// Output is paced to playback: the next sentence goes out shortly before the speech
+    /// already sent ends, so an interruption cuts at most the sentence being heard.
+    pub(super) fn pace(&self, now_offset_ms: i64) -> Option<Duration> {
+        let wait = self.speech_end_ms - SEND_AHEAD_MS - now_offset_ms;
+        (wait > 0 && self.turn.is_some()).then(|| Duration::from_millis(wait as u64))
     }
 
     /// Where to wait for the running answer's next output (`None`: nothing to wait for).
@@ -68,6 +102,7 @@ impl Pipeline {
     /// Keeps what was said of the current answer and cancels the rest.
     fn stop_answer(&mut self) {
         self.turn = None;
+        self.answering = false;
         let said = std::mem::take(&mut self.answer);
         if !said.trim().is_empty() {
             self.turns.push(ChatMessage::assistant(said.trim()));
@@ -216,12 +251,15 @@ impl Session {
         };
         p.answer.clear();
         p.sentences = 0;
+        p.answering = true;
         p.turn = Some(Turn::start(p.services.clone(), request));
         Ok(())
     }
 
     /// Records and sends one output of the running answer.
     pub(super) async fn on_turn_output(&mut self, out: Option<TurnOutput>) -> Result<(), End> {
+        let now = self.offset_now();
+        self.release_speech(Some(now)).await;
         let Some(out) = out else {
             if let Some(p) = self.pipeline.as_mut() {
                 p.turn = None;
@@ -230,6 +268,30 @@ impl Session {
         };
         match out {
             TurnOutput::Sentence { text, audio } => self.say_sentence(text, audio).await,
+            TurnOutput::Heard(text) => {
+                let Some(p) = self.pipeline.as_mut() else {
+                    return Ok(());
+                };
+                p.turn = None;
+                let (begin, end) = p.heard_span;
+                if text.trim().is_empty() {
+                    return Ok(()); // noise, or nothing the service understood
+                }
+                let ev = self.event(EventRole::User, EventType::UserMessage, &text);
+                self.record(vec![ev]).await?;
+                self.send_or_end(&ServerMessage::UserMessage {
+                    message: WireMessage {
+                        role: "user".into(),
+                        content: Some(text.clone()),
+                    },
+                    models: Inference::default(),
+                    time: MillisecondInterval { begin, end },
+                    from_text: false,
+                    interim: false,
+                })
+                .await?;
+                self.pipeline_user_turn(text).await
+            }
             TurnOutput::ToolCall {
                 id,
                 name,
@@ -274,6 +336,7 @@ impl Session {
                     return Ok(());
                 };
                 p.turn = None;
+                p.answering = false;
                 if !p.pending_tools.is_empty() {
                     return Ok(()); // the answer goes on after the tool results
                 }
@@ -331,8 +394,15 @@ impl Session {
             is_quick_response: false,
         })
         .await?;
+        let start = match self.pipeline.as_ref() {
+            Some(p) => p.speech_end_ms.max(self.offset_now()),
+            None => 0,
+        };
         for (index, chunk) in audio.iter().enumerate() {
             self.capture_pipeline_speech(chunk).await;
+            if let (Some(p), Ok(uuid)) = (self.pipeline.as_mut(), uuid::Uuid::parse_str(&id)) {
+                p.last_spoken = Some((uuid, start, p.speech_end_ms));
+            }
             self.send_or_end(&ServerMessage::AudioOutput {
                 id: id.clone(),
                 index: index as u32,
@@ -343,8 +413,10 @@ impl Session {
         Ok(())
     }
 
-    /// Records one `audio_output` chunk as assistant audio where the client plays it: after
-    /// the speech sent before it.
+    /// Places one `audio_output` chunk on the timeline where the client plays it: after the
+    /// speech sent before it. It is recorded once its playback has started
+    /// ([`Self::release_speech`]), so speech cut by an interruption before it was heard is
+    /// not in the recording.
     async fn capture_pipeline_speech(&mut self, wav: &[u8]) {
         let now = self.offset_now();
         let Some(p) = self.pipeline.as_mut() else {
@@ -353,8 +425,28 @@ impl Session {
         let offset = p.speech_end_ms.max(now);
         let ms = decode_wav(wav).map(|pcm| pcm.duration_ms()).unwrap_or(0) as i64;
         p.speech_end_ms = offset + ms;
-        if !self.who.data_retention {
-            return;
+        p.unplayed.push_back((offset, ms, wav.to_vec()));
+    }
+
+    /// Records the speech whose playback started by `upto` (ms from the chat's start; `None`:
+    /// all of it). Returns where the recorded speech ends.
+    pub(super) async fn release_speech(&mut self, upto: Option<i64>) -> i64 {
+        let Some(p) = self.pipeline.as_mut() else {
+            return 0;
+        };
+        let mut ready = Vec::new();
+        while let Some((offset, _, _)) = p.unplayed.front() {
+            if upto.is_some_and(|t| *offset > t) {
+                break;
+            }
+            if let Some(chunk) = p.unplayed.pop_front() {
+                p.played_end_ms = chunk.0 + chunk.1;
+                ready.push(chunk);
+            }
+        }
+        let played_end = p.played_end_ms;
+        if !self.who.data_retention || ready.is_empty() {
+            return played_end;
         }
         let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);
         let rec = self.assistant_audio.get_or_insert_with(|| {
@@ -366,8 +458,115 @@ impl Session {
                 CapturedFormat::WavClips,
             )
         });
-        if let Err(e) = rec.append(offset, wav).await {
-            tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
+        for (offset, _, wav) in ready {
+            if let Err(e) = rec.append(offset, &wav).await {
+                tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
+            }
         }
+        played_end
     }
+}
+
+impl Session {
+    /// Feeds one accepted `audio_input` chunk to turn detection: speech while the
+    /// assistant talks interrupts it; the end of an utterance starts its transcription.
+    pub(super) async fn pipeline_audio(&mut self, bytes: &[u8]) -> Result<(), End> {
+        let now = self.offset_now();
+        self.release_speech(Some(now)).await;
+        let format = self.settings.audio.clone();
+        let Some(p) = self.pipeline.as_mut() else {
+            return Ok(());
+        };
+        let Some(asr) = p.services.asr.clone() else {
+            return Ok(()); // no transcription service: spoken turns are not answered
+        };
+        let Some(pcm) = mono_pcm(bytes, format.as_ref()) else {
+            return Ok(());
+        };
+        if pcm.samples.is_empty() {
+            return Ok(());
+        }
+        let vad = p.services.vad.clone();
+        let detector = match &mut p.detector {
+            Some((rate, d)) if *rate == pcm.sample_rate => d,
+            slot => {
+                let d = TurnDetector::new(vad, pcm.sample_rate);
+                &mut slot.insert((pcm.sample_rate, d)).1
+            }
+        };
+        let events = detector.push(&pcm.samples);
+        for event in events {
+            match event {
+                VadEvent::SpeechStart { .. } => self.pipeline_interrupt().await?,
+                VadEvent::SpeechEnd {
+                    start_ms,
+                    end_ms,
+                    audio,
+                } => {
+                    if let Some(p) = self.pipeline.as_mut() {
+                        p.stop_answer();
+                        p.heard_span = (start_ms as i64, end_ms as i64);
+                        p.turn = Some(Turn::transcribe(asr.clone(), audio));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The user started speaking: if the assistant is talking (an answer is coming or its
+    /// speech is still playing), it stops, and the interruption is recorded and sent.
+    async fn pipeline_interrupt(&mut self) -> Result<(), End> {
+        let now = self.offset_now();
+        let Some(p) = self.pipeline.as_mut() else {
+            return Ok(());
+        };
+        if !(p.answering || p.speech_end_ms > now) {
+            return Ok(());
+        }
+        let cut = p.last_spoken.filter(|&(_, _, end)| end > now);
+        p.stop_answer();
+        // The client stops playing: what had started is recorded, the rest is dropped.
+        let played_end = self.release_speech(Some(now)).await;
+        let Some(p) = self.pipeline.as_mut() else {
+            return Ok(());
+        };
+        p.unplayed.clear();
+        p.speech_end_ms = played_end.max(now);
+        let time = crate::clock::now_ms();
+        let mut ev = self.event(EventRole::User, EventType::UserInterruption, "");
+        let mut meta = serde_json::json!({ "time": time, "truncated": cut.is_some() });
+        if let Some((id, start, end)) = cut {
+            meta["heard_ms"] = serde_json::json!(now - start);
+            meta["duration_ms"] = serde_json::json!(end - start);
+            ev.related_event_id = Some(id);
+        }
+        ev.metadata = Some(meta.to_string());
+        self.record(vec![ev]).await?;
+        self.send_or_end(&ServerMessage::UserInterruption { time })
+            .await
+    }
+}
+
+/// One `audio_input` chunk as mono PCM: raw linear16 as `session_settings.audio` declares,
+/// or a chunk that is a complete WAV file. Other containers (WebM) are not decoded here.
+fn mono_pcm(bytes: &[u8], format: Option<&AudioConfiguration>) -> Option<Pcm> {
+    if let Some(a) = format {
+        let channels = (a.channels as usize).max(1);
+        let samples: Vec<i16> = bytes
+            .chunks_exact(2 * channels)
+            .map(|frame| {
+                let sum: i32 = frame
+                    .chunks_exact(2)
+                    .map(|b| i32::from(i16::from_le_bytes([b[0], b[1]])))
+                    .sum();
+                (sum / channels as i32) as i16
+            })
+            .collect();
+        return Some(Pcm::new(samples, a.sample_rate));
+    }
+    if bytes.starts_with(b"RIFF") {
+        return decode_wav(bytes).ok();
+    }
+    None
 }

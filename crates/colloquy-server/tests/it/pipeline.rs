@@ -1,6 +1,7 @@
 //! The pipeline engine against fake OpenAI-compatible services over real HTTP: streamed
-//! chat completions (text in pieces, a tool call turn, `hang_up`) and speech returning a
-//! real WAV; what the client receives and what is recorded.
+//! chat completions (text in pieces, a tool call turn, `hang_up`), transcription, and
+//! speech returning a real WAV; spoken turns from espeak-ng speech, an interruption; what
+//! the client receives and what is recorded.
 
 use crate::harness::*;
 use axum::body::{Body, Bytes};
@@ -8,10 +9,13 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
+use colloquy_server::capture::CapturedFormat;
 use colloquy_server::config::EngineMode;
+use colloquy_server::objects::Voice as Track;
 use colloquy_server::Settings;
-use colloquy_speech::{encode_wav, Pcm, ServiceConfig};
+use colloquy_speech::{encode_wav, EspeakOptions, EspeakVoice, Pcm, ServiceConfig, Voice};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +24,12 @@ use std::time::Duration;
 struct Fake {
     chats: Arc<Mutex<Vec<Value>>>,
     spoken: Arc<Mutex<Vec<String>>>,
+    /// Length of each spoken sentence (250 ms when 0).
+    speech_ms: Arc<Mutex<u32>>,
+    /// What the transcription service answers, in order.
+    transcripts: Arc<Mutex<VecDeque<String>>>,
+    /// Duration (ms) of each WAV the transcription service received.
+    heard_ms: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Fake {
@@ -28,6 +38,7 @@ impl Fake {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/audio/transcriptions", post(transcription))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -36,10 +47,10 @@ impl Fake {
     }
 }
 
-/// 250 ms of a 300 Hz tone at 24 kHz, as the speech service's WAV.
-fn spoken_wav() -> Vec<u8> {
+/// `ms` of a 300 Hz tone at 24 kHz, as the speech service's WAV.
+fn spoken_wav(ms: u32) -> Vec<u8> {
     let rate = 24_000;
-    let samples = (0..rate / 4)
+    let samples = (0..rate * ms / 1000)
         .map(|i| {
             let v = (2.0 * std::f64::consts::PI * 300.0 * f64::from(i) / f64::from(rate)).sin();
             (v * 0.4 * f64::from(i16::MAX)) as i16
@@ -57,7 +68,37 @@ async fn speech(State(f): State<Fake>, body: Bytes) -> Response {
         .push(req["input"].as_str().unwrap().to_string());
     Response::builder()
         .header("content-type", "audio/wav")
-        .body(Body::from(spoken_wav()))
+        .body(Body::from(spoken_wav(f.sentence_ms())))
+        .unwrap()
+}
+
+impl Fake {
+    fn sentence_ms(&self) -> u32 {
+        match *self.speech_ms.lock().unwrap() {
+            0 => 250,
+            ms => ms,
+        }
+    }
+}
+
+/// Checks that the multipart upload holds a valid 16 kHz WAV; answers the next transcript.
+async fn transcription(State(f): State<Fake>, body: Bytes) -> Response {
+    let at = body
+        .windows(4)
+        .position(|w| w == b"RIFF")
+        .expect("a WAV file in the upload");
+    let pcm = colloquy_speech::decode_wav(&body[at..]).expect("a valid WAV");
+    assert_eq!(pcm.sample_rate, 16_000);
+    f.heard_ms.lock().unwrap().push(pcm.duration_ms());
+    let text = f
+        .transcripts
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_default();
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "text": text }).to_string()))
         .unwrap()
 }
 
@@ -130,7 +171,8 @@ fn pipeline_to(url: String) -> impl FnOnce(&mut Settings) {
     move |s: &mut Settings| {
         s.engine.mode = EngineMode::Pipeline;
         s.engine.pipeline.llm = Some(ServiceConfig::new(url.clone(), "llama3.2"));
-        s.engine.pipeline.tts = Some(ServiceConfig::new(url, "tts-1"));
+        s.engine.pipeline.tts = Some(ServiceConfig::new(url.clone(), "tts-1"));
+        s.engine.pipeline.asr = Some(ServiceConfig::new(url, "whisper-1"));
         s.engine.pipeline.system_prompt = Some("Configured prompt".into());
     }
 }
@@ -142,11 +184,15 @@ fn types(events: &[Value]) -> Vec<&str> {
 /// Reads one sentence: its `assistant_message` and `audio_output` chunks (250 ms at 48 kHz
 /// in 100 ms chunks: 3). Returns the message id.
 async fn sentence(ws: &mut Ws, text: &str) -> String {
+    sentence_of(ws, text, 3).await
+}
+
+async fn sentence_of(ws: &mut Ws, text: &str, chunks: u32) -> String {
     let m = recv_json(ws).await;
     assert_eq!(m["type"], "assistant_message", "{m}");
     assert_eq!(m["message"]["content"], text);
     let id = m["id"].as_str().unwrap().to_string();
-    for index in 0..3 {
+    for index in 0..chunks {
         let a = recv_json(ws).await;
         assert_eq!(a["type"], "audio_output", "{a}");
         assert_eq!(a["id"], id.as_str());
@@ -301,6 +347,171 @@ async fn a_pipeline_chat_answers_typed_turns_with_tools_and_hangs_up() {
         assert_eq!(fake.spoken.lock().unwrap().len(), 6);
 
         // The assistant's voice is recorded and reconstructs.
+        let mut rec = Value::Null;
+        for _ in 0..150 {
+            rec = srv
+                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}/audio"))
+                .await
+                .1;
+            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(rec["status"], "COMPLETE", "{rec}");
+        srv.stop(db).await;
+    }
+}
+
+/// `text` spoken by espeak-ng, as 16 kHz linear16 bytes.
+async fn speech_16k(text: &str) -> Vec<u8> {
+    let voice = EspeakVoice::new(EspeakOptions::default()).expect("espeak-ng is installed");
+    let pcm = voice.synthesize(text).await.unwrap().resample(16_000);
+    pcm.samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+/// Sends linear16 bytes as `audio_input` chunks of 100 ms.
+async fn send_audio(ws: &mut Ws, pcm: &[u8]) {
+    for chunk in pcm.chunks(3_200) {
+        let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, chunk);
+        send_json(ws, json!({"type": "audio_input", "data": data})).await;
+    }
+}
+
+#[tokio::test]
+async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (fake, url) = Fake::start().await;
+        *fake.speech_ms.lock().unwrap() = 3_000;
+        fake.transcripts
+            .lock()
+            .unwrap()
+            .extend(["hello".to_string(), "bye".to_string()]);
+        let Some((srv, db)) = TestServer::start(backend, pipeline_to(url)).await else {
+            continue;
+        };
+        let key = srv.key(true).await;
+        let (mut ws, meta) = srv
+            .connect(
+                &key.api_key,
+                "session_settings[audio][encoding]=linear16\
+                 &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1",
+            )
+            .await;
+        send_json(
+            &mut ws,
+            json!({"type": "session_settings", "builtin_tools": [{"name": "hang_up"}]}),
+        )
+        .await;
+        let chat_id = meta["chat_id"].as_str().unwrap().to_string();
+        let silence = vec![0u8; 32_000]; // 1 s
+        let first = speech_16k("Hello, how are you doing today?").await;
+        let second = speech_16k("Wait, stop talking please.").await;
+
+        // An utterance, then silence: the turn ends and is transcribed.
+        send_audio(&mut ws, &first).await;
+        send_audio(&mut ws, &silence).await;
+        let heard = recv_json(&mut ws).await;
+        assert_eq!(heard["type"], "user_message", "{heard}");
+        assert_eq!(heard["message"]["content"], "hello");
+        assert_eq!(heard["from_text"], false);
+        assert_eq!(heard["interim"], false);
+        let utterance_ms = fake.heard_ms.lock().unwrap()[0];
+        assert!(
+            utterance_ms > 1_000,
+            "the whole utterance: {utterance_ms} ms"
+        );
+
+        // The answer's first sentence (3 s of speech: 30 chunks); the next one waits until
+        // that speech has nearly played, and the user talks over it.
+        let cut_id = sentence_of(&mut ws, "Hello there!", 30).await;
+        send_audio(&mut ws, &second).await;
+        let interruption = recv_json(&mut ws).await;
+        assert_eq!(interruption["type"], "user_interruption", "{interruption}");
+        send_audio(&mut ws, &silence).await;
+        let heard = recv_json(&mut ws).await;
+        assert_eq!(heard["message"]["content"], "bye", "{heard}");
+        sentence_of(&mut ws, "Goodbye!", 30).await;
+        assert_eq!(recv_close(&mut ws).await, Some(1000));
+
+        // The model heard only what was said before the interruption.
+        let req = fake.chats.lock().unwrap()[1].clone();
+        assert_eq!(
+            req["messages"],
+            json!([
+                {"role": "system", "content": "Configured prompt"},
+                {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": "Hello there!"},
+                {"role": "user", "content": "bye"},
+            ])
+        );
+
+        let events = srv.all_events(&key.api_key, &chat_id, 100).await;
+        assert_eq!(
+            types(&events),
+            vec![
+                "CHAT_START_MESSAGE",
+                "SESSION_SETTINGS",
+                "SYSTEM_PROMPT",
+                "SESSION_SETTINGS",
+                "USER_RECORDING_START_MESSAGE",
+                "USER_MESSAGE",
+                "AGENT_MESSAGE",
+                "USER_INTERRUPTION",
+                "USER_MESSAGE",
+                "AGENT_MESSAGE",
+                "FUNCTION_CALL",
+                "CHAT_END_MESSAGE",
+            ]
+        );
+        assert_eq!(events[6]["id"], cut_id.as_str());
+        assert_eq!(events[6]["message_text"], "Hello there!");
+        let cut = &events[7];
+        assert_eq!(cut["related_event_id"], cut_id.as_str());
+        let cut_meta: Value = serde_json::from_str(cut["metadata"].as_str().unwrap()).unwrap();
+        assert_eq!(cut_meta["truncated"], true, "{cut_meta}");
+        assert_eq!(cut_meta["duration_ms"], 3_000);
+        assert!(cut_meta["heard_ms"].as_i64().unwrap() < 3_000, "{cut_meta}");
+        assert_eq!(cut_meta["time"], interruption["time"]);
+        assert!(
+            !events
+                .iter()
+                .any(|e| e["message_text"] == "I am Colloquy, a pipeline."),
+            "sentences never sent are never recorded"
+        );
+        let end: Value = serde_json::from_str(events[11]["metadata"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (end["status"].as_str(), end["reason"].as_str()),
+            (Some("USER_ENDED"), Some("hang_up"))
+        );
+
+        // Both voices are recorded and reconstruct into one file.
+        let (ufmt, user) = crate::relay::captured(&srv, key.user_id, &chat_id, Track::User).await;
+        assert_eq!(
+            ufmt,
+            CapturedFormat::Linear16 {
+                sample_rate: 16_000,
+                channels: 1
+            }
+        );
+        let user_bytes: usize = user.iter().map(|r| r.1.len()).sum();
+        assert_eq!(user_bytes, first.len() + second.len() + 2 * silence.len());
+        let (afmt, assistant) =
+            crate::relay::captured(&srv, key.user_id, &chat_id, Track::Assistant).await;
+        assert_eq!(afmt, CapturedFormat::WavClips);
+        // The cut sentence only as far as it had started playing, then all of the goodbye.
+        let heard_chunks = assistant.len() - 30;
+        assert!((1..30).contains(&heard_chunks), "{heard_chunks}");
+        let offsets: Vec<i64> = assistant.iter().map(|r| r.0).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[1] >= w[0] + 100),
+            "played one after another: {offsets:?}"
+        );
+        let heard_ms = cut_meta["heard_ms"].as_i64().unwrap();
+        assert!(
+            heard_chunks as i64 * 100 >= heard_ms,
+            "{heard_chunks} chunks, {heard_ms} ms"
+        );
         let mut rec = Value::Null;
         for _ in 0..150 {
             rec = srv

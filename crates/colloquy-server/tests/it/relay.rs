@@ -308,7 +308,7 @@ fn relay_to(url: String) -> impl FnOnce(&mut Settings) {
 }
 
 /// The captured records `(offset_ms, bytes)` of one voice, and its format.
-async fn captured(
+pub async fn captured(
     srv: &TestServer,
     user: Uuid,
     chat: &str,

@@ -116,6 +116,12 @@ async fn chat(State(f): State<Fake>, body: Bytes) -> Response {
     f.chats.lock().unwrap().push(req.clone());
     let last = req["messages"].as_array().unwrap().last().unwrap().clone();
     let said = last["content"].as_str().unwrap_or_default().to_string();
+    if said.starts_with("fail") {
+        return Response::builder()
+            .status(500)
+            .body(Body::from(r#"{"error":{"message":"model crashed"}}"#))
+            .unwrap();
+    }
     let (chunks, finish) = if last["role"] == "tool" {
         (
             vec![text_chunk("It is sunny"), text_chunk(" in Paris.")],
@@ -526,4 +532,77 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
         assert_eq!(rec["status"], "COMPLETE", "{rec}");
         srv.stop(db).await;
     }
+}
+
+#[tokio::test]
+async fn resumed_pipeline_chats_have_history_pauses_hold_output_and_failures_are_told() {
+    let (fake, url) = Fake::start().await;
+    let Some((srv, db)) = TestServer::start(Backend::Sqlite, pipeline_to(url)).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let (mut ws, meta) = srv.connect(&key.api_key, "").await;
+    let group = meta["chat_group_id"].as_str().unwrap().to_string();
+    send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    sentence(&mut ws, "Hello there!").await;
+    sentence(&mut ws, "I am Colloquy, a pipeline.").await;
+    sentence(&mut ws, "How can I help?").await;
+    assert_eq!(recv_json(&mut ws).await["type"], "assistant_end");
+    futures::SinkExt::close(&mut ws).await.unwrap();
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Resuming: the group's earlier chat is the model's history.
+    let (mut ws, _) = srv
+        .connect(&key.api_key, &format!("resumed_chat_group_id={group}"))
+        .await;
+    // Paused: the answer waits.
+    send_json(&mut ws, json!({"type": "pause_assistant_message"})).await;
+    send_json(
+        &mut ws,
+        json!({"type": "user_input", "text": "hello again"}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(600),
+        futures::StreamExt::next(&mut ws),
+    )
+    .await;
+    assert!(quiet.is_err(), "nothing while paused: {quiet:?}");
+    send_json(&mut ws, json!({"type": "resume_assistant_message"})).await;
+    sentence(&mut ws, "Hello there!").await;
+    sentence(&mut ws, "I am Colloquy, a pipeline.").await;
+    sentence(&mut ws, "How can I help?").await;
+    assert_eq!(recv_json(&mut ws).await["type"], "assistant_end");
+    let req = fake.chats.lock().unwrap()[1].clone();
+    assert_eq!(
+        req["messages"],
+        json!([
+            {"role": "system", "content": "Configured prompt"},
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "Hello there! I am Colloquy, a pipeline. How can I help?"},
+            {"role": "user", "content": "hello again"},
+        ])
+    );
+
+    // A failing model: the client is told, the chat goes on.
+    send_json(&mut ws, json!({"type": "user_input", "text": "fail"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    let err = recv_json(&mut ws).await;
+    assert_eq!(
+        (err["code"].as_str(), err["slug"].as_str()),
+        (Some("I0300"), Some("pipeline_service_failed")),
+        "{err}"
+    );
+    let msg = err["message"].as_str().unwrap();
+    assert!(
+        msg.contains("500") && msg.contains("model crashed"),
+        "{msg}"
+    );
+    send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    sentence(&mut ws, "Hello there!").await;
+    srv.stop(db).await;
 }

@@ -10,7 +10,7 @@
 use crate::config::PipelineSettings;
 use colloquy_speech::{
     wav_chunks, ChatClient, ChatRequest, LlmDelta, Pcm, SentenceSplitter, SpeechClient,
-    TranscriptionClient, VadConfig, Voice,
+    TranscriptEvent, TranscriptionClient, VadConfig, Voice,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -90,7 +90,9 @@ pub enum TurnOutput {
         name: String,
         arguments: String,
     },
-    /// The transcript of a spoken turn (the only output of a transcription).
+    /// The text of a spoken turn recognized so far (streamed transcription).
+    HeardSoFar(String),
+    /// The transcript of a spoken turn (the last output of a transcription).
     Heard(String),
     /// A service failed; the turn is over.
     Failed(String),
@@ -113,15 +115,36 @@ impl Turn {
         Self { rx, task }
     }
 
-    /// Transcribes a spoken turn.
-    pub fn transcribe(asr: TranscriptionClient, audio: Pcm) -> Self {
-        let (tx, rx) = mpsc::channel(1);
+    /// Transcribes a spoken turn; with `interim`, asks the service to stream and reports the
+    /// text recognized so far as it comes ([`TurnOutput::HeardSoFar`]).
+    pub fn transcribe(asr: TranscriptionClient, audio: Pcm, interim: bool) -> Self {
+        let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(async move {
-            let out = match asr.transcribe(&audio, None).await {
-                Ok(text) => TurnOutput::Heard(text),
-                Err(e) => TurnOutput::Failed(e.to_string()),
+            if !interim {
+                let out = match asr.transcribe(&audio, None).await {
+                    Ok(text) => TurnOutput::Heard(text),
+                    Err(e) => TurnOutput::Failed(e.to_string()),
+                };
+                let _ = tx.send(out).await;
+                return;
+            }
+            let mut stream = match asr.transcribe_stream(&audio, None).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(TurnOutput::Failed(e.to_string())).await;
+                    return;
+                }
             };
-            let _ = tx.send(out).await;
+            while let Some(item) = stream.next().await {
+                let (out, last) = match item {
+                    Ok(TranscriptEvent::Interim(t)) => (TurnOutput::HeardSoFar(t), false),
+                    Ok(TranscriptEvent::Final(t)) => (TurnOutput::Heard(t), true),
+                    Err(e) => (TurnOutput::Failed(e.to_string()), true),
+                };
+                if tx.send(out).await.is_err() || last {
+                    return;
+                }
+            }
         });
         Self { rx, task }
     }

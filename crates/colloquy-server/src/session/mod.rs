@@ -262,7 +262,9 @@ impl Session {
                         )
                         .await;
                 };
-                s.pipeline = Some(pipeline::Pipeline::new(services));
+                let mut pipe = pipeline::Pipeline::new(services);
+                pipe.verbose = params.verbose_transcription;
+                s.pipeline = Some(pipe);
                 let resumed = matches!(group, GroupChoice::Resume(_));
                 if !s.open(params, group, None).await {
                     return;

@@ -58,6 +58,8 @@ pub(super) struct Pipeline {
     unplayed: std::collections::VecDeque<(i64, i64, Vec<u8>)>,
     /// Where the recorded speech ends.
     played_end_ms: i64,
+    /// `verbose_transcription=true`: interim `user_message`s while transcribing.
+    pub(super) verbose: bool,
 }
 
 /// How long before the end of the speech already sent the next output is sent.
@@ -81,6 +83,7 @@ impl Pipeline {
             heard_span: (0, 0),
             unplayed: std::collections::VecDeque::new(),
             played_end_ms: 0,
+            verbose: false,
         }
     }
 
@@ -268,6 +271,24 @@ impl Session {
         };
         match out {
             TurnOutput::Sentence { text, audio } => self.say_sentence(text, audio).await,
+            TurnOutput::HeardSoFar(text) => {
+                let Some(p) = self.pipeline.as_ref() else {
+                    return Ok(());
+                };
+                let (begin, end) = p.heard_span;
+                // Interim transcripts are sent, not recorded (as in the hosted API).
+                self.send_or_end(&ServerMessage::UserMessage {
+                    message: WireMessage {
+                        role: "user".into(),
+                        content: Some(text),
+                    },
+                    models: Inference::default(),
+                    time: MillisecondInterval { begin, end },
+                    from_text: false,
+                    interim: true,
+                })
+                .await
+            }
             TurnOutput::Heard(text) => {
                 let Some(p) = self.pipeline.as_mut() else {
                     return Ok(());
@@ -506,7 +527,7 @@ impl Session {
                     if let Some(p) = self.pipeline.as_mut() {
                         p.stop_answer();
                         p.heard_span = (start_ms as i64, end_ms as i64);
-                        p.turn = Some(Turn::transcribe(asr.clone(), audio));
+                        p.turn = Some(Turn::transcribe(asr.clone(), audio, p.verbose));
                     }
                 }
             }

@@ -96,6 +96,22 @@ async fn transcription(State(f): State<Fake>, body: Bytes) -> Response {
         .unwrap()
         .pop_front()
         .unwrap_or_default();
+    let wanted: &[u8] = b"name=\"stream\"\r\n\r\ntrue";
+    let streamed = body.windows(wanted.len()).any(|w| w == wanted);
+    if streamed {
+        let (a, b) = text.split_at(text.len() / 2);
+        let mut sse = String::new();
+        for d in [a, b] {
+            let ev = json!({"type": "transcript.text.delta", "delta": d});
+            sse.push_str(&format!("data: {ev}\n\n"));
+        }
+        let done = json!({"type": "transcript.text.done", "text": text});
+        sse.push_str(&format!("data: {done}\n\n"));
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(sse))
+            .unwrap();
+    }
     Response::builder()
         .header("content-type", "application/json")
         .body(Body::from(json!({ "text": text }).to_string()))
@@ -400,7 +416,7 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
         let (mut ws, meta) = srv
             .connect(
                 &key.api_key,
-                "session_settings[audio][encoding]=linear16\
+                "verbose_transcription=true&session_settings[audio][encoding]=linear16\
                  &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1",
             )
             .await;
@@ -417,6 +433,19 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
         // An utterance, then silence: the turn ends and is transcribed.
         send_audio(&mut ws, &first).await;
         send_audio(&mut ws, &silence).await;
+        // verbose_transcription: interim text first (sent, not recorded), then the final.
+        let interim = recv_json(&mut ws).await;
+        assert_eq!(interim["type"], "user_message", "{interim}");
+        assert_eq!(interim["interim"], true);
+        assert_eq!(interim["message"]["content"], "he");
+        let interim = recv_json(&mut ws).await;
+        assert_eq!(
+            (
+                interim["interim"].as_bool(),
+                interim["message"]["content"].as_str()
+            ),
+            (Some(true), Some("hello"))
+        );
         let heard = recv_json(&mut ws).await;
         assert_eq!(heard["type"], "user_message", "{heard}");
         assert_eq!(heard["message"]["content"], "hello");
@@ -435,7 +464,10 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
         let interruption = recv_json(&mut ws).await;
         assert_eq!(interruption["type"], "user_interruption", "{interruption}");
         send_audio(&mut ws, &silence).await;
-        let heard = recv_json(&mut ws).await;
+        let mut heard = recv_json(&mut ws).await;
+        while heard["interim"] == true {
+            heard = recv_json(&mut ws).await;
+        }
         assert_eq!(heard["message"]["content"], "bye", "{heard}");
         sentence_of(&mut ws, "Goodbye!", 30).await;
         assert_eq!(recv_close(&mut ws).await, Some(1000));

@@ -264,8 +264,10 @@ impl Session {
         let now = self.offset_now();
         self.release_speech(Some(now)).await;
         let Some(out) = out else {
+            // The task ended without a last word (it cannot, short of a panic).
             if let Some(p) = self.pipeline.as_mut() {
                 p.turn = None;
+                p.answering = false;
             }
             return Ok(());
         };
@@ -590,4 +592,30 @@ fn mono_pcm(bytes: &[u8], format: Option<&AudioConfiguration>) -> Option<Pcm> {
         return decode_wav(bytes).ok();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_chunks_become_mono_pcm() {
+        let stereo = AudioConfiguration {
+            channels: 2,
+            encoding: "linear16".into(),
+            sample_rate: 8_000,
+            codec: None,
+        };
+        let bytes: Vec<u8> = [100i16, 300, -50, -150]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        let pcm = mono_pcm(&bytes, Some(&stereo)).unwrap();
+        assert_eq!((pcm.samples, pcm.sample_rate), (vec![200, -100], 8_000));
+
+        let wav = colloquy_speech::encode_wav(&Pcm::new(vec![1, 2, 3], 24_000));
+        let pcm = mono_pcm(&wav, None).unwrap();
+        assert_eq!((pcm.samples, pcm.sample_rate), (vec![1, 2, 3], 24_000));
+        assert!(mono_pcm(b"\x1aE\xdf\xa3 webm", None).is_none());
+    }
 }

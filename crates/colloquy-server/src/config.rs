@@ -712,6 +712,10 @@ mod tests {
     #[test]
     fn pipeline_needs_an_llm() {
         figment::Jail::expect_with(|jail| {
+            // A key override needs the services too.
+            jail.set_env("COLLOQUY_ENGINE__KEYS__ABCD1234__MODE", "pipeline");
+            let err = Settings::load(None, &Default::default()).unwrap_err();
+            assert!(err.to_string().contains("[engine.pipeline.llm]"), "{err}");
             jail.set_env("COLLOQUY_ENGINE__MODE", "pipeline");
             let err = Settings::load(None, &Default::default()).unwrap_err();
             assert!(err.to_string().contains("[engine.pipeline.llm]"), "{err}");
@@ -726,6 +730,7 @@ mod tests {
             jail.set_env("COLLOQUY_ENGINE__PIPELINE__LLM__API_KEY", "sekrit");
             let s = Settings::load(None, &Default::default()).unwrap();
             assert_eq!(s.engine.mode, EngineMode::Pipeline);
+            assert_eq!(s.engine.mode_for(Some("abcd1234XY")), EngineMode::Pipeline);
             let llm = s.engine.pipeline.llm.as_ref().unwrap();
             assert_eq!((llm.model.as_str(), llm.timeout_secs), ("llama3.2", 30));
             assert!(!format!("{s:?}").contains("sekrit"));

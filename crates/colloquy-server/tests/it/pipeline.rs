@@ -638,3 +638,48 @@ async fn resumed_pipeline_chats_have_history_pauses_hold_output_and_failures_are
     sentence(&mut ws, "Hello there!").await;
     srv.stop(db).await;
 }
+
+/// The built-in voice speaks when no TTS service is configured (only in a build with
+/// `--features offline-voice`: `cargo test -p colloquy-server --features offline-voice`).
+#[cfg(feature = "offline-voice")]
+#[tokio::test]
+async fn the_offline_voice_speaks_without_a_tts_service() {
+    let (fake, url) = Fake::start().await;
+    let Some((srv, db)) = TestServer::start(Backend::Sqlite, |s: &mut Settings| {
+        pipeline_to(url)(s);
+        s.engine.pipeline.tts = None;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let (mut ws, _) = srv.connect(&key.api_key, "").await;
+    send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    let said = recv_json(&mut ws).await;
+    assert_eq!(said["message"]["content"], "Hello there!");
+    let mut ms = 0;
+    loop {
+        let m = recv_json(&mut ws).await;
+        if m["type"] != "audio_output" {
+            assert_eq!(m["type"], "assistant_message", "{m}");
+            break;
+        }
+        assert_eq!(m["id"], said["id"]);
+        let wav = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            m["data"].as_str().unwrap(),
+        )
+        .unwrap();
+        let pcm = colloquy_speech::decode_wav(&wav).unwrap();
+        assert_eq!(pcm.sample_rate, 48_000);
+        ms += pcm.duration_ms();
+    }
+    assert!(ms > 400, "espeak-ng spoke the sentence: {ms} ms");
+    assert!(
+        fake.spoken.lock().unwrap().is_empty(),
+        "no TTS service was asked"
+    );
+    srv.stop(db).await;
+}

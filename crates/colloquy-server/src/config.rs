@@ -68,6 +68,8 @@ pub struct EngineSettings {
     pub relay: RelaySettings,
     /// The services used by `pipeline` mode.
     pub pipeline: PipelineSettings,
+    /// Client-driven mode: whether `assistant_input` is spoken.
+    pub client: ClientSettings,
     /// Per-key overrides, by API key prefix (as shown by `colloquy keys list`; compared
     /// case-insensitively; the longest matching prefix wins).
     pub keys: BTreeMap<String, KeyEngineSettings>,
@@ -122,6 +124,15 @@ impl fmt::Debug for RelaySettings {
             .field("idle_timeout_secs", &self.idle_timeout_secs)
             .finish()
     }
+}
+
+/// `[engine.client]`: the client-driven mode.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Speak `assistant_input` (`audio_output` chunks) with the pipeline's voice:
+    /// `[engine.pipeline.tts]`, or the built-in voice with `--features offline-voice`.
+    pub speak: bool,
 }
 
 /// `[engine.pipeline]`: OpenAI-compatible services that answer the chat.
@@ -607,6 +618,12 @@ mode = "client"                          # COLLOQUY_ENGINE__MODE
 connect_timeout_secs = 10
 # Seconds the upstream may stay silent, not even answering a ping, before the chat ends as ERROR.
 idle_timeout_secs = 30
+
+[engine.client]
+# Speak assistant_input in client-driven chats (audio_output chunks, recorded as the
+# assistant's voice) with the voice of [engine.pipeline]: its TTS service, or the
+# built-in voice of a server built with --features offline-voice.
+speak = false                            # COLLOQUY_ENGINE__CLIENT__SPEAK
 
 [engine.pipeline]
 # Used by mode "pipeline": Colloquy answers through OpenAI-compatible services.

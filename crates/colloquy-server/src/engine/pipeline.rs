@@ -38,13 +38,7 @@ impl Services {
     /// The services `[engine.pipeline]` configures (`None` without an LLM).
     pub fn from_settings(p: &PipelineSettings) -> Option<Self> {
         let llm = ChatClient::new(p.llm.clone()?);
-        let voice: Option<Arc<dyn Voice>> = match &p.tts {
-            Some(tts) => Some(Arc::new(SpeechClient::new(
-                tts.clone(),
-                p.tts_voice.clone(),
-            ))),
-            None => offline_voice(),
-        };
+        let voice = voice_for(p);
         let vad = VadConfig {
             threshold: p.vad_threshold,
             min_speech_ms: p.vad_min_speech_ms,
@@ -58,6 +52,18 @@ impl Services {
             llm,
             voice,
         })
+    }
+}
+
+/// The voice `[engine.pipeline]` configures: its TTS service, else the built-in voice
+/// (with `--features offline-voice`), else none.
+pub fn voice_for(p: &PipelineSettings) -> Option<Arc<dyn Voice>> {
+    match &p.tts {
+        Some(tts) => Some(Arc::new(SpeechClient::new(
+            tts.clone(),
+            p.tts_voice.clone(),
+        ))),
+        None => offline_voice(),
     }
 }
 
@@ -215,22 +221,28 @@ async fn say(services: &Services, text: String, tx: &mpsc::Sender<TurnOutput>) -
         return true;
     }
     let audio = match &services.voice {
-        Some(voice) => match voice.synthesize(&text).await {
-            Ok(pcm) if !pcm.is_empty() => {
-                let pcm = if pcm.sample_rate == OUTPUT_RATE {
-                    pcm
-                } else {
-                    pcm.resample(OUTPUT_RATE)
-                };
-                wav_chunks(&pcm, CHUNK_MS)
-            }
-            Ok(_) => Vec::new(),
-            Err(e) => {
-                tracing::warn!(error = %e, "the voice failed; the sentence is sent as text only");
-                Vec::new()
-            }
-        },
+        Some(voice) => speak(voice.as_ref(), &text).await,
         None => Vec::new(),
     };
     tx.send(TurnOutput::Sentence { text, audio }).await.is_ok()
+}
+
+/// `text` spoken by `voice` as `audio_output` chunks: complete WAV files at
+/// [`OUTPUT_RATE`], at most [`CHUNK_MS`] each. Empty when the voice fails (logged).
+pub async fn speak(voice: &dyn Voice, text: &str) -> Vec<Vec<u8>> {
+    match voice.synthesize(text).await {
+        Ok(pcm) if !pcm.is_empty() => {
+            let pcm = if pcm.sample_rate == OUTPUT_RATE {
+                pcm
+            } else {
+                pcm.resample(OUTPUT_RATE)
+            };
+            wav_chunks(&pcm, CHUNK_MS)
+        }
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the voice failed; the text is sent without audio");
+            Vec::new()
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub mod connect;
 mod pipeline;
 mod relay;
 pub mod settings;
+mod speak;
 
 use crate::auth::{authenticate, find_credentials};
 use crate::capture::{CapturedFormat, VoiceRecorder};
@@ -198,6 +199,8 @@ struct Session {
     end_detail: Option<String>,
     /// The pipeline engine's conversation (pipeline mode).
     pipeline: Option<pipeline::Pipeline>,
+    /// The voice that speaks `assistant_input` (client mode with `[engine.client] speak`).
+    client_voice: Option<speak::ClientVoice>,
 }
 
 impl Session {
@@ -223,6 +226,7 @@ impl Session {
             key_check_due: false,
             end_detail: None,
             pipeline: None,
+            client_voice: None,
             state,
             socket,
             who,
@@ -243,6 +247,7 @@ impl Session {
         };
         match mode {
             EngineMode::Client => {
+                s.client_voice = speak::ClientVoice::from_settings(&s.state.settings.engine);
                 if !s.open(params, group, None).await {
                     return;
                 }
@@ -625,16 +630,17 @@ impl Session {
                 let id = ev.id.to_string();
                 self.record(vec![ev]).await?;
                 self.send_or_end(&ServerMessage::AssistantMessage {
-                    id,
+                    id: id.clone(),
                     message: ChatMessage {
                         role: "assistant".into(),
-                        content: Some(input.text),
+                        content: Some(input.text.clone()),
                     },
                     models: Inference::default(),
                     from_text: true,
                     is_quick_response: false,
                 })
                 .await?;
+                self.speak_assistant_input(&id, &input.text).await?;
                 self.send_or_end(&ServerMessage::AssistantEnd {}).await
             }
             ClientMessage::SessionSettings(s) => {

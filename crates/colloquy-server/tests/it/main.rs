@@ -2,6 +2,7 @@
 //! One test binary for the whole crate (link time matters on small machines).
 
 mod audio;
+mod client_voice;
 mod harness;
 mod pipeline;
 mod relay;

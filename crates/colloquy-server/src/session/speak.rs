@@ -1,0 +1,90 @@
+//! Client-driven mode speaks `assistant_input` when `[engine.client] speak = true` and a
+//! voice is available (`[engine.pipeline.tts]`, or the built-in voice with
+//! `--features offline-voice`): after the `assistant_message`, the text's speech goes out
+//! as `audio_output` chunks (complete WAV files, `id` = the message's id, `index` from 0),
+//! then `assistant_end`. The chunks are sent as soon as they are synthesized — the client
+//! plays them — and recorded as the assistant's voice one after another from the moment
+//! the first is sent. See `docs/engines.md`.
+
+use super::{End, Session};
+use crate::capture::{CapturedFormat, VoiceRecorder};
+use crate::objects::Voice as Track;
+use base64::Engine;
+use colloquy_speech::{decode_wav, Voice};
+use colloquy_wire::socket::ServerMessage;
+use std::sync::Arc;
+
+/// The voice of a client-driven chat and where its speech sent so far ends.
+pub(super) struct ClientVoice {
+    voice: Arc<dyn Voice>,
+    /// End of the speech sent so far, in ms from the chat's start.
+    speech_end_ms: i64,
+}
+
+impl ClientVoice {
+    /// The voice configured for client-driven chats, if speaking is on and one is available.
+    pub(super) fn from_settings(engine: &crate::config::EngineSettings) -> Option<Self> {
+        if !engine.client.speak {
+            return None;
+        }
+        let voice = crate::engine::pipeline::voice_for(&engine.pipeline);
+        if voice.is_none() {
+            tracing::warn!(
+                "engine.client.speak is on but no voice is available ([engine.pipeline.tts] or \
+                 --features offline-voice); assistant_input is answered with text only"
+            );
+        }
+        voice.map(|voice| Self {
+            voice,
+            speech_end_ms: 0,
+        })
+    }
+}
+
+impl Session {
+    /// Speaks one `assistant_input` (whose `assistant_message` went out with `id`): sends its
+    /// `audio_output` chunks and records them. Nothing without a voice.
+    pub(super) async fn speak_assistant_input(&mut self, id: &str, text: &str) -> Result<(), End> {
+        let Some(voice) = self.client_voice.as_ref().map(|v| v.voice.clone()) else {
+            return Ok(());
+        };
+        let chunks = crate::engine::pipeline::speak(voice.as_ref(), text).await;
+        for (index, chunk) in chunks.iter().enumerate() {
+            self.capture_client_speech(chunk).await;
+            self.send_or_end(&ServerMessage::AudioOutput {
+                id: id.to_string(),
+                index: index as u32,
+                data: base64::engine::general_purpose::STANDARD.encode(chunk),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records one chunk where the client plays it: now, or after the speech sent before.
+    async fn capture_client_speech(&mut self, wav: &[u8]) {
+        let now = self.offset_now();
+        let Some(v) = self.client_voice.as_mut() else {
+            return;
+        };
+        let offset = v.speech_end_ms.max(now);
+        let ms = decode_wav(wav).map(|pcm| pcm.duration_ms()).unwrap_or(0) as i64;
+        v.speech_end_ms = offset + ms;
+        if !self.who.data_retention {
+            return;
+        }
+        let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);
+        let rec = self.assistant_audio.get_or_insert_with(|| {
+            VoiceRecorder::new(
+                objects,
+                user,
+                chat,
+                Track::Assistant,
+                CapturedFormat::WavClips,
+            )
+        });
+        if let Err(e) = rec.append(offset, wav).await {
+            tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
+        }
+    }
+}

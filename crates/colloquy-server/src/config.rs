@@ -68,6 +68,8 @@ pub struct EngineSettings {
     pub relay: RelaySettings,
     /// The services used by `pipeline` mode.
     pub pipeline: PipelineSettings,
+    /// Emotion scores of the user's speech in `pipeline` mode (optional).
+    pub expression: ExpressionSettings,
     /// Client-driven mode: whether `assistant_input` is spoken.
     pub client: ClientSettings,
     /// Per-key overrides, by API key prefix (as shown by `colloquy keys list`; compared
@@ -133,6 +135,45 @@ pub struct ClientSettings {
     /// Speak `assistant_input` (`audio_output` chunks) with the pipeline's voice:
     /// `[engine.pipeline.tts]`, or the built-in voice with `--features offline-voice`.
     pub speak: bool,
+}
+
+/// `[engine.expression]`: an expression-measurement service speaking Hume's streaming
+/// protocol (e.g. `wss://api.hume.ai/v0/stream/models`), which scores the emotions of the
+/// user's speech in pipeline chats. Without `url` there are no scores.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpressionSettings {
+    /// `ws://` or `wss://` URL of the streaming socket.
+    pub url: Option<String>,
+    /// Sent as the `X-Hume-Api-Key` header.
+    pub api_key: Option<String>,
+    /// Seconds to open the socket.
+    pub connect_timeout_secs: u64,
+    /// Seconds to measure one utterance (the `user_message` waits at most this long
+    /// after its transcript; without an answer it goes out without scores).
+    pub timeout_secs: u64,
+}
+
+impl Default for ExpressionSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            api_key: None,
+            connect_timeout_secs: 5,
+            timeout_secs: 5,
+        }
+    }
+}
+
+impl fmt::Debug for ExpressionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpressionSettings")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
 }
 
 /// `[engine.pipeline]`: OpenAI-compatible services that answer the chat.
@@ -488,6 +529,19 @@ impl Settings {
                 }
             }
         }
+        let x = &e.expression;
+        if let Some(url) = &x.url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return bad(format!(
+                    "engine.expression.url must start with ws:// or wss:// (got `{url}`)"
+                ));
+            }
+        }
+        if x.connect_timeout_secs == 0 || x.timeout_secs == 0 {
+            return bad(
+                "engine.expression.connect_timeout_secs and timeout_secs must be at least 1".into(),
+            );
+        }
         if !(0.0..=1.0).contains(&p.vad_threshold) || p.vad_silence_ms == 0 {
             return bad(
                 "engine.pipeline.vad_threshold must be within 0-1 and vad_silence_ms at least 1"
@@ -647,6 +701,15 @@ vad_threshold = 0.5
 # Speech to text (/audio/transcriptions) and text to speech (/audio/speech), same fields:
 # [engine.pipeline.asr]
 # [engine.pipeline.tts]
+
+[engine.expression]
+# Emotion scores of the user's speech in pipeline chats, from a service speaking Hume's
+# streaming expression-measurement protocol. Without url: no scores (never invented).
+# url = "wss://api.hume.ai/v0/stream/models"   # COLLOQUY_ENGINE__EXPRESSION__URL
+# api_key = "..."                              # sent as X-Hume-Api-Key
+# Seconds to open the socket, and to measure one utterance (then it has no scores).
+connect_timeout_secs = 5
+timeout_secs = 5
 
 # Per-key overrides, by API key prefix as shown by `colloquy keys list`:
 # [engine.keys."AbCd1234"]

@@ -7,11 +7,13 @@
 //! * [`EngineMode::Relay`]: the chat is relayed to an upstream EVI-compatible socket
 //!   ([`relay`]); the session loop forwards both ways and records what passes.
 //! * [`EngineMode::Pipeline`]: Colloquy answers itself through OpenAI-compatible services
-//!   ([`pipeline`]: turn detection + transcription, a streamed LLM, speech).
+//!   ([`pipeline`]: turn detection + transcription, a streamed LLM, speech), with
+//!   emotion scores of the user's speech from an optional [`expression`] service.
 //!
 //! The session loop (`crate::session`) is the same for every mode: authentication,
 //! validation, recording, timeouts and the chat lifecycle do not depend on the engine.
 
+pub mod expression;
 pub mod pipeline;
 pub mod relay;
 

@@ -8,6 +8,7 @@
 //! the [`Turn`] cancels it (the HTTP streams close). See `docs/engines.md`.
 
 use crate::config::PipelineSettings;
+use crate::engine::expression::{ExpressionClient, Scores};
 use colloquy_speech::{
     wav_chunks, ChatClient, ChatRequest, LlmDelta, Pcm, SentenceSplitter, SpeechClient,
     TranscriptEvent, TranscriptionClient, VadConfig, Voice,
@@ -98,8 +99,12 @@ pub enum TurnOutput {
     },
     /// The text of a spoken turn recognized so far (streamed transcription).
     HeardSoFar(String),
-    /// The transcript of a spoken turn (the last output of a transcription).
-    Heard(String),
+    /// The transcript of a spoken turn (the last output of a transcription) and the
+    /// emotion scores of its speech, when an expression service measured them.
+    Heard {
+        text: String,
+        scores: Option<Scores>,
+    },
     /// A service failed; the turn is over.
     Failed(String),
     /// The answer is complete; always last unless `Failed`.
@@ -122,13 +127,34 @@ impl Turn {
     }
 
     /// Transcribes a spoken turn; with `interim`, asks the service to stream and reports the
-    /// text recognized so far as it comes ([`TurnOutput::HeardSoFar`]).
-    pub fn transcribe(asr: TranscriptionClient, audio: Pcm, interim: bool) -> Self {
+    /// text recognized so far as it comes ([`TurnOutput::HeardSoFar`]). With `expression`,
+    /// the utterance is measured at the same time, and [`TurnOutput::Heard`] waits for its
+    /// scores (at most `engine.expression.timeout_secs`).
+    pub fn transcribe(
+        asr: TranscriptionClient,
+        audio: Pcm,
+        interim: bool,
+        expression: Option<ExpressionClient>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(async move {
+            // Aborted with this task (its guard is dropped with it).
+            let measuring = expression.map(|client| {
+                let audio = audio.clone();
+                AbortOnDrop(tokio::spawn(async move { client.measure(&audio).await }))
+            });
+            let scores = |measuring: Option<AbortOnDrop<Option<Scores>>>| async move {
+                match measuring {
+                    Some(mut m) => (&mut m.0).await.ok().flatten(),
+                    None => None,
+                }
+            };
             if !interim {
                 let out = match asr.transcribe(&audio, None).await {
-                    Ok(text) => TurnOutput::Heard(text),
+                    Ok(text) => TurnOutput::Heard {
+                        text,
+                        scores: scores(measuring).await,
+                    },
                     Err(e) => TurnOutput::Failed(e.to_string()),
                 };
                 let _ = tx.send(out).await;
@@ -141,10 +167,14 @@ impl Turn {
                     return;
                 }
             };
+            let mut measuring = measuring;
             while let Some(item) = stream.next().await {
                 let (out, last) = match item {
                     Ok(TranscriptEvent::Interim(t)) => (TurnOutput::HeardSoFar(t), false),
-                    Ok(TranscriptEvent::Final(t)) => (TurnOutput::Heard(t), true),
+                    Ok(TranscriptEvent::Final(text)) => {
+                        let scores = scores(measuring.take()).await;
+                        (TurnOutput::Heard { text, scores }, true)
+                    }
                     Err(e) => (TurnOutput::Failed(e.to_string()), true),
                 };
                 if tx.send(out).await.is_err() || last {
@@ -158,6 +188,15 @@ impl Turn {
     /// The next output (`None`: the turn ended).
     pub fn receiver(&mut self) -> &mut mpsc::Receiver<TurnOutput> {
         &mut self.rx
+    }
+}
+
+/// A spawned task that is aborted when this is dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -10,6 +10,7 @@
 
 use super::{End, Session};
 use crate::capture::{CapturedFormat, VoiceRecorder};
+use crate::engine::expression::{prosody_inference, ExpressionClient};
 use crate::engine::pipeline::{Services, Turn, TurnOutput};
 use crate::objects::Voice;
 use base64::Engine;
@@ -60,6 +61,9 @@ pub(super) struct Pipeline {
     played_end_ms: i64,
     /// `verbose_transcription=true`: interim `user_message`s while transcribing.
     pub(super) verbose: bool,
+    /// Emotion scores of the user's speech (`[engine.expression]`); one socket per chat,
+    /// opened at the first utterance.
+    expression: Option<ExpressionClient>,
 }
 
 /// How long before the end of the speech already sent the next output is sent.
@@ -84,6 +88,7 @@ impl Pipeline {
             unplayed: std::collections::VecDeque::new(),
             played_end_ms: 0,
             verbose: false,
+            expression: None,
         }
     }
 
@@ -291,7 +296,7 @@ impl Session {
                 })
                 .await
             }
-            TurnOutput::Heard(text) => {
+            TurnOutput::Heard { text, scores } => {
                 let Some(p) = self.pipeline.as_mut() else {
                     return Ok(());
                 };
@@ -300,14 +305,19 @@ impl Session {
                 if text.trim().is_empty() {
                     return Ok(()); // noise, or nothing the service understood
                 }
-                let ev = self.event(EventRole::User, EventType::UserMessage, &text);
+                // Scores only when the expression service measured this utterance.
+                let models = Inference {
+                    prosody: scores.as_ref().map(prosody_inference),
+                };
+                let mut ev = self.event(EventRole::User, EventType::UserMessage, &text);
+                ev.emotion_features = scores.as_ref().and_then(|s| serde_json::to_string(s).ok());
                 self.record(vec![ev]).await?;
                 self.send_or_end(&ServerMessage::UserMessage {
                     message: WireMessage {
                         role: "user".into(),
                         content: Some(text.clone()),
                     },
-                    models: Inference::default(),
+                    models,
                     time: MillisecondInterval { begin, end },
                     from_text: false,
                     interim: false,
@@ -526,10 +536,15 @@ impl Session {
                     end_ms,
                     audio,
                 } => {
+                    let measure = &self.state.settings.engine.expression;
                     if let Some(p) = self.pipeline.as_mut() {
                         p.stop_answer();
                         p.heard_span = (start_ms as i64, end_ms as i64);
-                        p.turn = Some(Turn::transcribe(asr.clone(), audio, p.verbose));
+                        if p.expression.is_none() {
+                            p.expression = ExpressionClient::from_settings(measure);
+                        }
+                        let expression = p.expression.clone();
+                        p.turn = Some(Turn::transcribe(asr.clone(), audio, p.verbose, expression));
                     }
                 }
             }

@@ -3,6 +3,7 @@
 
 mod audio;
 mod client_voice;
+mod expression;
 mod harness;
 mod pipeline;
 mod relay;

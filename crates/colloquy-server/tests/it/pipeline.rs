@@ -21,19 +21,19 @@ use std::time::Duration;
 
 /// Fake LLM + TTS services; keeps every chat request body.
 #[derive(Clone, Default)]
-struct Fake {
+pub(crate) struct Fake {
     chats: Arc<Mutex<Vec<Value>>>,
     spoken: Arc<Mutex<Vec<String>>>,
     /// Length of each spoken sentence (250 ms when 0).
     speech_ms: Arc<Mutex<u32>>,
     /// What the transcription service answers, in order.
-    transcripts: Arc<Mutex<VecDeque<String>>>,
+    pub(crate) transcripts: Arc<Mutex<VecDeque<String>>>,
     /// Duration (ms) of each WAV the transcription service received.
     heard_ms: Arc<Mutex<Vec<u64>>>,
 }
 
 impl Fake {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let fake = Fake::default();
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -189,7 +189,7 @@ async fn chat(State(f): State<Fake>, body: Bytes) -> Response {
         .unwrap()
 }
 
-fn pipeline_to(url: String) -> impl FnOnce(&mut Settings) {
+pub(crate) fn pipeline_to(url: String) -> impl FnOnce(&mut Settings) {
     move |s: &mut Settings| {
         s.engine.mode = EngineMode::Pipeline;
         s.engine.pipeline.llm = Some(ServiceConfig::new(url.clone(), "llama3.2"));
@@ -386,14 +386,14 @@ async fn a_pipeline_chat_answers_typed_turns_with_tools_and_hangs_up() {
 }
 
 /// `text` spoken by espeak-ng, as 16 kHz linear16 bytes.
-async fn speech_16k(text: &str) -> Vec<u8> {
+pub(crate) async fn speech_16k(text: &str) -> Vec<u8> {
     let voice = EspeakVoice::new(EspeakOptions::default()).expect("espeak-ng is installed");
     let pcm = voice.synthesize(text).await.unwrap().resample(16_000);
     pcm.samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
 /// Sends linear16 bytes as `audio_input` chunks of 100 ms.
-async fn send_audio(ws: &mut Ws, pcm: &[u8]) {
+pub(crate) async fn send_audio(ws: &mut Ws, pcm: &[u8]) {
     for chunk in pcm.chunks(3_200) {
         let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, chunk);
         send_json(ws, json!({"type": "audio_input", "data": data})).await;

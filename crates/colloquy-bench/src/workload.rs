@@ -163,6 +163,10 @@ pub async fn sqlite_writer(url: &str, full: bool) -> anyhow::Result<SqliteConnec
         .foreign_keys(true)
         .pragma("cache_size", "-32768")
         .pragma("temp_store", "memory")
+        .pragma(
+            "wal_autocheckpoint",
+            colloquy_storage_sqlite::WRITER_AUTOCHECKPOINT_PAGES,
+        )
         .connect()
         .await?)
 }

@@ -41,6 +41,41 @@ impl Default for SqliteSettings {
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    /// The connection that checkpoints the WAL in the background.
+    checkpoints: SqlitePool,
+    checkpointer: tokio::task::JoinHandle<()>,
+}
+
+/// How often the background task copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL size (pages) at which the writer checkpoints by itself, if the background task ever
+/// falls behind; SQLite's default of 1,000 would put a checkpoint into every few group
+/// commits (docs/benchmarks.md, ingest).
+pub const WRITER_AUTOCHECKPOINT_PAGES: &str = "20000";
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] from its own connection, off the write
+/// path: a `PASSIVE` checkpoint runs beside the writer without blocking it. Each run copies
+/// only the newest version of every page changed since the last one, however many commits
+/// rewrote it.
+async fn checkpoint_in_background(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "background WAL checkpoint failed; the writer checkpoints instead");
+        }
+    }
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -52,6 +87,12 @@ fn db(e: sqlx::Error) -> StoreError {
         }
     }
     StoreError::Database(Box::new(e))
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
 }
 
 impl SqliteStore {
@@ -69,7 +110,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-32768")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -80,16 +122,30 @@ impl SqliteStore {
             .run(&write)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(db)?;
         let read = SqlitePoolOptions::new()
             .max_connections(settings.read_connections.max(1))
             .connect_with(opts.read_only(true))
             .await
             .map_err(db)?;
-        Ok(Self { write, read })
+        let checkpointer = tokio::spawn(checkpoint_in_background(checkpoints.clone()));
+        Ok(Self {
+            write,
+            read,
+            checkpoints,
+            checkpointer,
+        })
     }
 
-    /// Closes both pools, checkpointing the WAL.
+    /// Closes the pools, checkpointing the WAL.
     pub async fn close(&self) {
+        self.checkpointer.abort();
+        self.checkpoints.close().await;
         self.read.close().await;
         self.write.close().await;
     }
@@ -1190,6 +1246,63 @@ mod tests {
             .await
             .unwrap();
         assert!(again.count_accounts().await.unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::open(&url, &SqliteSettings::default())
+            .await
+            .unwrap();
+        let who = colloquy_storage::conformance::new_account(&store, true).await;
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        // A few hundred pages: far below the writer's own autocheckpoint threshold.
+        let (chat, _) = colloquy_storage::conformance::start_chat(
+            &store,
+            &who,
+            GroupChoice::New(Uuid::new_v4()),
+            1,
+            None,
+            Uuid::new_v4(),
+        )
+        .await;
+        let events: Vec<NewEvent> = (1..=2_000)
+            .map(|seq| NewEvent {
+                id: Uuid::now_v7(),
+                seq,
+                timestamp: seq,
+                role: colloquy_wire::EventRole::User,
+                event_type: colloquy_wire::EventType::UserMessage,
+                message_text: Some(format!("message number {seq} with some words in it")),
+                emotion_features: None,
+                metadata: None,
+                related_event_id: None,
+            })
+            .collect();
+        store
+            .apply_batch(&[WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id: chat,
+                events,
+            }])
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = std::fs::metadata(&path).unwrap().len();
+            if now > before + 100_000 {
+                break; // the events reached the database file, not only the WAL
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {now} bytes (was {before}): no background checkpoint"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.close().await;
     }
 
     #[tokio::test]

@@ -211,3 +211,34 @@ async fn without_a_voice_assistant_input_is_text_only() {
     }
     assert!(asked.lock().unwrap().is_empty());
 }
+
+/// With `--features offline-voice` and no TTS service, the built-in voice speaks
+/// (`cargo test -p colloquy-server --features offline-voice --test it client_voice`).
+#[cfg(feature = "offline-voice")]
+#[tokio::test]
+async fn the_offline_voice_speaks_assistant_input_without_a_tts_service() {
+    let speak = |s: &mut Settings| s.engine.client.speak = true;
+    let (srv, _) = TestServer::start(Backend::Sqlite, speak).await.unwrap();
+    let key = srv.key(true).await;
+    let (mut ws, meta) = srv.connect(&key.api_key, "").await;
+    let chat_id = meta["chat_id"].as_str().unwrap().to_string();
+    send_json(
+        &mut ws,
+        json!({"type": "assistant_input", "text": "Hello from the built-in voice."}),
+    )
+    .await;
+    let (_, chunks) = spoken_answer(&mut ws, "Hello from the built-in voice.").await;
+    let total: u64 = chunks.iter().map(Pcm::duration_ms).sum();
+    assert!(total > 800, "{total} ms of speech");
+    let loud = chunks
+        .iter()
+        .flat_map(|p| p.samples.iter())
+        .any(|s| s.unsigned_abs() > 1_000);
+    assert!(loud, "the chunks hold speech, not silence");
+    ws.close(None).await.unwrap();
+    recv_until_close(&mut ws, Duration::from_secs(5)).await;
+    let (fmt, clips) = crate::relay::captured(&srv, key.user_id, &chat_id, Track::Assistant).await;
+    assert_eq!(fmt, CapturedFormat::WavClips);
+    assert_eq!(clips.len(), chunks.len());
+    srv.stop(None).await;
+}

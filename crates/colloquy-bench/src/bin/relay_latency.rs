@@ -126,91 +126,28 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `ms` of a quiet 220 Hz tone, 16-bit mono PCM.
-fn tone(rate: u32, ms: u32) -> Vec<u8> {
+/// `ms` of a quiet 220 Hz tone, 16-bit mono PCM samples.
+fn tone(rate: u32, ms: u32) -> colloquy_speech::Pcm {
     let n = rate as usize * ms as usize / 1000;
-    (0..n)
-        .flat_map(|i| {
+    let samples = (0..n)
+        .map(|i| {
             let v = (2.0 * std::f64::consts::PI * 220.0 * i as f64 / rate as f64).sin() * 0.2;
-            ((v * i16::MAX as f64) as i16).to_le_bytes()
+            (v * i16::MAX as f64) as i16
         })
-        .collect()
+        .collect();
+    colloquy_speech::Pcm::new(samples, rate)
 }
 
-fn wav(pcm: &[u8], rate: u32) -> Vec<u8> {
-    let mut w = Vec::with_capacity(44 + pcm.len());
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * 2).to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
-    w.extend_from_slice(pcm);
-    w
+/// Little-endian bytes of PCM samples (`audio_input` as linear16).
+fn linear16(pcm: &colloquy_speech::Pcm) -> Vec<u8> {
+    pcm.samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
-
-const EMOTIONS: [&str; 48] = [
-    "Admiration",
-    "Adoration",
-    "Aesthetic Appreciation",
-    "Amusement",
-    "Anger",
-    "Anxiety",
-    "Awe",
-    "Awkwardness",
-    "Boredom",
-    "Calmness",
-    "Concentration",
-    "Confusion",
-    "Contemplation",
-    "Contempt",
-    "Contentment",
-    "Craving",
-    "Desire",
-    "Determination",
-    "Disappointment",
-    "Disgust",
-    "Distress",
-    "Doubt",
-    "Ecstasy",
-    "Embarrassment",
-    "Empathic Pain",
-    "Entrancement",
-    "Envy",
-    "Excitement",
-    "Fear",
-    "Guilt",
-    "Horror",
-    "Interest",
-    "Joy",
-    "Love",
-    "Nostalgia",
-    "Pain",
-    "Pride",
-    "Realization",
-    "Relief",
-    "Romance",
-    "Sadness",
-    "Satisfaction",
-    "Shame",
-    "Surprise (negative)",
-    "Surprise (positive)",
-    "Sympathy",
-    "Tiredness",
-    "Triumph",
-];
 
 /// The upstream EVI test server: answers every `audio_input` with an `audio_output` clip and
 /// every `user_input` with a final `user_message` carrying prosody scores.
 async fn upstream(listener: TcpListener, samples: Arc<Samples>) {
-    let clip = b64(&wav(&tone(24_000, 20), 24_000));
-    let scores: serde_json::Map<String, Value> = EMOTIONS
+    let clip = b64(&colloquy_speech::encode_wav(&tone(24_000, 20)));
+    let scores: serde_json::Map<String, Value> = colloquy_wire::EMOTION_NAMES
         .iter()
         .enumerate()
         .map(|(i, e)| (e.to_string(), json!((i as f64 * 0.0203) % 1.0)))
@@ -299,7 +236,7 @@ async fn chat(url: String, interval: Duration, samples: Arc<Samples>, stop: Arc<
             }
         }
     });
-    let chunk = b64(&tone(16_000, 20));
+    let chunk = b64(&linear16(&tone(16_000, 20)));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut i = 0u64;

@@ -19,59 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 /// The 48 emotions of `EmotionScores`.
-const EMOTIONS: [&str; 48] = [
-    "Admiration",
-    "Adoration",
-    "Aesthetic Appreciation",
-    "Amusement",
-    "Anger",
-    "Anxiety",
-    "Awe",
-    "Awkwardness",
-    "Boredom",
-    "Calmness",
-    "Concentration",
-    "Confusion",
-    "Contemplation",
-    "Contempt",
-    "Contentment",
-    "Craving",
-    "Desire",
-    "Determination",
-    "Disappointment",
-    "Disgust",
-    "Distress",
-    "Doubt",
-    "Ecstasy",
-    "Embarrassment",
-    "Empathic Pain",
-    "Entrancement",
-    "Envy",
-    "Excitement",
-    "Fear",
-    "Guilt",
-    "Horror",
-    "Interest",
-    "Joy",
-    "Love",
-    "Nostalgia",
-    "Pain",
-    "Pride",
-    "Realization",
-    "Relief",
-    "Romance",
-    "Sadness",
-    "Satisfaction",
-    "Shame",
-    "Surprise (negative)",
-    "Surprise (positive)",
-    "Sympathy",
-    "Tiredness",
-    "Triumph",
-];
-
 fn scores(seed: f64) -> Value {
-    let m: serde_json::Map<String, Value> = EMOTIONS
+    let m: serde_json::Map<String, Value> = colloquy_wire::EMOTION_NAMES
         .iter()
         .enumerate()
         .map(|(i, e)| {
@@ -82,36 +31,6 @@ fn scores(seed: f64) -> Value {
         })
         .collect();
     Value::Object(m)
-}
-
-/// `ms` of a sine tone as 16-bit little-endian mono PCM.
-fn tone(freq: f64, rate: u32, ms: u32) -> Vec<u8> {
-    let n = rate as usize * ms as usize / 1000;
-    (0..n)
-        .flat_map(|i| {
-            let v = (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() * 0.5;
-            ((v * i16::MAX as f64) as i16).to_le_bytes()
-        })
-        .collect()
-}
-
-/// A mono 16-bit WAV file around `pcm`.
-fn wav(pcm: &[u8], rate: u32) -> Vec<u8> {
-    let mut w = Vec::with_capacity(44 + pcm.len());
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * 2).to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
-    w.extend_from_slice(pcm);
-    w
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -348,10 +267,6 @@ pub async fn captured(
         }
     }
     (fmt, out)
-}
-
-fn types(events: &[Value]) -> Vec<&str> {
-    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -607,17 +522,7 @@ async fn a_relayed_chat_is_forwarded_both_ways_and_recorded() {
             "{offsets:?} within {chat_ms} ms"
         );
         // Both voices reconstruct into one file.
-        let mut rec = Value::Null;
-        for _ in 0..150 {
-            rec = srv
-                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}/audio"))
-                .await
-                .1;
-            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let rec = srv.audio_when_done(&key.api_key, &chat_id).await;
         assert_eq!(rec["status"], "COMPLETE", "{rec}");
 
         srv.stop(db).await;

@@ -178,6 +178,61 @@ struct PendingEvent<'a> {
 /// Events per multi-row INSERT (10 parameters each, well below SQLite's limit).
 const INSERT_CHUNK: usize = 500;
 
+/// Appends the `WHERE` clause of a chat listing (by owner or by group).
+fn push_chat_filter(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    owner: (&'static str, Uuid),
+    filter: &ChatFilter,
+) {
+    qb.push(" WHERE ")
+        .push(owner.0)
+        .push(" = ")
+        .push_bind(owner.1.to_string());
+    if let Some(s) = filter.status {
+        qb.push(" AND status = ").push_bind(s.as_str());
+    }
+    if let Some(cfg) = &filter.config_id {
+        qb.push(" AND config_id = ").push_bind(cfg.clone());
+    }
+    if let Some(from) = filter.started_from {
+        qb.push(" AND start_timestamp >= ").push_bind(from);
+    }
+    if let Some(before) = filter.started_before {
+        qb.push(" AND start_timestamp < ").push_bind(before);
+    }
+    // Every word must occur in the chat's messages (each may be in a different message),
+    // as a word or the start of one: one FTS5 probe per word (migration 0004).
+    for term in search_terms(filter.search.as_deref().unwrap_or("")) {
+        qb.push(" AND id IN (SELECT chat_id FROM chat_text WHERE chat_text MATCH ")
+            .push_bind(format!("\"{term}\"*"))
+            .push(")");
+    }
+}
+
+/// One page of chats plus their total, by owner or by group.
+async fn page_of_chats(
+    pool: &SqlitePool,
+    owner: (&'static str, Uuid),
+    filter: &ChatFilter,
+    page: PageRequest,
+) -> StoreResult<Page<ChatRecord>> {
+    let d = dir(page.ascending);
+    let mut q = QueryBuilder::new(format!("SELECT {CHAT_COLUMNS} FROM chats"));
+    push_chat_filter(&mut q, owner, filter);
+    q.push(format!(" ORDER BY start_timestamp {d}, id {d} LIMIT "))
+        .push_bind(page.size as i64)
+        .push(" OFFSET ")
+        .push_bind(page.offset());
+    let mut c = QueryBuilder::new("SELECT COUNT(*) FROM chats");
+    push_chat_filter(&mut c, owner, filter);
+    let rows = q.build().fetch_all(pool).await.map_err(db)?;
+    let total: i64 = c.build_query_scalar().fetch_one(pool).await.map_err(db)?;
+    Ok(Page {
+        items: rows.iter().map(chat_row).collect::<StoreResult<_>>()?,
+        total: total as u64,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -409,67 +464,7 @@ impl Store for SqliteStore {
         filter: &ChatFilter,
         page: PageRequest,
     ) -> StoreResult<Page<ChatRecord>> {
-        let mut where_ = String::from("user_id = ?");
-        if filter.status.is_some() {
-            where_.push_str(" AND status = ?");
-        }
-        if filter.config_id.is_some() {
-            where_.push_str(" AND config_id = ?");
-        }
-        if filter.started_from.is_some() {
-            where_.push_str(" AND start_timestamp >= ?");
-        }
-        if filter.started_before.is_some() {
-            where_.push_str(" AND start_timestamp < ?");
-        }
-        // Every word must occur in the chat's messages (each may be in a different message),
-        // as a word or the start of one: one FTS5 probe per word (migration 0004).
-        let terms: Vec<String> = search_terms(filter.search.as_deref().unwrap_or(""))
-            .into_iter()
-            .map(|t| format!("\"{t}\"*"))
-            .collect();
-        for _ in &terms {
-            where_.push_str(" AND id IN (SELECT chat_id FROM chat_text WHERE chat_text MATCH ?)");
-        }
-        let d = dir(page.ascending);
-        let sql = format!(
-            "SELECT {CHAT_COLUMNS} FROM chats WHERE {where_} \
-             ORDER BY start_timestamp {d}, id {d} LIMIT ? OFFSET ?"
-        );
-        let count_sql = format!("SELECT COUNT(*) FROM chats WHERE {where_}");
-        let uid = user_id.to_string();
-        let mut q = sqlx::query(&sql).bind(&uid);
-        let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(&uid);
-        if let Some(s) = filter.status {
-            q = q.bind(s.as_str());
-            c = c.bind(s.as_str());
-        }
-        if let Some(cfg) = &filter.config_id {
-            q = q.bind(cfg);
-            c = c.bind(cfg);
-        }
-        for ms in [filter.started_from, filter.started_before]
-            .into_iter()
-            .flatten()
-        {
-            q = q.bind(ms);
-            c = c.bind(ms);
-        }
-        for term in &terms {
-            q = q.bind(term);
-            c = c.bind(term);
-        }
-        let rows = q
-            .bind(page.size as i64)
-            .bind(page.offset())
-            .fetch_all(&self.read)
-            .await
-            .map_err(db)?;
-        let total = c.fetch_one(&self.read).await.map_err(db)?;
-        Ok(Page {
-            items: rows.iter().map(chat_row).collect::<StoreResult<_>>()?,
-            total: total as u64,
-        })
+        page_of_chats(&self.read, ("user_id", user_id), filter, page).await
     }
 
     async fn get_chat(&self, user_id: Uuid, chat_id: Uuid) -> StoreResult<Option<ChatRecord>> {
@@ -572,35 +567,11 @@ impl Store for SqliteStore {
         status: Option<ChatStatus>,
         page: PageRequest,
     ) -> StoreResult<Page<ChatRecord>> {
-        let where_ = if status.is_some() {
-            "chat_group_id = ? AND status = ?"
-        } else {
-            "chat_group_id = ?"
+        let filter = ChatFilter {
+            status,
+            ..Default::default()
         };
-        let d = dir(page.ascending);
-        let sql = format!(
-            "SELECT {CHAT_COLUMNS} FROM chats WHERE {where_} \
-             ORDER BY start_timestamp {d}, id {d} LIMIT ? OFFSET ?"
-        );
-        let count_sql = format!("SELECT COUNT(*) FROM chats WHERE {where_}");
-        let gid = group_id.to_string();
-        let mut q = sqlx::query(&sql).bind(&gid);
-        let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(&gid);
-        if let Some(s) = status {
-            q = q.bind(s.as_str());
-            c = c.bind(s.as_str());
-        }
-        let rows = q
-            .bind(page.size as i64)
-            .bind(page.offset())
-            .fetch_all(&self.read)
-            .await
-            .map_err(db)?;
-        let total = c.fetch_one(&self.read).await.map_err(db)?;
-        Ok(Page {
-            items: rows.iter().map(chat_row).collect::<StoreResult<_>>()?,
-            total: total as u64,
-        })
+        page_of_chats(&self.read, ("chat_group_id", group_id), &filter, page).await
     }
 
     async fn list_group_events(

@@ -7,36 +7,6 @@ use colloquy_server::objects::Voice;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// `ms` of a sine tone as 16-bit little-endian mono PCM.
-fn tone(freq: f64, rate: u32, ms: u32) -> Vec<u8> {
-    let n = rate as usize * ms as usize / 1000;
-    (0..n)
-        .flat_map(|i| {
-            let v = (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() * 0.5;
-            ((v * i16::MAX as f64) as i16).to_le_bytes()
-        })
-        .collect()
-}
-
-/// A mono 16-bit WAV file around `pcm`.
-fn wav(pcm: &[u8], rate: u32) -> Vec<u8> {
-    let mut w = Vec::with_capacity(44 + pcm.len());
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * 2).to_le_bytes());
-    w.extend_from_slice(&2u16.to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
-    w.extend_from_slice(pcm);
-    w
-}
-
 /// Polls `GET /v0/evi/chats/{id}/audio` until it leaves QUEUED / IN_PROGRESS.
 async fn wait_for_audio(srv: &TestServer, key: &str, chat_id: &str) -> Value {
     let mut seen = Vec::new();

@@ -158,17 +158,7 @@ async fn client_mode_speaks_assistant_input_and_records_the_voice() {
         );
 
         // ... and reconstructs.
-        let mut rec = Value::Null;
-        for _ in 0..150 {
-            rec = srv
-                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}/audio"))
-                .await
-                .1;
-            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let rec = srv.audio_when_done(&key.api_key, &chat_id).await;
         assert_eq!(rec["status"], "COMPLETE", "{rec}");
         srv.stop(db).await;
     }

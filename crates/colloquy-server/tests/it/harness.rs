@@ -139,6 +139,23 @@ impl TestServer {
         out
     }
 
+    /// Polls `GET /v0/evi/chats/{id}/audio` (up to 15 s) until it leaves QUEUED / IN_PROGRESS;
+    /// the last body.
+    pub async fn audio_when_done(&self, key: &str, chat_id: &str) -> Value {
+        let mut rec = Value::Null;
+        for _ in 0..150 {
+            rec = self
+                .get(key, &format!("/v0/evi/chats/{chat_id}/audio"))
+                .await
+                .1;
+            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        rec
+    }
+
     pub async fn stop(mut self, db: Option<TestDatabase>) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
@@ -210,4 +227,39 @@ pub async fn recv_close(ws: &mut Ws) -> Option<u16> {
             Err(_) => panic!("timed out waiting for close"),
         }
     }
+}
+
+/// The `type` of each event.
+pub fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+/// `ms` of a sine tone as 16-bit little-endian mono PCM.
+pub fn tone(freq: f64, rate: u32, ms: u32) -> Vec<u8> {
+    let n = rate as usize * ms as usize / 1000;
+    (0..n)
+        .flat_map(|i| {
+            let v = (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() * 0.5;
+            ((v * i16::MAX as f64) as i16).to_le_bytes()
+        })
+        .collect()
+}
+
+/// A mono 16-bit WAV file around `pcm`.
+pub fn wav(pcm: &[u8], rate: u32) -> Vec<u8> {
+    let mut w = Vec::with_capacity(44 + pcm.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 2).to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    w.extend_from_slice(pcm);
+    w
 }

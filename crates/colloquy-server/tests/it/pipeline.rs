@@ -199,10 +199,6 @@ pub(crate) fn pipeline_to(url: String) -> impl FnOnce(&mut Settings) {
     }
 }
 
-fn types(events: &[Value]) -> Vec<&str> {
-    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
-}
-
 /// Reads one sentence: its `assistant_message` and `audio_output` chunks (250 ms at 48 kHz
 /// in 100 ms chunks: 3). Returns the message id.
 async fn sentence(ws: &mut Ws, text: &str) -> String {
@@ -369,17 +365,7 @@ async fn a_pipeline_chat_answers_typed_turns_with_tools_and_hangs_up() {
         assert_eq!(fake.spoken.lock().unwrap().len(), 6);
 
         // The assistant's voice is recorded and reconstructs.
-        let mut rec = Value::Null;
-        for _ in 0..150 {
-            rec = srv
-                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}/audio"))
-                .await
-                .1;
-            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let rec = srv.audio_when_done(&key.api_key, &chat_id).await;
         assert_eq!(rec["status"], "COMPLETE", "{rec}");
         srv.stop(db).await;
     }
@@ -550,17 +536,7 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
             heard_chunks as i64 * 100 >= heard_ms,
             "{heard_chunks} chunks, {heard_ms} ms"
         );
-        let mut rec = Value::Null;
-        for _ in 0..150 {
-            rec = srv
-                .get(&key.api_key, &format!("/v0/evi/chats/{chat_id}/audio"))
-                .await
-                .1;
-            if rec["status"] != "QUEUED" && rec["status"] != "IN_PROGRESS" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let rec = srv.audio_when_done(&key.api_key, &chat_id).await;
         assert_eq!(rec["status"], "COMPLETE", "{rec}");
         srv.stop(db).await;
     }

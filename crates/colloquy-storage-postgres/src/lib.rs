@@ -568,9 +568,7 @@ impl Store for PostgresStore {
         )
         .bind(max_attempts)
         .bind(now_ms)
-        .bind(format!(
-            "reconstruction was attempted {max_attempts} times and the worker stopped each time"
-        ))
+        .bind(exhausted_attempts_error(max_attempts))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -653,16 +651,7 @@ impl Store for PostgresStore {
         if held.rows_affected() == 0 {
             return Ok(false);
         }
-        let (status, filename, error) = match result {
-            JobResult::Complete { filename } => (
-                ReconstructionStatus::Complete,
-                Some(filename.as_str()),
-                None,
-            ),
-            JobResult::Failed { reason } => {
-                (ReconstructionStatus::Error, None, Some(reason.as_str()))
-            }
-        };
+        let (status, filename, error) = result.record_fields();
         sqlx::query(
             "UPDATE audio_reconstructions SET status = $1, filename = $2, error = $3, \
              modified_at = $4 WHERE chat_id = $5",

@@ -711,16 +711,7 @@ impl Store for SqliteStore {
         if held.rows_affected() == 0 {
             return Ok(false);
         }
-        let (status, filename, error) = match result {
-            JobResult::Complete { filename } => (
-                ReconstructionStatus::Complete,
-                Some(filename.as_str()),
-                None,
-            ),
-            JobResult::Failed { reason } => {
-                (ReconstructionStatus::Error, None, Some(reason.as_str()))
-            }
-        };
+        let (status, filename, error) = result.record_fields();
         sqlx::query(
             "UPDATE audio_reconstructions SET status = ?, filename = ?, error = ?, modified_at = ? \
              WHERE chat_id = ?",
@@ -896,9 +887,7 @@ async fn claim_in_tx(
             "UPDATE audio_reconstructions SET status = 'ERROR', error = ?, modified_at = ? \
              WHERE chat_id = ?",
         )
-        .bind(format!(
-            "reconstruction was attempted {max_attempts} times and the worker stopped each time"
-        ))
+        .bind(exhausted_attempts_error(max_attempts))
         .bind(now_ms)
         .bind(&cid)
         .execute(&mut *conn)

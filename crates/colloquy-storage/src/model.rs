@@ -405,3 +405,24 @@ pub enum JobResult {
         reason: String,
     },
 }
+
+impl JobResult {
+    /// The record's final status, `filename` and `error`.
+    pub fn record_fields(&self) -> (ReconstructionStatus, Option<&str>, Option<&str>) {
+        match self {
+            JobResult::Complete { filename } => (
+                ReconstructionStatus::Complete,
+                Some(filename.as_str()),
+                None,
+            ),
+            JobResult::Failed { reason } => {
+                (ReconstructionStatus::Error, None, Some(reason.as_str()))
+            }
+        }
+    }
+}
+
+/// The error recorded on a reconstruction whose every allowed attempt died with its worker.
+pub fn exhausted_attempts_error(max_attempts: i64) -> String {
+    format!("reconstruction was attempted {max_attempts} times and the worker stopped each time")
+}

@@ -8,12 +8,15 @@ use super::error::UiError;
 use super::format::{self, Stamp};
 use super::session::UiSession;
 use super::transcript::{pretty_json, turns, Turn};
-use super::{render, render_string, wants_fragment, Layout, PageLink, Pager, Params};
+use super::{
+    redirect_unless_fragment, render, render_string, wants_fragment, Layout, PageLink, Pager,
+    Params,
+};
 use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use colloquy_storage::{ChatRecord, PageRequest};
 use colloquy_wire::ReturnChatEvent;
 use uuid::Uuid;
@@ -58,6 +61,22 @@ pub struct TranscriptPart {
     pub pager: Pager,
     /// Whether the chat (group) has no events at all.
     pub empty: bool,
+}
+
+impl TranscriptPart {
+    /// Page `page` of the transcript shown at `base` (`/ui/chats/{id}` or `/ui/groups/{id}`),
+    /// `size` of `total` events per page.
+    pub fn new(turns: Vec<Turn>, base: &str, page: u32, total: u64, size: u32) -> Self {
+        TranscriptPart {
+            turns,
+            pager: Pager::new(page, total, size, |n| PageLink {
+                href: format!("{base}?page={n}#transcript"),
+                hx: format!("{base}/transcript?page={n}"),
+                push: format!("{base}?page={n}"),
+            }),
+            empty: total == 0,
+        }
+    }
 }
 
 /// The raw events part (inside the "Raw events" panel).
@@ -128,16 +147,13 @@ async fn transcript_part(
             },
         )
         .await?;
-    let base = format!("/ui/chats/{}", chat.id);
-    Ok(TranscriptPart {
-        turns: turns(&events.items, Some(chat.start_timestamp), None),
-        pager: Pager::new(page, events.total, TRANSCRIPT_PAGE, |n| PageLink {
-            href: format!("{base}?page={n}#transcript"),
-            hx: format!("{base}/transcript?page={n}"),
-            push: format!("{base}?page={n}"),
-        }),
-        empty: events.total == 0,
-    })
+    Ok(TranscriptPart::new(
+        turns(&events.items, Some(chat.start_timestamp), None),
+        &format!("/ui/chats/{}", chat.id),
+        page,
+        events.total,
+        TRANSCRIPT_PAGE,
+    ))
 }
 
 async fn emotions(state: &AppState, chat: &ChatRecord) -> Result<Emotions, UiError> {
@@ -228,10 +244,9 @@ pub async fn transcript(
 ) -> Result<Response, UiError> {
     let chat = load_chat(&state, &session, &raw_id).await?;
     let page = Params::parse(raw.as_deref()).page("page");
-    if !wants_fragment(&headers) {
-        return Ok(
-            Redirect::to(&format!("/ui/chats/{}?page={page}#transcript", chat.id)).into_response(),
-        );
+    let holder = format!("/ui/chats/{}?page={page}#transcript", chat.id);
+    if let Some(redirect) = redirect_unless_fragment(&headers, &holder) {
+        return Ok(redirect);
     }
     let part = transcript_part(&state, &chat, page).await?;
     Ok(Html(render_string(&part)?).into_response())
@@ -310,8 +325,9 @@ pub async fn audio(
     Path(raw_id): Path<String>,
 ) -> Result<Response, UiError> {
     let chat = load_chat(&state, &session, &raw_id).await?;
-    if !wants_fragment(&headers) {
-        return Ok(Redirect::to(&format!("/ui/chats/{}#audio", chat.id)).into_response());
+    let holder = format!("/ui/chats/{}#audio", chat.id);
+    if let Some(redirect) = redirect_unless_fragment(&headers, &holder) {
+        return Ok(redirect);
     }
     let panel: AudioPanel = audio::panel(&state, &chat).await?;
     Ok(Html(render_string(&panel)?).into_response())

@@ -6,12 +6,12 @@ use super::error::UiError;
 use super::format::{self, Stamp};
 use super::session::UiSession;
 use super::transcript::turns;
-use super::{render, render_string, wants_fragment, Layout, PageLink, Pager, Params};
+use super::{redirect_unless_fragment, render, render_string, Layout, Params};
 use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use colloquy_storage::{ChatRecord, GroupRecord, PageRequest};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -101,16 +101,13 @@ async fn transcript_part(
         .map(|(i, c)| (c.id, i + 1))
         .collect();
     let number = |id: Uuid| numbers.get(&id).copied().unwrap_or(0);
-    let base = format!("/ui/groups/{}", group.id);
-    Ok(TranscriptPart {
-        turns: turns(&events.items, None, Some(&number)),
-        pager: Pager::new(page, events.total, GROUP_TRANSCRIPT_PAGE, |n| PageLink {
-            href: format!("{base}?page={n}#transcript"),
-            hx: format!("{base}/transcript?page={n}"),
-            push: format!("{base}?page={n}"),
-        }),
-        empty: events.total == 0,
-    })
+    Ok(TranscriptPart::new(
+        turns(&events.items, None, Some(&number)),
+        &format!("/ui/groups/{}", group.id),
+        page,
+        events.total,
+        GROUP_TRANSCRIPT_PAGE,
+    ))
 }
 
 /// `GET /ui/groups/{id}[?page=N]`.
@@ -154,11 +151,9 @@ pub async fn transcript(
 ) -> Result<Response, UiError> {
     let group = load(&state, &session, &raw_id).await?;
     let page = Params::parse(raw.as_deref()).page("page");
-    if !wants_fragment(&headers) {
-        return Ok(
-            Redirect::to(&format!("/ui/groups/{}?page={page}#transcript", group.id))
-                .into_response(),
-        );
+    let holder = format!("/ui/groups/{}?page={page}#transcript", group.id);
+    if let Some(redirect) = redirect_unless_fragment(&headers, &holder) {
+        return Ok(redirect);
     }
     let (chats, _) = group_chats(&state, &group).await?;
     let part = transcript_part(&state, &group, &chats, page).await?;

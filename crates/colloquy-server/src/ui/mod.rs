@@ -105,6 +105,12 @@ pub(crate) fn wants_fragment(headers: &HeaderMap) -> bool {
     is("hx-request") && !is("hx-history-restore-request")
 }
 
+/// For a fragment URL requested as a plain page (no htmx, or a history restore): a redirect
+/// to `page`, the page that holds the fragment. `None` when the fragment is wanted.
+pub(crate) fn redirect_unless_fragment(headers: &HeaderMap, page: &str) -> Option<Response> {
+    (!wants_fragment(headers)).then(|| Redirect::to(page).into_response())
+}
+
 /// Renders a template as an HTML response.
 pub(crate) fn render<T: Template>(t: &T) -> Result<Response, UiError> {
     t.render()

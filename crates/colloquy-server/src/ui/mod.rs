@@ -294,4 +294,20 @@ mod tests {
         );
         assert!(!wants_fragment(&h));
     }
+
+    #[test]
+    fn fragment_urls_redirect_plain_requests_to_their_page() {
+        let mut h = HeaderMap::new();
+        let page = "/ui/chats/x?page=2#transcript";
+        let res = redirect_unless_fragment(&h, page).expect("a plain request is redirected");
+        assert!(res.status().is_redirection());
+        assert_eq!(res.headers()["location"], page);
+        h.insert("hx-request", HeaderValue::from_static("true"));
+        assert!(redirect_unless_fragment(&h, page).is_none());
+        h.insert(
+            "hx-history-restore-request",
+            HeaderValue::from_static("true"),
+        );
+        assert!(redirect_unless_fragment(&h, page).is_some());
+    }
 }

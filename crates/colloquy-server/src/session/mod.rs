@@ -1022,6 +1022,24 @@ impl Session {
         self.last_ts
     }
 
+    /// Records one WAV clip of the assistant's voice at `offset` (ms from the chat's start),
+    /// whichever engine produced it; a failure is logged and the chat goes on.
+    async fn record_assistant_clip(&mut self, offset: i64, wav: &[u8]) {
+        let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);
+        let rec = self.assistant_audio.get_or_insert_with(|| {
+            VoiceRecorder::new(
+                objects,
+                user,
+                chat,
+                Voice::Assistant,
+                CapturedFormat::WavClips,
+            )
+        });
+        if let Err(e) = rec.append(offset, wav).await {
+            tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
+        }
+    }
+
     fn offset_now(&mut self) -> i64 {
         self.next_ts() - self.start_ms
     }

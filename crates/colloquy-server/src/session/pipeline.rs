@@ -9,10 +9,8 @@
 //! `docs/engines.md`.
 
 use super::{End, Session};
-use crate::capture::{CapturedFormat, VoiceRecorder};
 use crate::engine::expression::{prosody_inference, ExpressionClient};
 use crate::engine::pipeline::{Services, Turn, TurnOutput};
-use crate::objects::Voice;
 use base64::Engine;
 use colloquy_speech::prompt::{
     build_messages, history_messages, tool_definitions, HANG_UP_TOOL_NAME,
@@ -481,20 +479,8 @@ impl Session {
         if !self.who.data_retention || ready.is_empty() {
             return played_end;
         }
-        let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);
-        let rec = self.assistant_audio.get_or_insert_with(|| {
-            VoiceRecorder::new(
-                objects,
-                user,
-                chat,
-                Voice::Assistant,
-                CapturedFormat::WavClips,
-            )
-        });
         for (offset, _, wav) in ready {
-            if let Err(e) = rec.append(offset, &wav).await {
-                tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
-            }
+            self.record_assistant_clip(offset, &wav).await;
         }
         played_end
     }

@@ -6,9 +6,7 @@
 //! `docs/engines.md` for the event mapping.
 
 use super::{End, Session};
-use crate::capture::{CapturedFormat, VoiceRecorder};
 use crate::engine::relay::{connect, content, prosody_scores, Incoming, Upstream, UpstreamError};
-use crate::objects::Voice;
 use axum::extract::ws::Message;
 use base64::Engine;
 use colloquy_storage::{GroupChoice, PageRequest};
@@ -255,19 +253,7 @@ impl Session {
             return;
         };
         let offset = self.offset_now();
-        let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);
-        let rec = self.assistant_audio.get_or_insert_with(|| {
-            VoiceRecorder::new(
-                objects,
-                user,
-                chat,
-                Voice::Assistant,
-                CapturedFormat::WavClips,
-            )
-        });
-        if let Err(e) = rec.append(offset, &bytes).await {
-            tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
-        }
+        self.record_assistant_clip(offset, &bytes).await;
     }
 
     async fn send_value(&mut self, v: &Value) -> Result<(), End> {

@@ -7,8 +7,6 @@
 //! the first is sent. See `docs/engines.md`.
 
 use super::{End, Session};
-use crate::capture::{CapturedFormat, VoiceRecorder};
-use crate::objects::Voice as Track;
 use base64::Engine;
 use colloquy_speech::{decode_wav, Voice};
 use colloquy_wire::socket::ServerMessage;
@@ -73,18 +71,6 @@ impl Session {
         if !self.who.data_retention {
             return;
         }
-        let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);
-        let rec = self.assistant_audio.get_or_insert_with(|| {
-            VoiceRecorder::new(
-                objects,
-                user,
-                chat,
-                Track::Assistant,
-                CapturedFormat::WavClips,
-            )
-        });
-        if let Err(e) = rec.append(offset, wav).await {
-            tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
-        }
+        self.record_assistant_clip(offset, wav).await;
     }
 }

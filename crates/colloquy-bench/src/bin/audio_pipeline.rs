@@ -15,6 +15,7 @@ use base64::Engine;
 use clap::{Parser, Subcommand};
 use colloquy_bench::server::ServerThread;
 use colloquy_bench::stats::Summary;
+use colloquy_bench::{next_json, Ws};
 use colloquy_server::capture::{CapturedFormat, VoiceRecorder};
 use colloquy_server::objects::{Objects, Voice};
 use colloquy_server::Settings;
@@ -50,9 +51,6 @@ enum Mode {
         seconds: u64,
     },
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const LINEAR16: &str = "session_settings[audio][encoding]=linear16\
     &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1";
@@ -98,16 +96,6 @@ async fn connect(url: &str) -> anyhow::Result<(Ws, Value)> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     let meta = next_json(&mut ws).await?;
     Ok((ws, meta))
-}
-
-async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
-    loop {
-        match ws.next().await.context("socket closed")?? {
-            Message::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
-            Message::Close(c) => anyhow::bail!("closed: {c:?}"),
-            _ => {}
-        }
-    }
 }
 
 fn settings(dir: &std::path::Path) -> Settings {
@@ -199,7 +187,7 @@ async fn capture_run(sessions: usize, seconds: u64, retention: bool) -> anyhow::
     let key =
         colloquy_server::keys::create_account_key(server.store.as_ref(), None, retention).await?;
     let url = format!("{}?api_key={}&{LINEAR16}", server.ws_url(), key.api_key);
-    let stop = tokio_util_token();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for s in 0..sessions {
         let (ws, _) = connect(&url).await?;
@@ -252,10 +240,6 @@ async fn capture_run(sessions: usize, seconds: u64, retention: bool) -> anyhow::
     );
     server.stop().await?;
     Ok(100.0 * server_cpu / wall)
-}
-
-fn tokio_util_token() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    Default::default()
 }
 
 fn main() -> anyhow::Result<()> {

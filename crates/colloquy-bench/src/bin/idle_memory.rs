@@ -16,7 +16,7 @@
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use colloquy_bench::sys::{machine, raise_nofile_limit, report_background_load, rss, Rss};
-use colloquy_bench::{client_runtime, thousands};
+use colloquy_bench::{client_runtime, thousands, Ws};
 use futures::{SinkExt, StreamExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,8 +26,6 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {

@@ -22,7 +22,7 @@ use colloquy_bench::workload::{
     INSERT_EVENTS,
 };
 use colloquy_bench::{client_runtime, init_server_logging, sentence, thousands, ServerThread};
-use colloquy_bench::{stats::ms, Summary};
+use colloquy_bench::{stats::ms, Summary, Ws};
 use colloquy_server::keys::create_account_key;
 use colloquy_server::Settings;
 use colloquy_storage_postgres::testing::TestDatabase;
@@ -39,9 +39,6 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {

@@ -33,6 +33,7 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use clap::Parser;
+use colloquy_bench::next_json;
 use colloquy_bench::server::ServerThread;
 use colloquy_server::config::EngineMode;
 use colloquy_server::Settings;
@@ -244,9 +245,6 @@ fn utterance() -> anyhow::Result<Vec<i16>> {
     Ok(pcm.samples[first..=last].to_vec())
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 fn audio_msg(samples: &[i16]) -> Message {
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
     let data = base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -339,16 +337,6 @@ async fn pipeline_chat(
 
 fn next_is_end(msg: &Value) -> bool {
     msg["type"] == "assistant_end"
-}
-
-async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
-    loop {
-        match ws.next().await.context("the socket closed")?? {
-            Message::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
-            Message::Close(c) => anyhow::bail!("the server closed the chat: {c:?}"),
-            _ => {}
-        }
-    }
 }
 
 /// The baseline: the same services in sequence, called directly. Returns (total, service).

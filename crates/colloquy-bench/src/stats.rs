@@ -59,9 +59,9 @@ impl fmt::Display for Summary {
 }
 
 /// Nearest-rank percentile of sorted samples.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return 0;
+        return T::default();
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]

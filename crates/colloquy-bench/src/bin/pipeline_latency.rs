@@ -387,10 +387,7 @@ fn pct(mut v: Vec<i64>) -> String {
         return "n=0".into();
     }
     v.sort_unstable();
-    let at = |p: f64| {
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1] as f64 / 1000.0
-    };
+    let at = |p: f64| colloquy_bench::stats::percentile(&v, p) as f64 / 1000.0;
     format!(
         "n={} p50={:.1} ms p90={:.1} ms p99={:.1} ms max={:.1} ms",
         v.len(),

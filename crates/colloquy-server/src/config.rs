@@ -499,10 +499,13 @@ impl Settings {
                     .into(),
             );
         }
-        if r.connect_timeout_secs == 0 || r.idle_timeout_secs == 0 {
-            return bad(
-                "engine.relay.connect_timeout_secs and idle_timeout_secs must be at least 1".into(),
-            );
+        for (name, secs) in [
+            ("connect_timeout_secs", r.connect_timeout_secs),
+            ("idle_timeout_secs", r.idle_timeout_secs),
+        ] {
+            if secs == 0 {
+                return bad(format!("engine.relay.{name} must be at least 1 (got 0)"));
+            }
         }
         let piped = e.mode == EngineMode::Pipeline
             || e.keys.values().any(|o| o.mode == EngineMode::Pipeline);
@@ -537,16 +540,24 @@ impl Settings {
                 ));
             }
         }
-        if x.connect_timeout_secs == 0 || x.timeout_secs == 0 {
-            return bad(
-                "engine.expression.connect_timeout_secs and timeout_secs must be at least 1".into(),
-            );
+        for (name, secs) in [
+            ("connect_timeout_secs", x.connect_timeout_secs),
+            ("timeout_secs", x.timeout_secs),
+        ] {
+            if secs == 0 {
+                return bad(format!(
+                    "engine.expression.{name} must be at least 1 (got 0)"
+                ));
+            }
         }
-        if !(0.0..=1.0).contains(&p.vad_threshold) || p.vad_silence_ms == 0 {
-            return bad(
-                "engine.pipeline.vad_threshold must be within 0-1 and vad_silence_ms at least 1"
-                    .into(),
-            );
+        if !(0.0..=1.0).contains(&p.vad_threshold) {
+            return bad(format!(
+                "engine.pipeline.vad_threshold must be within 0-1 (got {})",
+                p.vad_threshold
+            ));
+        }
+        if p.vad_silence_ms == 0 {
+            return bad("engine.pipeline.vad_silence_ms must be at least 1 (got 0)".into());
         }
         Ok(())
     }

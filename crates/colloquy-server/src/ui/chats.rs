@@ -87,10 +87,21 @@ impl Filters {
             .unwrap_or(DEFAULT_PAGE_SIZE);
         let config = p.get("config").unwrap_or_default().to_string();
         let q = p.get("q").unwrap_or_default().to_string();
+        // The same limit as the REST API: each word is one index probe.
+        let words = colloquy_storage::search_terms(&q).len();
+        let search = if words > colloquy_storage::MAX_SEARCH_TERMS {
+            problems.push(format!(
+                "Search: {words} words; search for at most {}.",
+                colloquy_storage::MAX_SEARCH_TERMS
+            ));
+            None
+        } else {
+            (!q.is_empty()).then(|| q.clone())
+        };
         let filter = ChatFilter {
             status,
             config_id: (!config.is_empty()).then(|| config.clone()),
-            search: (!q.is_empty()).then(|| q.clone()),
+            search,
             started_from: from_date.map(|d| format::midnight_ms(d, tz)),
             // The end date is included: up to the next midnight.
             started_before: to_date
@@ -336,6 +347,19 @@ mod tests {
         assert_eq!(again.filter, f.filter);
         assert!(f.query(2).ends_with("page=2"));
         assert!(f.active());
+    }
+
+    #[test]
+    fn too_many_search_words_are_reported() {
+        let words: Vec<String> = (0..17).map(|i| format!("w{i}")).collect();
+        let f = Filters::parse(&Params::parse(Some(&format!("q={}", words.join("+")))));
+        assert_eq!(f.filter.search, None);
+        assert!(f.problems[0].contains("17 words"), "{:?}", f.problems);
+        let f = Filters::parse(&Params::parse(Some(&format!(
+            "q={}",
+            words[..16].join("+")
+        ))));
+        assert!(f.problems.is_empty() && f.filter.search.is_some());
     }
 
     #[test]

@@ -237,6 +237,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .clone()
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{addr}"));
+    let (pipeline, client_voice) = crate::engine::pipeline::shared_engines(&settings.engine);
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -248,6 +249,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         signer,
         public_base,
         jobs_enqueued: Arc::new(Notify::new()),
+        pipeline,
+        client_voice,
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let workers = spawn_workers(

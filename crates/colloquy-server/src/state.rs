@@ -1,9 +1,11 @@
 //! State shared by every request and session.
 
 use crate::config::Settings;
+use crate::engine::pipeline::Services;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
+use colloquy_speech::Voice;
 use colloquy_storage::Store;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -37,6 +39,10 @@ pub struct Inner {
     pub public_base: String,
     /// Wakes in-process reconstruction workers when a job is enqueued.
     pub jobs_enqueued: Arc<Notify>,
+    /// The pipeline engine's services, shared by its chats (`None` when no key uses it).
+    pub pipeline: Option<Services>,
+    /// The voice speaking `assistant_input` in client mode (`None`: text only).
+    pub client_voice: Option<Arc<dyn Voice>>,
 }
 
 impl AppState {

@@ -7,7 +7,7 @@
 //! reading the client (tool answers, pauses) while the model and the voice work; dropping
 //! the [`Turn`] cancels it (the HTTP streams close). See `docs/engines.md`.
 
-use crate::config::PipelineSettings;
+use crate::config::{EngineMode, EngineSettings, PipelineSettings};
 use crate::engine::expression::{ExpressionClient, Scores};
 use colloquy_speech::{
     wav_chunks, ChatClient, ChatRequest, LlmDelta, Pcm, SentenceSplitter, SpeechClient,
@@ -23,7 +23,9 @@ pub const OUTPUT_RATE: u32 = 48_000;
 /// Longest `audio_output` chunk, in milliseconds.
 pub const CHUNK_MS: u32 = 100;
 
-/// The services of a pipeline chat.
+/// The services of a pipeline chat (built once at start-up; clones share their HTTP clients
+/// and voice).
+#[derive(Clone)]
 pub struct Services {
     /// Speech to text; `None`: spoken turns are not answered.
     pub asr: Option<TranscriptionClient>,
@@ -37,9 +39,8 @@ pub struct Services {
 
 impl Services {
     /// The services `[engine.pipeline]` configures (`None` without an LLM).
-    pub fn from_settings(p: &PipelineSettings) -> Option<Self> {
+    pub fn from_settings(p: &PipelineSettings, voice: Option<Arc<dyn Voice>>) -> Option<Self> {
         let llm = ChatClient::new(p.llm.clone()?);
-        let voice = voice_for(p);
         let vad = VadConfig {
             threshold: p.vad_threshold,
             min_speech_ms: p.vad_min_speech_ms,
@@ -54,6 +55,34 @@ impl Services {
             voice,
         })
     }
+}
+
+/// What the engines need from `[engine]`, built once at start-up and shared by every chat:
+/// the pipeline's services (`None` unless some key uses the pipeline) and the voice that
+/// speaks `assistant_input` in client mode (`None` unless `engine.client.speak` and a voice
+/// is available).
+pub fn shared_engines(e: &EngineSettings) -> (Option<Services>, Option<Arc<dyn Voice>>) {
+    let piped =
+        e.mode == EngineMode::Pipeline || e.keys.values().any(|o| o.mode == EngineMode::Pipeline);
+    if !piped && !e.client.speak {
+        return (None, None);
+    }
+    let voice = voice_for(&e.pipeline);
+    let services = if piped {
+        Services::from_settings(&e.pipeline, voice.clone())
+    } else {
+        None
+    };
+    if !e.client.speak {
+        return (services, None);
+    }
+    if voice.is_none() {
+        tracing::warn!(
+            "engine.client.speak is on but no voice is available ([engine.pipeline.tts] or \
+             --features offline-voice); assistant_input is answered with text only"
+        );
+    }
+    (services, voice)
 }
 
 /// The voice `[engine.pipeline]` configures: its TTS service, else the built-in voice

@@ -247,7 +247,7 @@ impl Session {
         };
         match mode {
             EngineMode::Client => {
-                s.client_voice = speak::ClientVoice::from_settings(&s.state.settings.engine);
+                s.client_voice = s.state.client_voice.clone().map(speak::ClientVoice::new);
                 if !s.open(params, group, None).await {
                     return;
                 }
@@ -256,9 +256,7 @@ impl Session {
             }
             EngineMode::Relay => s.relay(params, group, &query).await,
             EngineMode::Pipeline => {
-                let Some(services) = crate::engine::pipeline::Services::from_settings(
-                    &s.state.settings.engine.pipeline,
-                ) else {
+                let Some(services) = s.state.pipeline.clone() else {
                     return s
                         .refuse(
                             "I0300",

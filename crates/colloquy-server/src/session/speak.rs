@@ -20,22 +20,13 @@ pub(super) struct ClientVoice {
 }
 
 impl ClientVoice {
-    /// The voice configured for client-driven chats, if speaking is on and one is available.
-    pub(super) fn from_settings(engine: &crate::config::EngineSettings) -> Option<Self> {
-        if !engine.client.speak {
-            return None;
-        }
-        let voice = crate::engine::pipeline::voice_for(&engine.pipeline);
-        if voice.is_none() {
-            tracing::warn!(
-                "engine.client.speak is on but no voice is available ([engine.pipeline.tts] or \
-                 --features offline-voice); assistant_input is answered with text only"
-            );
-        }
-        voice.map(|voice| Self {
+    /// Speaks with the voice shared by client-driven chats (see
+    /// [`crate::engine::pipeline::shared_engines`]).
+    pub(super) fn new(voice: Arc<dyn Voice>) -> Self {
+        Self {
             voice,
             speech_end_ms: 0,
-        })
+        }
     }
 }
 

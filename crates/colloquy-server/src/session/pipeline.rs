@@ -453,9 +453,7 @@ impl Session {
         let Some(p) = self.pipeline.as_mut() else {
             return;
         };
-        let offset = p.speech_end_ms.max(now);
-        let ms = decode_wav(wav).map(|pcm| pcm.duration_ms()).unwrap_or(0) as i64;
-        p.speech_end_ms = offset + ms;
+        let (offset, ms) = super::speak::place_after(&mut p.speech_end_ms, now, wav);
         p.unplayed.push_back((offset, ms, wav.to_vec()));
     }
 

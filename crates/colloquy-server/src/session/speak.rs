@@ -56,12 +56,20 @@ impl Session {
         let Some(v) = self.client_voice.as_mut() else {
             return;
         };
-        let offset = v.speech_end_ms.max(now);
-        let ms = decode_wav(wav).map(|pcm| pcm.duration_ms()).unwrap_or(0) as i64;
-        v.speech_end_ms = offset + ms;
+        let (offset, _) = place_after(&mut v.speech_end_ms, now, wav);
         if !self.who.data_retention {
             return;
         }
         self.record_assistant_clip(offset, wav).await;
     }
+}
+
+/// Places a WAV clip on the timeline where the client plays it: now, or after the speech
+/// sent before it (which ends at `speech_end_ms`, moved past the clip). Its offset and length
+/// in ms.
+pub(super) fn place_after(speech_end_ms: &mut i64, now: i64, wav: &[u8]) -> (i64, i64) {
+    let offset = (*speech_end_ms).max(now);
+    let ms = decode_wav(wav).map(|pcm| pcm.duration_ms()).unwrap_or(0) as i64;
+    *speech_end_ms = offset + ms;
+    (offset, ms)
 }

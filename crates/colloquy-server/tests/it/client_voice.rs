@@ -11,7 +11,7 @@ use axum::Router;
 use colloquy_server::capture::CapturedFormat;
 use colloquy_server::objects::Voice as Track;
 use colloquy_server::Settings;
-use colloquy_speech::{encode_wav, Pcm, ServiceConfig};
+use colloquy_speech::{Pcm, ServiceConfig};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,16 +33,9 @@ async fn speech(State(asked): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> Res
         .lock()
         .unwrap()
         .push(serde_json::from_slice(&body).unwrap());
-    let rate = 24_000u32;
-    let samples = (0..rate / 4)
-        .map(|i| {
-            let v = (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / f64::from(rate)).sin();
-            (v * 0.4 * f64::from(i16::MAX)) as i16
-        })
-        .collect();
     Response::builder()
         .header("content-type", "audio/wav")
-        .body(Body::from(encode_wav(&Pcm::new(samples, rate))))
+        .body(Body::from(tone_wav(440.0, 24_000, 250)))
         .unwrap()
 }
 
@@ -70,12 +63,7 @@ async fn spoken_answer(ws: &mut Ws, text: &str) -> (String, Vec<Pcm>) {
         assert_eq!(a["type"], "audio_output", "{a}");
         assert_eq!(a["id"], id.as_str());
         assert_eq!(a["index"], chunks.len());
-        let wav = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            a["data"].as_str().unwrap(),
-        )
-        .unwrap();
-        chunks.push(colloquy_speech::decode_wav(&wav).expect("a WAV chunk"));
+        chunks.push(wav_chunk_pcm(&a));
     }
 }
 

@@ -263,3 +263,25 @@ pub fn wav(pcm: &[u8], rate: u32) -> Vec<u8> {
     w.extend_from_slice(pcm);
     w
 }
+
+/// `ms` of a sine tone at 0.4 of full scale, as a WAV file (what the fake speech services
+/// answer).
+pub fn tone_wav(freq: f64, rate: u32, ms: u32) -> Vec<u8> {
+    let samples = (0..rate * ms / 1000)
+        .map(|i| {
+            let v = (2.0 * std::f64::consts::PI * freq * f64::from(i) / f64::from(rate)).sin();
+            (v * 0.4 * f64::from(i16::MAX)) as i16
+        })
+        .collect();
+    colloquy_speech::encode_wav(&colloquy_speech::Pcm::new(samples, rate))
+}
+
+/// The audio of a base64 WAV chunk (`audio_output` and `audio_input` messages' `data`).
+pub fn wav_chunk_pcm(msg: &Value) -> colloquy_speech::Pcm {
+    let wav = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        msg["data"].as_str().unwrap(),
+    )
+    .expect("base64 data");
+    colloquy_speech::decode_wav(&wav).expect("a WAV chunk")
+}

@@ -13,7 +13,7 @@ use colloquy_server::capture::CapturedFormat;
 use colloquy_server::config::EngineMode;
 use colloquy_server::objects::Voice as Track;
 use colloquy_server::Settings;
-use colloquy_speech::{encode_wav, EspeakOptions, EspeakVoice, Pcm, ServiceConfig, Voice};
+use colloquy_speech::{EspeakOptions, EspeakVoice, ServiceConfig, Voice};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -49,14 +49,7 @@ impl Fake {
 
 /// `ms` of a 300 Hz tone at 24 kHz, as the speech service's WAV.
 fn spoken_wav(ms: u32) -> Vec<u8> {
-    let rate = 24_000;
-    let samples = (0..rate * ms / 1000)
-        .map(|i| {
-            let v = (2.0 * std::f64::consts::PI * 300.0 * f64::from(i) / f64::from(rate)).sin();
-            (v * 0.4 * f64::from(i16::MAX)) as i16
-        })
-        .collect();
-    encode_wav(&Pcm::new(samples, rate))
+    tone_wav(300.0, 24_000, ms)
 }
 
 async fn speech(State(f): State<Fake>, body: Bytes) -> Response {
@@ -215,12 +208,7 @@ async fn sentence_of(ws: &mut Ws, text: &str, chunks: u32) -> String {
         assert_eq!(a["type"], "audio_output", "{a}");
         assert_eq!(a["id"], id.as_str());
         assert_eq!(a["index"], index);
-        let wav = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            a["data"].as_str().unwrap(),
-        )
-        .unwrap();
-        let pcm = colloquy_speech::decode_wav(&wav).unwrap();
+        let pcm = wav_chunk_pcm(&a);
         assert_eq!(pcm.sample_rate, 48_000);
     }
     id
@@ -643,12 +631,7 @@ async fn the_offline_voice_speaks_without_a_tts_service() {
             break;
         }
         assert_eq!(m["id"], said["id"]);
-        let wav = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            m["data"].as_str().unwrap(),
-        )
-        .unwrap();
-        let pcm = colloquy_speech::decode_wav(&wav).unwrap();
+        let pcm = wav_chunk_pcm(&m);
         assert_eq!(pcm.sample_rate, 48_000);
         ms += pcm.duration_ms();
     }

@@ -74,29 +74,20 @@ impl Session {
     /// starts). `None` once the resume was refused.
     async fn upstream_group(&mut self, group: uuid::Uuid) -> Option<Option<String>> {
         let store = self.state.store.clone();
-        match store.get_chat_group(self.who.user_id, group).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                self.refuse_unknown_group().await;
-                return None;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not read the chat group to resume");
-                self.refuse(
-                    "I0100",
-                    "storage_failure",
-                    "the server could not read the chat group; try again later".into(),
-                )
-                .await;
-                return None;
-            }
-        }
         let newest_first = PageRequest {
             number: 0,
             size: 100,
             ascending: false,
         };
-        match store.list_group_chats(group, None, newest_first).await {
+        let chats = match store.get_chat_group(self.who.user_id, group).await {
+            Ok(Some(_)) => store.list_group_chats(group, None, newest_first).await,
+            Ok(None) => {
+                self.refuse_unknown_group().await;
+                return None;
+            }
+            Err(e) => Err(e),
+        };
+        match chats {
             Ok(page) => Some(
                 page.items
                     .iter()
@@ -104,7 +95,7 @@ impl Session {
                     .find_map(UpstreamIds::group_in_metadata),
             ),
             Err(e) => {
-                tracing::error!(error = %e, "could not read the chats of the group to resume");
+                tracing::error!(error = %e, "could not read the chat group to resume");
                 self.refuse(
                     "I0100",
                     "storage_failure",

@@ -331,17 +331,20 @@ async fn reconstruction(
     out
 }
 
-/// Erases chats' stored objects after their rows are gone; failures are logged (the rows,
-/// and so every API answer, are already gone).
+/// Erases chats' stored objects after their rows are gone. Every chat is tried, so one
+/// failure does not leave the others' audio behind; each failure is logged, and any makes
+/// the request fail (the rows, and so every API answer, are already gone).
 async fn erase_objects(state: &AppState, user_id: Uuid, chats: &[Uuid]) -> Result<(), ApiError> {
+    let mut first_error = None;
     for chat_id in chats {
-        state
-            .objects
-            .erase_chat(user_id, *chat_id)
-            .await
-            .map_err(|e| ApiError::Internal(format!("erasing audio of chat {chat_id}: {e}")))?;
+        if let Err(e) = state.objects.erase_chat(user_id, *chat_id).await {
+            tracing::error!(%chat_id, error = %e, "could not erase the chat's stored audio");
+            first_error.get_or_insert(ApiError::Internal(format!(
+                "erasing audio of chat {chat_id}: {e}"
+            )));
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Delete a chat with its events, captured audio and reconstruction (not in the hosted API).

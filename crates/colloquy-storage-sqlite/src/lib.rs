@@ -3,6 +3,7 @@
 //! One connection writes (group-committed batches, `BEGIN IMMEDIATE`), a small pool reads;
 //! WAL mode lets reads run beside the writer and see every committed batch at once.
 
+mod group_events;
 mod rows;
 
 use async_trait::async_trait;
@@ -416,7 +417,8 @@ impl Store for SqliteStore {
             let last: i64 = col(r, 2)?;
             let seq: i64 = col(r, 3)?;
             sqlx::query(
-                "UPDATE chats SET status = 'ERROR', end_timestamp = ?, event_count = event_count + 1 \
+                "UPDATE chats SET status = 'ERROR', end_timestamp = ?, event_count = event_count + 1, \
+                 first_event_timestamp = COALESCE(first_event_timestamp, last_event_timestamp) \
                  WHERE id = ?",
             )
             .bind(last)
@@ -579,29 +581,10 @@ impl Store for SqliteStore {
         group_id: Uuid,
         page: PageRequest,
     ) -> StoreResult<Page<EventRecord>> {
-        let d = dir(page.ascending);
-        let gid = group_id.to_string();
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM chat_events WHERE chat_group_id = ? \
-             ORDER BY timestamp {d}, rowid {d} LIMIT ? OFFSET ?"
-        ))
-        .bind(&gid)
-        .bind(page.size as i64)
-        .bind(page.offset())
-        .fetch_all(&self.read)
-        .await
-        .map_err(db)?;
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(event_count), 0) FROM chats WHERE chat_group_id = ?",
-        )
-        .bind(&gid)
-        .fetch_one(&self.read)
-        .await
-        .map_err(db)?;
-        Ok(Page {
-            items: rows.iter().map(event_row).collect::<StoreResult<_>>()?,
-            total: total as u64,
-        })
+        let mut tx = self.read.begin().await.map_err(db)?;
+        let result = group_events::page(&mut tx, group_id, page).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(result)
     }
 
     async fn ensure_reconstructions(
@@ -992,7 +975,7 @@ async fn apply_in_tx(
     // 3. Apply the ops in order; collect events and per-chat counters.
     let mut outcomes = Vec::with_capacity(ops.len());
     let mut pending: Vec<PendingEvent> = Vec::new();
-    let mut counters: HashMap<Uuid, (i64, i64)> = HashMap::new();
+    let mut counters: HashMap<Uuid, Counters> = HashMap::new();
     for op in ops {
         let is_revoked = revoked.contains(&op.api_key_id());
         let outcome = match op {
@@ -1084,16 +1067,18 @@ async fn apply_in_tx(
     }
     // One statement for every chat's counters (a round trip per chat costs more than the
     // inserts themselves).
-    let counters: Vec<(Uuid, (i64, i64))> = counters.into_iter().collect();
+    let counters: Vec<(Uuid, Counters)> = counters.into_iter().collect();
     for chunk in counters.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, n, last) AS (");
-        qb.push_values(chunk, |mut b, (chat_id, (count, last))| {
+        let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, n, first, last) AS (");
+        qb.push_values(chunk, |mut b, (chat_id, c)| {
             b.push_bind(chat_id.to_string())
-                .push_bind(*count)
-                .push_bind(*last);
+                .push_bind(c.count)
+                .push_bind(c.first)
+                .push_bind(c.last);
         });
         qb.push(
             ") UPDATE chats SET event_count = event_count + v.n, \
+             first_event_timestamp = MIN(COALESCE(first_event_timestamp, v.first), v.first), \
              last_event_timestamp = MAX(last_event_timestamp, v.last) FROM v WHERE chats.id = v.id",
         );
         qb.build().execute(&mut *conn).await.map_err(db)?;
@@ -1101,9 +1086,16 @@ async fn apply_in_tx(
     Ok(outcomes)
 }
 
+/// What a batch adds to one chat's row: its event count and time span.
+struct Counters {
+    count: i64,
+    first: i64,
+    last: i64,
+}
+
 fn queue_events<'a>(
     pending: &mut Vec<PendingEvent<'a>>,
-    counters: &mut HashMap<Uuid, (i64, i64)>,
+    counters: &mut HashMap<Uuid, Counters>,
     chat_id: Uuid,
     group_id: Uuid,
     events: &'a [NewEvent],
@@ -1114,9 +1106,14 @@ fn queue_events<'a>(
             group_id,
             event: e,
         });
-        let c = counters.entry(chat_id).or_insert((0, i64::MIN));
-        c.0 += 1;
-        c.1 = c.1.max(e.timestamp);
+        let c = counters.entry(chat_id).or_insert(Counters {
+            count: 0,
+            first: i64::MAX,
+            last: i64::MIN,
+        });
+        c.count += 1;
+        c.first = c.first.min(e.timestamp);
+        c.last = c.last.max(e.timestamp);
     }
 }
 

@@ -12,6 +12,7 @@ pub async fn run_all(store: &dyn Store) {
     keys_and_auth(store).await;
     chat_lifecycle_and_listing(store).await;
     resume_and_groups(store).await;
+    group_event_order(store).await;
     tenancy(store).await;
     revocation_in_batches(store).await;
     orphaned_chats(store).await;
@@ -449,6 +450,92 @@ async fn resume_and_groups(store: &dyn Store) {
         "newest first: the other group started later"
     );
     assert_eq!(all.items[0].most_recent_chat_id, Some(other_group_chat));
+}
+
+/// A group's events come in `(timestamp, chat_id, seq)` order across chats that follow
+/// each other, overlap in time, or tie, in both directions and across page boundaries.
+async fn group_event_order(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let g = Uuid::new_v4();
+    let append = |chat_id: Uuid, events: Vec<NewEvent>| WriteOp::AppendEvents {
+        api_key_id: who.api_key_id,
+        chat_id,
+        events,
+    };
+    let msg = |seq: i64, ts: i64| event(seq, ts, EventRole::User, EventType::UserMessage, "hi");
+    let end = |chat_id: Uuid, seq: i64, ts: i64| WriteOp::EndChat {
+        api_key_id: who.api_key_id,
+        chat_id,
+        status: ChatStatus::UserEnded,
+        end_timestamp: ts,
+        events: vec![event(
+            seq,
+            ts,
+            EventRole::System,
+            EventType::ChatEndMessage,
+            "",
+        )],
+    };
+    // c1 and c2 overlap; c3 follows both; c4 starts at the instant c3's last event has.
+    let (c1, _) = start_chat(store, &who, GroupChoice::New(g), 1_000, None, instance).await;
+    let (c2, _) = start_chat(store, &who, GroupChoice::Resume(g), 1_015, None, instance).await;
+    store
+        .apply_batch(&[
+            append(c1, vec![msg(1, 1_010), msg(2, 1_020)]),
+            append(c2, vec![msg(1, 1_025)]),
+            end(c1, 3, 1_030),
+        ])
+        .await
+        .unwrap();
+    store.apply_batch(&[end(c2, 2, 1_026)]).await.unwrap();
+    let (c3, _) = start_chat(store, &who, GroupChoice::Resume(g), 2_000, None, instance).await;
+    store
+        .apply_batch(&[append(c3, vec![msg(1, 2_000)]), end(c3, 2, 2_005)])
+        .await
+        .unwrap();
+    // c4 stays active.
+    let (c4, _) = start_chat(store, &who, GroupChoice::Resume(g), 2_005, None, instance).await;
+    store
+        .apply_batch(&[append(c4, vec![msg(1, 2_010)])])
+        .await
+        .unwrap();
+
+    let mut expected = Vec::new();
+    for (chat, events) in [
+        (c1, vec![(0, 1_000), (1, 1_010), (2, 1_020), (3, 1_030)]),
+        (c2, vec![(0, 1_015), (1, 1_025), (2, 1_026)]),
+        (c3, vec![(0, 2_000), (1, 2_000), (2, 2_005)]),
+        (c4, vec![(0, 2_005), (1, 2_010)]),
+    ] {
+        for (seq, ts) in events {
+            expected.push((ts, chat, seq));
+        }
+    }
+    expected.sort();
+    for size in [1, 3, 4, 20] {
+        for ascending in [true, false] {
+            let mut got = Vec::new();
+            let mut number = 0;
+            loop {
+                let p = store
+                    .list_group_events(g, page(number, size, ascending))
+                    .await
+                    .unwrap();
+                assert_eq!(p.total, expected.len() as u64);
+                if p.items.is_empty() {
+                    break;
+                }
+                got.extend(p.items.iter().map(|e| (e.timestamp, e.chat_id, e.seq)));
+                number += 1;
+            }
+            let mut want = expected.clone();
+            if !ascending {
+                want.reverse();
+            }
+            assert_eq!(got, want, "page size {size}, ascending {ascending}");
+        }
+    }
 }
 
 async fn tenancy(store: &dyn Store) {

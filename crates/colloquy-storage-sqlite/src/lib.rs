@@ -1205,6 +1205,110 @@ mod tests {
         assert!(again.count_accounts().await.unwrap() > 0);
     }
 
+    /// A database written before migration 0005 (events indexed by group) opens with each
+    /// chat's event time span filled in, and its group's events list in time order.
+    #[tokio::test]
+    async fn migration_0005_fills_in_the_chats_event_spans() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let mut conn = sqlx::SqliteConnection::connect_with(
+            &SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        let old = sqlx::migrate::Migrator {
+            migrations: MIGRATOR
+                .iter()
+                .filter(|m| m.version < 5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        old.run(&mut conn).await.unwrap();
+        let (g, c1, c2) = (Uuid::new_v4(), Uuid::now_v7(), Uuid::now_v7());
+        sqlx::query(
+            "INSERT INTO chat_groups (id, user_id, first_start_timestamp, \
+             most_recent_start_timestamp, num_chats) VALUES (?, 'u', 100, 150, 2)",
+        )
+        .bind(g.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // c2 starts while c1 is still going; c1's stored last_event_timestamp lags behind.
+        for (c, start, count, last) in [(c1, 100, 3, 100), (c2, 150, 2, 160)] {
+            sqlx::query(
+                "INSERT INTO chats (id, user_id, chat_group_id, status, start_timestamp, \
+                 last_event_timestamp, event_count) VALUES (?, 'u', ?, 'USER_ENDED', ?, ?, ?)",
+            )
+            .bind(c.to_string())
+            .bind(g.to_string())
+            .bind(start)
+            .bind(last)
+            .bind(count)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        for (c, seq, ts) in [
+            (c1, 0, 100),
+            (c1, 1, 155),
+            (c1, 2, 170),
+            (c2, 0, 150),
+            (c2, 1, 160),
+        ] {
+            sqlx::query(
+                "INSERT INTO chat_events (id, chat_id, seq, chat_group_id, timestamp, role, type) \
+                 VALUES (?, ?, ?, ?, ?, 'USER', 'USER_MESSAGE')",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(c.to_string())
+            .bind(seq)
+            .bind(g.to_string())
+            .bind(ts)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+
+        let store = SqliteStore::open(&url, &SqliteSettings::default())
+            .await
+            .unwrap();
+        let spans: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT id, first_event_timestamp, last_event_timestamp FROM chats ORDER BY id",
+        )
+        .fetch_all(&store.read)
+        .await
+        .unwrap();
+        assert_eq!(
+            spans,
+            vec![(c1.to_string(), 100, 170), (c2.to_string(), 150, 160)]
+        );
+        let page = store
+            .list_group_events(
+                g,
+                PageRequest {
+                    number: 0,
+                    size: 10,
+                    ascending: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.total, 5);
+        assert_eq!(
+            page.items
+                .iter()
+                .map(|e| (e.timestamp, e.chat_id))
+                .collect::<Vec<_>>(),
+            vec![(100, c1), (150, c2), (155, c1), (160, c2), (170, c1)]
+        );
+    }
+
     #[tokio::test]
     async fn the_wal_is_checkpointed_in_the_background() {
         let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,8 @@
 //! * Capture time: [`StreamProbe`] validates chunks cheaply; [`write_record`] appends
 //!   them to a per-voice record log.
 //! * Reconstruction: [`reconstruct`] reads the logs back one record at a time.
+//! * Live decoding: [`WebmOpusStream`] decodes a WebM/Opus stream as its chunks arrive
+//!   (the pipeline engine's turn detection).
 //!
 //! Output is always 48 kHz AAC-LC in MP4: mono (64 kbit/s) by default, or stereo
 //! (128 kbit/s) with the user on the left and the assistant on the right
@@ -19,6 +21,10 @@
 //!   codec delay); a packet never starts before the previous one ended.
 //! * WAV stream: one clip starting at the first chunk's arrival offset.
 
+// Lets the unit tests include the integration tests' helpers (`tests/common`).
+#[cfg(test)]
+extern crate self as colloquy_audio;
+
 mod decode;
 mod encode;
 mod error;
@@ -30,6 +36,7 @@ mod resample;
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 
+pub use decode::webm_stream::WebmOpusStream;
 pub use error::{AudioError, Voice};
 pub use probe::{DetectedFormat, StreamProbe};
 pub use record::{write_record, RecordReader, MAX_RECORD_LEN};

@@ -7,6 +7,7 @@
 pub(crate) mod pcm;
 pub(crate) mod wav;
 pub(crate) mod webm;
+pub(crate) mod webm_stream;
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -15,11 +15,11 @@ use crate::AudioError;
 /// EBML magic (the EBML header element ID) that starts every WebM stream.
 pub(crate) const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
 
-const ID_EBML: u32 = 0x1A45_DFA3;
-const ID_DOCTYPE: u32 = 0x4282;
-const ID_SEGMENT: u32 = 0x1853_8067;
-const ID_CLUSTER: u32 = 0x1F43_B675;
-const ID_TRACKS: u32 = 0x1654_AE6B;
+pub(crate) const ID_EBML: u32 = 0x1A45_DFA3;
+pub(crate) const ID_DOCTYPE: u32 = 0x4282;
+pub(crate) const ID_SEGMENT: u32 = 0x1853_8067;
+pub(crate) const ID_CLUSTER: u32 = 0x1F43_B675;
+pub(crate) const ID_TRACKS: u32 = 0x1654_AE6B;
 const ID_TRACK_ENTRY: u32 = 0xAE;
 const ID_TRACK_TYPE: u32 = 0x83;
 const ID_CODEC_ID: u32 = 0x86;
@@ -27,7 +27,7 @@ const ID_CODEC_PRIVATE: u32 = 0x63A2;
 const TRACK_TYPE_AUDIO: u64 = 2;
 
 /// Opus decoding always happens at 48 kHz, the output rate.
-const OPUS_RATE: u32 = 48_000;
+pub(crate) const OPUS_RATE: u32 = 48_000;
 
 // ---------------------------------------------------------------------------
 // OpusHead
@@ -73,7 +73,7 @@ pub(crate) fn parse_opus_head(b: &[u8]) -> Result<OpusHead, AudioError> {
 // Incremental header probe
 
 /// Bytes of one header element (EBML header, Tracks) we are willing to buffer.
-const MAX_ELEMENT: u64 = 64 * 1024;
+pub(crate) const MAX_ELEMENT: u64 = 64 * 1024;
 /// How far into the stream the Tracks element must appear.
 const MAX_SCAN: u64 = 1024 * 1024;
 
@@ -152,25 +152,7 @@ impl WebmProbe {
                 let Some(body) = self.whole_element(size, header_len, "EBML header")? else {
                     return Ok(false);
                 };
-                let mut doc_type = None;
-                for_each_child(body, |cid, cbody| {
-                    if cid == ID_DOCTYPE {
-                        doc_type = Some(
-                            String::from_utf8_lossy(cbody)
-                                .trim_end_matches('\0')
-                                .to_owned(),
-                        );
-                    }
-                    Ok(())
-                })?;
-                match doc_type.as_deref() {
-                    Some("webm") | Some("matroska") => {}
-                    other => {
-                        return Err(AudioError::InvalidWebm(format!(
-                            "EBML DocType {other:?} is not webm/matroska"
-                        )))
-                    }
-                }
+                check_ebml_header(body)?;
                 self.consume(header_len + body_len(size));
                 self.state = ProbeState::SegmentHeader;
             }
@@ -250,54 +232,128 @@ fn body_len(size: Option<u64>) -> usize {
     size.map_or(0, |s| s as usize)
 }
 
-/// Checks the Tracks body: the first audio track must be Opus with a valid OpusHead.
-fn check_tracks(body: &[u8]) -> Result<(), AudioError> {
+/// Checks an EBML header body: the DocType must be `webm` or `matroska`.
+pub(crate) fn check_ebml_header(body: &[u8]) -> Result<(), AudioError> {
+    let mut doc_type = None;
+    for_each_child(body, |cid, cbody| {
+        if cid == ID_DOCTYPE {
+            doc_type = Some(
+                String::from_utf8_lossy(cbody)
+                    .trim_end_matches('\0')
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    })?;
+    match doc_type.as_deref() {
+        Some("webm") | Some("matroska") => Ok(()),
+        other => Err(AudioError::InvalidWebm(format!(
+            "EBML DocType {other:?} is not webm/matroska"
+        ))),
+    }
+}
+
+/// The first audio track of a Tracks element, as far as Opus decoding needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AudioTrack<'a> {
+    /// TrackNumber (what blocks refer to).
+    pub number: u64,
+    /// CodecID, e.g. `A_OPUS`.
+    pub codec: String,
+    /// CodecPrivate (the OpusHead for Opus).
+    pub private: Option<&'a [u8]>,
+    /// CodecDelay in nanoseconds.
+    pub codec_delay_ns: Option<u64>,
+}
+
+const ID_TRACK_NUMBER: u32 = 0xD7;
+const ID_CODEC_DELAY: u32 = 0x56AA;
+
+/// Finds the first audio track in a Tracks body.
+pub(crate) fn first_audio_track(body: &[u8]) -> Result<AudioTrack<'_>, AudioError> {
     let mut found = None;
     for_each_child(body, |id, entry| {
         if id != ID_TRACK_ENTRY || found.is_some() {
             return Ok(());
         }
-        let (mut track_type, mut codec, mut private) = (None, None, None);
+        let mut track_type = None;
+        let mut track = AudioTrack {
+            number: 0,
+            codec: String::new(),
+            private: None,
+            codec_delay_ns: None,
+        };
         for_each_child(entry, |cid, cbody| {
             match cid {
                 ID_TRACK_TYPE => track_type = Some(be_uint(cbody)),
+                ID_TRACK_NUMBER => track.number = be_uint(cbody),
                 ID_CODEC_ID => {
-                    codec = Some(
-                        String::from_utf8_lossy(cbody)
-                            .trim_end_matches('\0')
-                            .to_owned(),
-                    )
+                    track.codec = String::from_utf8_lossy(cbody)
+                        .trim_end_matches('\0')
+                        .to_owned()
                 }
-                ID_CODEC_PRIVATE => private = Some(cbody),
+                ID_CODEC_PRIVATE => track.private = Some(cbody),
+                ID_CODEC_DELAY => track.codec_delay_ns = Some(be_uint(cbody)),
                 _ => {}
             }
             Ok(())
         })?;
         if track_type == Some(TRACK_TYPE_AUDIO) {
-            found = Some((codec.unwrap_or_default(), private));
+            found = Some(track);
         }
         Ok(())
     })?;
-    let (codec, private) = found.ok_or_else(|| AudioError::InvalidWebm("no audio track".into()))?;
-    if codec != "A_OPUS" {
+    found.ok_or_else(|| AudioError::InvalidWebm("no audio track".into()))
+}
+
+/// Checks the Tracks body: the first audio track must be Opus with a valid OpusHead.
+fn check_tracks(body: &[u8]) -> Result<(), AudioError> {
+    let track = first_audio_track(body)?;
+    if track.codec != "A_OPUS" {
         return Err(AudioError::Unsupported(format!(
-            "WebM audio codec {codec:?} (only A_OPUS)"
+            "WebM audio codec {:?} (only A_OPUS)",
+            track.codec
         )));
     }
-    if let Some(private) = private {
+    if let Some(private) = track.private {
         parse_opus_head(private)?;
     }
     Ok(())
 }
 
-fn be_uint(b: &[u8]) -> u64 {
+/// A big-endian unsigned integer element body (at most 8 bytes are read).
+pub(crate) fn be_uint(b: &[u8]) -> u64 {
     b.iter()
         .take(8)
         .fold(0, |acc, &x| (acc << 8) | u64::from(x))
 }
 
+/// Reads an EBML variable-length integer: `(value without the length marker, length)`,
+/// `None` if `b` is too short.
+pub(crate) fn read_vint(b: &[u8]) -> Result<Option<(u64, usize)>, AudioError> {
+    let Some(&first) = b.first() else {
+        return Ok(None);
+    };
+    let len = first.leading_zeros() as usize + 1;
+    if len > 8 {
+        return Err(AudioError::InvalidWebm(
+            "invalid variable-length integer".into(),
+        ));
+    }
+    let Some(bytes) = b.get(..len) else {
+        return Ok(None);
+    };
+    let mask = if len == 8 { 0 } else { 0xFFu8 >> len };
+    let value = bytes[1..]
+        .iter()
+        .fold(u64::from(bytes[0] & mask), |acc, &x| {
+            (acc << 8) | u64::from(x)
+        });
+    Ok(Some((value, len)))
+}
+
 /// Parses an element header: `(id, size (None = unknown), header length)`.
-fn element_header(b: &[u8]) -> Result<Option<(u32, Option<u64>, usize)>, AudioError> {
+pub(crate) fn element_header(b: &[u8]) -> Result<Option<(u32, Option<u64>, usize)>, AudioError> {
     let Some(&first) = b.first() else {
         return Ok(None);
     };
@@ -307,31 +363,24 @@ fn element_header(b: &[u8]) -> Result<Option<(u32, Option<u64>, usize)>, AudioEr
             "invalid element ID byte 0x{first:02X}"
         )));
     }
-    let Some(&size_first) = b.get(id_len) else {
+    let Some(rest) = b.get(id_len..) else {
         return Ok(None);
     };
-    let size_len = size_first.leading_zeros() as usize + 1;
-    if size_len > 8 {
-        return Err(AudioError::InvalidWebm("invalid element size".into()));
-    }
-    let Some(size_bytes) = b.get(id_len..id_len + size_len) else {
-        return Ok(None);
+    let (value, size_len) = match read_vint(rest) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(AudioError::InvalidWebm("invalid element size".into())),
     };
     let id = b[..id_len]
         .iter()
         .fold(0u32, |acc, &x| (acc << 8) | u32::from(x));
-    let mask = if size_len == 8 { 0 } else { 0xFFu8 >> size_len };
-    let mut value = u64::from(size_bytes[0] & mask);
-    for &x in &size_bytes[1..] {
-        value = (value << 8) | u64::from(x);
-    }
     let all_ones = (1u64 << (7 * size_len)) - 1;
     let size = (value != all_ones).then_some(value);
     Ok(Some((id, size, id_len + size_len)))
 }
 
 /// Calls `f` for each child element of a fully buffered master element body.
-fn for_each_child<'a>(
+pub(crate) fn for_each_child<'a>(
     mut b: &'a [u8],
     mut f: impl FnMut(u32, &'a [u8]) -> Result<(), AudioError>,
 ) -> Result<(), AudioError> {
@@ -368,7 +417,10 @@ fn demux_error(e: DemuxError) -> AudioError {
 }
 
 /// Runs third-party parsing code, turning a panic on hostile input into an error.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, AudioError>) -> Result<T, AudioError> {
+pub(crate) fn guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, AudioError>,
+) -> Result<T, AudioError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(AudioError::InvalidWebm(format!(
             "{what} failed on malformed data"

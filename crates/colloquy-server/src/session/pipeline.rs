@@ -12,6 +12,8 @@ use super::{End, Session};
 use crate::engine::expression::{prosody_inference, ExpressionClient};
 use crate::engine::pipeline::{Services, Turn, TurnOutput};
 use base64::Engine;
+use colloquy_audio::{AudioError, WebmOpusStream};
+use colloquy_speech::pcm::to_i16;
 use colloquy_speech::prompt::{
     build_messages, history_messages, tool_definitions, HANG_UP_TOOL_NAME,
 };
@@ -50,6 +52,8 @@ pub(super) struct Pipeline {
     answering: bool,
     /// Turn detection on the user's audio, for its sample rate.
     detector: Option<(u32, TurnDetector)>,
+    /// How the user's `audio_input` chunks are decoded for turn detection.
+    input: InputDecoder,
     /// Stream times of the utterance being transcribed.
     heard_span: (i64, i64),
     /// Speech sent but not yet playing: `(offset_ms, duration_ms, wav)`, recorded once it
@@ -82,6 +86,7 @@ impl Pipeline {
             last_spoken: None,
             answering: false,
             detector: None,
+            input: InputDecoder::default(),
             heard_span: (0, 0),
             unplayed: std::collections::VecDeque::new(),
             played_end_ms: 0,
@@ -497,8 +502,30 @@ impl Session {
         let Some(asr) = p.services.asr.clone() else {
             return Ok(()); // no transcription service: spoken turns are not answered
         };
-        let Some(pcm) = mono_pcm(bytes, format.as_ref()) else {
-            return Ok(());
+        let pcm = match p.input.decode(bytes, format.as_ref()) {
+            Ok(Some(pcm)) => pcm,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                if std::mem::replace(&mut p.input.told, true) {
+                    tracing::debug!(chat_id = %self.chat_id, error = %e, "audio_input cannot be decoded for turn detection");
+                    return Ok(());
+                }
+                tracing::warn!(chat_id = %self.chat_id, error = %e, "audio_input cannot be decoded for turn detection; telling the client once");
+                // Once per chat: the audio is still recorded, and the chat goes on.
+                let told = self
+                    .send_error(
+                        "E0104",
+                        "invalid_audio",
+                        format!(
+                            "this audio_input could not be decoded for turn detection, so the \
+                             assistant cannot hear it (it is still recorded): {e}. Send raw \
+                             linear16 declared in session_settings.audio, a WebM/Opus stream, \
+                             or chunks that are each a complete WAV file"
+                        ),
+                    )
+                    .await;
+                return if told { Ok(()) } else { Err(End::ClientClosed) };
+            }
         };
         if pcm.samples.is_empty() {
             return Ok(());
@@ -570,27 +597,79 @@ impl Session {
     }
 }
 
-/// One `audio_input` chunk as mono PCM: raw linear16 as `session_settings.audio` declares,
-/// or a chunk that is a complete WAV file. Other containers (WebM) are not decoded here.
-fn mono_pcm(bytes: &[u8], format: Option<&AudioConfiguration>) -> Option<Pcm> {
-    if let Some(a) = format {
-        let channels = (a.channels as usize).max(1);
-        let samples: Vec<i16> = bytes
-            .chunks_exact(2 * channels)
-            .map(|frame| {
-                let sum: i32 = frame
-                    .chunks_exact(2)
-                    .map(|b| i32::from(i16::from_le_bytes([b[0], b[1]])))
-                    .sum();
-                (sum / channels as i32) as i16
-            })
-            .collect();
-        return Some(Pcm::new(samples, a.sample_rate));
+/// Decodes the user's `audio_input` chunks for turn detection, keeping the state of a
+/// WebM/Opus stream across chunks.
+#[derive(Debug, Default)]
+struct InputDecoder {
+    /// The WebM/Opus stream being decoded (`None` before one starts, or after it failed).
+    webm: Option<WebmOpusStream>,
+    /// A WebM/Opus stream failed: its further chunks are ignored until a new one starts.
+    webm_failed: bool,
+    /// The client was told its audio cannot be heard (once per chat).
+    told: bool,
+}
+
+impl InputDecoder {
+    /// One chunk as mono PCM: raw linear16 as `session_settings.audio` declares; else by its
+    /// first bytes, a complete WAV file (`RIFF`) or the start or continuation of a
+    /// WebM/Opus stream (EBML magic; one stream across chunks, decoded at 48 kHz).
+    /// `Ok(None)`: nothing to hear (no samples yet, or the rest of a failed stream).
+    fn decode(
+        &mut self,
+        bytes: &[u8],
+        format: Option<&AudioConfiguration>,
+    ) -> Result<Option<Pcm>, AudioError> {
+        if let Some(a) = format {
+            return Ok(Some(linear16_mono(bytes, a)));
+        }
+        if bytes.starts_with(&EBML_MAGIC) && self.webm.is_none() {
+            // A new stream: the first, or one restarted after a failure.
+            self.webm = Some(WebmOpusStream::new());
+            self.webm_failed = false;
+        }
+        if let Some(stream) = self.webm.as_mut() {
+            let mut samples = Vec::new();
+            let fed = stream.feed(bytes, &mut samples);
+            let rate = stream.sample_rate();
+            if let Err(e) = fed {
+                self.webm = None;
+                self.webm_failed = true;
+                return Err(e);
+            }
+            let samples: Vec<i16> = samples.into_iter().map(to_i16).collect();
+            return Ok((!samples.is_empty()).then(|| Pcm::new(samples, rate)));
+        }
+        if bytes.starts_with(b"RIFF") {
+            return decode_wav(bytes).map(Some).map_err(|e| {
+                AudioError::InvalidWav(format!(
+                    "{e} (turn detection needs each chunk to be a complete WAV file)"
+                ))
+            });
+        }
+        if self.webm_failed {
+            return Ok(None);
+        }
+        Err(AudioError::UnrecognizedContainer)
     }
-    if bytes.starts_with(b"RIFF") {
-        return decode_wav(bytes).ok();
-    }
-    None
+}
+
+/// WebM's first bytes (the EBML header ID).
+const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
+
+/// A raw linear16 chunk as mono PCM (channels averaged).
+fn linear16_mono(bytes: &[u8], a: &AudioConfiguration) -> Pcm {
+    let channels = (a.channels as usize).max(1);
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2 * channels)
+        .map(|frame| {
+            let sum: i32 = frame
+                .chunks_exact(2)
+                .map(|b| i32::from(i16::from_le_bytes([b[0], b[1]])))
+                .sum();
+            (sum / channels as i32) as i16
+        })
+        .collect();
+    Pcm::new(samples, a.sample_rate)
 }
 
 #[cfg(test)]
@@ -609,12 +688,29 @@ mod tests {
             .iter()
             .flat_map(|s| s.to_le_bytes())
             .collect();
-        let pcm = mono_pcm(&bytes, Some(&stereo)).unwrap();
+        let mut input = InputDecoder::default();
+        let pcm = input.decode(&bytes, Some(&stereo)).unwrap().unwrap();
         assert_eq!((pcm.samples, pcm.sample_rate), (vec![200, -100], 8_000));
 
         let wav = colloquy_speech::encode_wav(&Pcm::new(vec![1, 2, 3], 24_000));
-        let pcm = mono_pcm(&wav, None).unwrap();
+        let pcm = input.decode(&wav, None).unwrap().unwrap();
         assert_eq!((pcm.samples, pcm.sample_rate), (vec![1, 2, 3], 24_000));
-        assert!(mono_pcm(b"\x1aE\xdf\xa3 webm", None).is_none());
+        assert!(input.decode(b"neither", None).is_err());
+    }
+
+    #[test]
+    fn a_failed_webm_stream_is_ignored_until_a_new_one_starts() {
+        let mut input = InputDecoder::default();
+        // An EBML header with a DocType that is not WebM.
+        let mut bad = EBML_MAGIC.to_vec();
+        bad.extend_from_slice(&[0x87, 0x42, 0x82, 0x84, b'n', b'o', b'p', b'e']);
+        assert!(input.decode(&bad, None).is_err());
+        assert!(input
+            .decode(b"more of that stream", None)
+            .unwrap()
+            .is_none());
+        // A new stream starts over (here: its first bytes, no samples yet).
+        assert!(input.decode(&EBML_MAGIC, None).unwrap().is_none());
+        assert!(input.webm.is_some());
     }
 }

@@ -642,3 +642,145 @@ async fn the_offline_voice_speaks_without_a_tts_service() {
     );
     srv.stop(db).await;
 }
+
+/// 16 kHz mono linear16 encoded by ffmpeg (libopus) as WebM written to a pipe, like a
+/// browser's MediaRecorder stream (unknown-size Segment, no Cues).
+fn webm_opus(pcm16k: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("ffmpeg")
+        .args([
+            "-v", "error", "-f", "s16le", "-ar", "16000", "-ac", "1", "-i", "pipe:0",
+        ])
+        .args(["-c:a", "libopus", "-b:a", "32k", "-f", "webm", "pipe:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg with libopus is installed (scripts/setup-system)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = pcm16k.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Sends a WebM stream as MediaRecorder does: `audio_input` slices of 100–250 ms of it.
+async fn send_webm(ws: &mut Ws, webm: &[u8], duration_ms: usize) {
+    let per_ms = webm.len() / duration_ms;
+    let mut rest = webm;
+    for ms in [100, 250, 150, 200].iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, r) = rest.split_at((ms * per_ms).min(rest.len()));
+        rest = r;
+        let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, chunk);
+        send_json(ws, json!({"type": "audio_input", "data": data})).await;
+    }
+}
+
+/// Reads the answer to a spoken "hello" up to `assistant_end`; no `error` on the way.
+async fn hello_answer(ws: &mut Ws) {
+    let mut said = Vec::new();
+    loop {
+        let m = recv_json(ws).await;
+        match m["type"].as_str() {
+            Some("assistant_message") => said.push(m["message"]["content"].clone()),
+            Some("audio_output") => {}
+            Some("assistant_end") => break,
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert_eq!(said[0], "Hello there!", "{said:?}");
+}
+
+#[tokio::test]
+async fn spoken_turns_are_heard_in_webm_opus_as_browsers_send_it() {
+    let (fake, url) = Fake::start().await;
+    fake.transcripts.lock().unwrap().push_back("hello".into());
+    let Some((srv, db)) = TestServer::start(Backend::Sqlite, pipeline_to(url)).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    // No session_settings.audio: the stream's format comes from its first bytes.
+    let (mut ws, meta) = srv.connect(&key.api_key, "").await;
+    let chat_id = meta["chat_id"].as_str().unwrap().to_string();
+    let speech = speech_16k("Hello, how are you doing today?").await;
+    let silence = vec![0u8; 48_000]; // 1.5 s
+    let pcm = [speech.clone(), silence].concat();
+    let webm = webm_opus(&pcm);
+    send_webm(&mut ws, &webm, pcm.len() / 32).await;
+
+    let heard = recv_json(&mut ws).await;
+    assert_eq!(heard["type"], "user_message", "{heard}");
+    assert_eq!(heard["message"]["content"], "hello");
+    assert_eq!(heard["from_text"], false);
+    let utterance_ms = fake.heard_ms.lock().unwrap()[0];
+    let spoken_ms = (speech.len() / 32) as u64;
+    assert!(
+        utterance_ms > 1_000 && utterance_ms < spoken_ms + 1_000,
+        "the whole utterance ({spoken_ms} ms spoken): {utterance_ms} ms"
+    );
+    let begin = heard["time"]["begin"].as_i64().unwrap();
+    let end = heard["time"]["end"].as_i64().unwrap();
+    assert!(begin < 500 && end > begin + 1_000, "{heard}");
+    hello_answer(&mut ws).await;
+
+    // The WebM bytes are recorded unchanged.
+    ws.close(None).await.unwrap();
+    recv_until_close(&mut ws, Duration::from_secs(5)).await;
+    let (ufmt, user) = crate::relay::captured(&srv, key.user_id, &chat_id, Track::User).await;
+    assert_eq!(ufmt, CapturedFormat::Container);
+    let recorded: Vec<u8> = user.into_iter().flat_map(|r| r.1).collect();
+    assert!(recorded == webm, "the stream is recorded as sent");
+    srv.stop(db).await;
+}
+
+#[tokio::test]
+async fn undecodable_audio_gets_one_error_and_the_chat_goes_on() {
+    let (fake, url) = Fake::start().await;
+    fake.transcripts.lock().unwrap().push_back("hello".into());
+    let Some((srv, db)) = TestServer::start(Backend::Sqlite, pipeline_to(url)).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let (mut ws, _) = srv.connect(&key.api_key, "").await;
+    // Valid WebM headers and a little silence, then garbage in the same stream.
+    let quiet = webm_opus(&vec![0u8; 16_000]);
+    send_webm(&mut ws, &quiet, 500).await;
+    for _ in 0..3 {
+        let data = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            b"this is not audio at all",
+        );
+        send_json(&mut ws, json!({"type": "audio_input", "data": data})).await;
+    }
+    let err = recv_json(&mut ws).await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["code"], "E0104");
+    assert_eq!(err["slug"], "invalid_audio");
+    assert!(
+        err["message"].as_str().unwrap().contains("turn detection"),
+        "{err}"
+    );
+
+    // The chat goes on: a new stream is heard and answered, with no second error.
+    let pcm = [
+        speech_16k("Hello, how are you doing today?").await,
+        vec![0u8; 48_000],
+    ]
+    .concat();
+    send_webm(&mut ws, &webm_opus(&pcm), pcm.len() / 32).await;
+    let heard = recv_json(&mut ws).await;
+    assert_eq!(heard["type"], "user_message", "{heard}");
+    assert_eq!(heard["message"]["content"], "hello");
+    hello_answer(&mut ws).await;
+    srv.stop(db).await;
+}

@@ -129,12 +129,19 @@ impl fmt::Debug for RelaySettings {
 }
 
 /// `[engine.client]`: the client-driven mode.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientSettings {
-    /// Speak `assistant_input` (`audio_output` chunks) with the pipeline's voice:
-    /// `[engine.pipeline.tts]`, or the built-in voice with `--features offline-voice`.
+    /// Speak `assistant_input` (`audio_output` chunks, recorded as the assistant's voice)
+    /// with the pipeline's voice: `[engine.pipeline.tts]`, else the built-in espeak-ng
+    /// voice. Default `true`; without a voice the answer is text only.
     pub speak: bool,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self { speak: true }
+    }
 }
 
 /// `[engine.expression]`: an expression-measurement service speaking Hume's streaming
@@ -184,8 +191,8 @@ pub struct PipelineSettings {
     pub asr: Option<ServiceConfig>,
     /// The language model (streamed `/chat/completions`); required for `pipeline` mode.
     pub llm: Option<ServiceConfig>,
-    /// Text to speech (`/audio/speech`); without it answers are text only, or spoken by the
-    /// built-in voice when built with `--features offline-voice`.
+    /// Text to speech (`/audio/speech`); without it answers are spoken by the built-in
+    /// espeak-ng voice when the system has it, else they are text only.
     pub tts: Option<ServiceConfig>,
     /// Voice name sent to the TTS service.
     pub tts_voice: String,
@@ -686,9 +693,10 @@ idle_timeout_secs = 30
 
 [engine.client]
 # Speak assistant_input in client-driven chats (audio_output chunks, recorded as the
-# assistant's voice) with the voice of [engine.pipeline]: its TTS service, or the
-# built-in voice of a server built with --features offline-voice.
-speak = false                            # COLLOQUY_ENGINE__CLIENT__SPEAK
+# assistant's voice) with the voice of [engine.pipeline]: its TTS service, else the
+# built-in espeak-ng voice (needs the libespeak-ng1 and espeak-ng-data packages; without
+# them, or with speak = false, assistant_input is answered with text only).
+speak = true                             # COLLOQUY_ENGINE__CLIENT__SPEAK
 
 [engine.pipeline]
 # Used by mode "pipeline": Colloquy answers through OpenAI-compatible services.
@@ -770,6 +778,18 @@ mod tests {
             jail.create_file("d.toml", "lisen = \"x\"\n")?;
             let err = Settings::load(Some(Path::new("d.toml")), &Default::default()).unwrap_err();
             assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_mode_speaks_unless_turned_off() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, &Default::default()).unwrap();
+            assert!(s.engine.client.speak, "speaking is the default");
+            jail.set_env("COLLOQUY_ENGINE__CLIENT__SPEAK", "false");
+            let s = Settings::load(None, &Default::default()).unwrap();
+            assert!(!s.engine.client.speak);
             Ok(())
         });
     }

@@ -23,8 +23,8 @@
 //! [`pcm::Pcm`] (mono `i16` + sample rate) is the audio type throughout; `Pcm::resample`
 //! converts rates (EVI clients expect 48 kHz `audio_output`).
 //!
-//! The offline voice (cargo feature `espeak`, on by default) links the system espeak-ng
-//! library (Debian/Ubuntu: `libespeak-ng-dev` to build, `espeak-ng-data` at run time).
+//! The offline voice loads the system's espeak-ng library at run time (Debian/Ubuntu:
+//! `libespeak-ng1` and `espeak-ng-data`); building needs nothing but Rust.
 
 pub mod openai;
 pub mod pcm;
@@ -41,7 +41,5 @@ pub use openai::{
 pub use pcm::Pcm;
 pub use sentences::SentenceSplitter;
 pub use vad::{TurnDetector, VadConfig, VadEvent};
-#[cfg(feature = "espeak")]
-pub use voice::EspeakVoice;
-pub use voice::{EspeakOptions, Voice, VoiceError};
+pub use voice::{EspeakOptions, EspeakVoice, Voice, VoiceError, ESPEAK_INSTALL_HINT};
 pub use wav::{decode_wav, encode_wav, wav_chunks};

@@ -1,11 +1,13 @@
 //! Text to speech: the [`Voice`] trait and the built-in offline voice, [`EspeakVoice`].
 //!
-//! [`EspeakVoice`] links the system's espeak-ng library (Debian/Ubuntu packages
-//! `libespeak-ng-dev` and `espeak-ng-data`). It needs no network and synthesizes a
-//! sentence in a few milliseconds. espeak-ng keeps global state and its C API is not
-//! thread-safe, so every call in the process goes through **one dedicated thread**
-//! (started on first use) that owns the library; `EspeakVoice` values are cheap handles
-//! that send it jobs over a channel.
+//! [`EspeakVoice`] uses the system's espeak-ng library, **loaded at run time** (`dlopen` of
+//! `libespeak-ng.so.1`, else `libespeak-ng.so`), so building needs nothing but Rust; running
+//! it needs the Debian/Ubuntu packages `libespeak-ng1` and `espeak-ng-data` (without them
+//! [`EspeakVoice::new`] returns [`VoiceError::Unavailable`] saying so). It needs no network
+//! and synthesizes a sentence in a few milliseconds. espeak-ng keeps global state and its C
+//! API is not thread-safe, so every call in the process goes through **one dedicated
+//! thread** (started on first use) that loads and owns the library; `EspeakVoice` values
+//! are cheap handles that send it jobs over a channel.
 //!
 //! The other implementation is the HTTP speech client,
 //! [`SpeechClient`](crate::openai::SpeechClient) (`/v1/audio/speech`), so an engine can
@@ -58,17 +60,24 @@ impl Default for EspeakOptions {
     }
 }
 
-#[cfg(feature = "espeak")]
 pub use espeak::EspeakVoice;
 
-/// The espeak-ng voice (cargo feature `espeak`, on by default): links the system library.
-#[cfg(feature = "espeak")]
+/// The packages the built-in voice needs at run time, as said in its error messages.
+pub const ESPEAK_INSTALL_HINT: &str =
+    "on Debian/Ubuntu install it with: apt-get install libespeak-ng1 espeak-ng-data";
+
+/// The espeak-ng voice: the system library, loaded at run time by the engine thread.
 mod espeak {
     use super::*;
-    use std::ffi::{c_char, c_int, c_short, c_uint, c_void, CString};
+    use libloading::Library;
+    use std::ffi::{c_char, c_int, c_short, c_uint, c_void, CStr, CString};
     use std::path::PathBuf;
     use std::sync::{mpsc, OnceLock};
     use tokio::sync::oneshot;
+
+    /// The library's file names, tried in order: the run-time package's soname, then the
+    /// unversioned name of a development install.
+    const LIBRARY_NAMES: &[&str] = &["libespeak-ng.so.1", "libespeak-ng.so"];
 
     /// The built-in offline voice (espeak-ng). Clone freely; all clones share the one engine.
     #[derive(Debug, Clone)]
@@ -78,12 +87,16 @@ mod espeak {
     }
 
     impl EspeakVoice {
-        /// Starts the engine if needed (first call in the process) and checks that `options.voice`
-        /// exists by synthesizing nothing with it.
+        /// Starts the engine if needed (first call in the process: loads the library and its
+        /// data) and checks that `options.voice` exists by synthesizing nothing with it.
+        ///
+        /// [`VoiceError::Unavailable`] when the library or its data files are missing (the
+        /// message names the packages to install); the outcome of the first start is kept
+        /// for the life of the process.
         ///
         /// The data files are found where the library was built to look (Debian:
         /// `/usr/lib/x86_64-linux-gnu/espeak-ng-data`) unless the `ESPEAK_DATA_PATH`
-        /// environment variable names another directory.
+        /// environment variable names the directory that holds `espeak-ng-data`.
         pub fn new(options: EspeakOptions) -> Result<Self, VoiceError> {
             let engine = engine()?;
             let voice = Self { options, engine };
@@ -174,19 +187,28 @@ mod espeak {
 
     fn engine() -> Result<&'static Engine, VoiceError> {
         ENGINE
-            .get_or_init(start_engine)
+            .get_or_init(|| {
+                let data = std::env::var_os("ESPEAK_DATA_PATH").map(PathBuf::from);
+                start_engine(LIBRARY_NAMES, data)
+            })
             .as_ref()
             .map_err(|e| VoiceError::Unavailable(e.clone()))
     }
 
-    fn start_engine() -> Result<Engine, String> {
+    /// Starts the thread that loads the library (the first of `names` that loads), initializes
+    /// it with the data under `data` (default: the library's own path) and then owns it.
+    fn start_engine(names: &[&str], data: Option<PathBuf>) -> Result<Engine, String> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<u32, String>>();
         std::thread::Builder::new()
             .name("espeak-ng".into())
             .spawn(move || {
-                let rate = match ffi_init() {
-                    Ok(rate) => rate,
+                let (api, rate) = match Api::load(&names).and_then(|api| {
+                    let rate = api.initialize(data)?;
+                    Ok((api, rate))
+                }) {
+                    Ok(ready) => ready,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -195,7 +217,7 @@ mod espeak {
                 let _ = ready_tx.send(Ok(rate));
                 let mut current: Option<EspeakOptions> = None;
                 for job in jobs_rx {
-                    let result = ffi_synth(&job.text, &job.options, &mut current);
+                    let result = api.synth(&job.text, &job.options, &mut current);
                     match job.reply {
                         Reply::Async(tx) => drop(tx.send(result)),
                         Reply::Blocking(tx) => drop(tx.send(result)),
@@ -212,9 +234,26 @@ mod espeak {
         })
     }
 
-    // espeak-ng's `speak_lib.h`, only what we use.
-    const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
-    const ESPEAK_INITIALIZE_DONT_EXIT: c_int = 0x8000;
+    /// Why the library could not be loaded: `tried` are the file names with their errors.
+    pub(super) fn library_missing(tried: &[(String, String)]) -> String {
+        let tried: Vec<String> = tried.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        format!(
+            "the espeak-ng library could not be loaded ({}); {ESPEAK_INSTALL_HINT}",
+            tried.join("; ")
+        )
+    }
+
+    /// Why espeak-ng could not load its data files.
+    pub(super) fn data_missing(detail: &str) -> String {
+        format!(
+            "espeak-ng could not load its data files ({detail}); {ESPEAK_INSTALL_HINT}, \
+             or set ESPEAK_DATA_PATH to the directory that holds espeak-ng-data"
+        )
+    }
+
+    // espeak-ng's `speak_lib.h` and `espeak_ng.h`, only what we use.
+    const ENOUTPUT_MODE_SYNCHRONOUS: c_int = 1;
+    const ENS_OK: c_int = 0;
     const POS_CHARACTER: c_int = 1;
     const ESPEAK_CHARS_UTF8: c_uint = 1;
     const ESPEAK_RATE: c_int = 1;
@@ -222,30 +261,184 @@ mod espeak {
     const EE_OK: c_int = 0;
 
     type SynthCallback = extern "C" fn(*mut c_short, c_int, *mut c_void) -> c_int;
+    type ErrorContext = *mut c_void;
 
-    #[link(name = "espeak-ng")]
-    extern "C" {
-        fn espeak_Initialize(
-            output: c_int,
-            buflength: c_int,
-            path: *const c_char,
-            options: c_int,
-        ) -> c_int;
-        fn espeak_SetSynthCallback(cb: SynthCallback);
-        fn espeak_SetVoiceByName(name: *const c_char) -> c_int;
-        fn espeak_SetParameter(parameter: c_int, value: c_int, relative: c_int) -> c_int;
-        #[allow(clippy::too_many_arguments)]
-        fn espeak_Synth(
-            text: *const c_void,
-            size: usize,
-            position: c_uint,
-            position_type: c_int,
-            end_position: c_uint,
-            flags: c_uint,
-            unique_identifier: *mut c_uint,
-            user_data: *mut c_void,
-        ) -> c_int;
-        fn espeak_Synchronize() -> c_int;
+    /// The library's functions. Lives on the engine thread only (espeak-ng is not
+    /// thread-safe); the pointers stay valid as long as `_library` is loaded.
+    struct Api {
+        _library: Library,
+        initialize_path: unsafe extern "C" fn(*const c_char),
+        initialize: unsafe extern "C" fn(*mut ErrorContext) -> c_int,
+        clear_error_context: unsafe extern "C" fn(*mut ErrorContext),
+        status_message: unsafe extern "C" fn(c_int, *mut c_char, usize),
+        initialize_output: unsafe extern "C" fn(c_int, c_int, *const c_char) -> c_int,
+        sample_rate: unsafe extern "C" fn() -> c_int,
+        set_synth_callback: unsafe extern "C" fn(SynthCallback),
+        set_voice_by_name: unsafe extern "C" fn(*const c_char) -> c_int,
+        set_parameter: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int,
+        #[allow(clippy::type_complexity)]
+        synth: unsafe extern "C" fn(
+            *const c_void,
+            usize,
+            c_uint,
+            c_int,
+            c_uint,
+            c_uint,
+            *mut c_uint,
+            *mut c_void,
+        ) -> c_int,
+        synchronize: unsafe extern "C" fn() -> c_int,
+    }
+
+    impl Api {
+        /// Loads the first of `names` that loads and looks up every function.
+        fn load(names: &[String]) -> Result<Self, String> {
+            let mut tried = Vec::new();
+            for name in names {
+                // SAFETY: loading espeak-ng runs its (trivial) initializers; nothing else runs.
+                match unsafe { Library::new(name) } {
+                    Ok(library) => return Self::bind(library, name),
+                    Err(e) => tried.push((name.clone(), e.to_string())),
+                }
+            }
+            Err(library_missing(&tried))
+        }
+
+        fn bind(library: Library, name: &str) -> Result<Self, String> {
+            /// Copies the function pointer named `symbol` out of the library.
+            fn get<T: Copy>(library: &Library, name: &str, symbol: &str) -> Result<T, String> {
+                // SAFETY: every `T` used below is the C signature of that symbol in
+                // espeak-ng's headers (1.49 and later).
+                unsafe { library.get::<T>(symbol.as_bytes()) }
+                    .map(|s| *s)
+                    .map_err(|e| {
+                        format!("{name} has no {symbol} ({e}); espeak-ng 1.49 or later is needed")
+                    })
+            }
+            Ok(Self {
+                initialize_path: get(&library, name, "espeak_ng_InitializePath")?,
+                initialize: get(&library, name, "espeak_ng_Initialize")?,
+                clear_error_context: get(&library, name, "espeak_ng_ClearErrorContext")?,
+                status_message: get(&library, name, "espeak_ng_GetStatusCodeMessage")?,
+                initialize_output: get(&library, name, "espeak_ng_InitializeOutput")?,
+                sample_rate: get(&library, name, "espeak_ng_GetSampleRate")?,
+                set_synth_callback: get(&library, name, "espeak_SetSynthCallback")?,
+                set_voice_by_name: get(&library, name, "espeak_SetVoiceByName")?,
+                set_parameter: get(&library, name, "espeak_SetParameter")?,
+                synth: get(&library, name, "espeak_Synth")?,
+                synchronize: get(&library, name, "espeak_Synchronize")?,
+                _library: library,
+            })
+        }
+
+        /// Loads the data files (from `data`/espeak-ng-data, else the library's default) and
+        /// sets up synchronous output into [`collect_samples`]; the sample rate.
+        fn initialize(&self, data: Option<PathBuf>) -> Result<u32, String> {
+            let path = data
+                .map(|p| {
+                    CString::new(p.into_os_string().into_encoded_bytes())
+                        .map_err(|_| "ESPEAK_DATA_PATH contains a NUL byte".to_string())
+                })
+                .transpose()?;
+            let mut context: ErrorContext = std::ptr::null_mut();
+            // SAFETY: called once, on the thread that owns the library from now on; the path
+            // (if any) is a valid C string that outlives the call, and `context` is freed by
+            // the library's own function.
+            let status = unsafe {
+                (self.initialize_path)(path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()));
+                let status = (self.initialize)(&mut context);
+                (self.clear_error_context)(&mut context);
+                status
+            };
+            if status != ENS_OK {
+                return Err(data_missing(&self.describe(status)));
+            }
+            // SAFETY: engine thread; no device name in synchronous mode. `collect_samples`
+            // matches `t_espeak_callback` (the event pointer is opaque).
+            let (status, rate) = unsafe {
+                let status =
+                    (self.initialize_output)(ENOUTPUT_MODE_SYNCHRONOUS, 200, std::ptr::null());
+                (self.set_synth_callback)(collect_samples);
+                (status, (self.sample_rate)())
+            };
+            if status != ENS_OK {
+                return Err(format!(
+                    "espeak-ng could not set up its output: {}",
+                    self.describe(status)
+                ));
+            }
+            u32::try_from(rate)
+                .ok()
+                .filter(|&r| r > 0)
+                .ok_or_else(|| format!("espeak-ng reported a sample rate of {rate}"))
+        }
+
+        /// espeak-ng's text for a status code.
+        fn describe(&self, status: c_int) -> String {
+            let mut buf = [0 as c_char; 512];
+            // SAFETY: engine thread; the library writes a NUL-terminated string of at most
+            // `buf.len()` bytes.
+            unsafe { (self.status_message)(status, buf.as_mut_ptr(), buf.len()) };
+            buf[buf.len() - 1] = 0;
+            // SAFETY: NUL-terminated above at the latest.
+            let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+            format!("{} (status {status:#x})", text.trim())
+        }
+
+        fn synth(
+            &self,
+            text: &str,
+            options: &EspeakOptions,
+            current: &mut Option<EspeakOptions>,
+        ) -> Result<Vec<i16>, VoiceError> {
+            if current.as_ref() != Some(options) {
+                let name = CString::new(options.voice.as_str())
+                    .map_err(|_| VoiceError::Synthesis("voice name contains a NUL byte".into()))?;
+                // SAFETY: engine thread only; valid C string.
+                let rc = unsafe { (self.set_voice_by_name)(name.as_ptr()) };
+                if rc != EE_OK {
+                    *current = None;
+                    return Err(VoiceError::Synthesis(format!(
+                        "unknown voice `{}`",
+                        options.voice
+                    )));
+                }
+                // SAFETY: engine thread only; plain integers.
+                unsafe {
+                    (self.set_parameter)(ESPEAK_RATE, options.rate_wpm.clamp(80, 450) as c_int, 0);
+                    (self.set_parameter)(ESPEAK_PITCH, options.pitch.min(100) as c_int, 0);
+                }
+                *current = Some(options.clone());
+            }
+            let clean: String = text.chars().filter(|&c| c != '\0').collect();
+            if clean.trim().is_empty() {
+                return Ok(Vec::new());
+            }
+            let c_text = CString::new(clean).expect("NUL bytes removed");
+            SAMPLES.with(|s| s.borrow_mut().clear());
+            // SAFETY: engine thread only; the text is a NUL-terminated UTF-8 buffer of the
+            // given size that outlives the (synchronous) call.
+            let rc = unsafe {
+                let bytes = c_text.as_bytes_with_nul();
+                let rc = (self.synth)(
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    0,
+                    POS_CHARACTER,
+                    0,
+                    ESPEAK_CHARS_UTF8,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+                (self.synchronize)();
+                rc
+            };
+            let samples = SAMPLES.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            if rc != EE_OK {
+                return Err(VoiceError::Synthesis(format!("espeak_Synth returned {rc}")));
+            }
+            Ok(samples)
+        }
     }
 
     thread_local! {
@@ -262,87 +455,36 @@ mod espeak {
         0 // continue
     }
 
-    fn ffi_init() -> Result<u32, String> {
-        let path = std::env::var_os("ESPEAK_DATA_PATH").map(PathBuf::from);
-        let path = path
-            .map(|p| {
-                CString::new(p.into_os_string().into_encoded_bytes())
-                    .map_err(|_| "ESPEAK_DATA_PATH contains a NUL byte".to_string())
-            })
-            .transpose()?;
-        // SAFETY: called once, on the thread that owns the library from now on; the path (if
-        // any) is a valid C string that outlives the call.
-        let rate = unsafe {
-            espeak_Initialize(
-                AUDIO_OUTPUT_SYNCHRONOUS,
-                200,
-                path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
-                ESPEAK_INITIALIZE_DONT_EXIT,
-            )
-        };
-        if rate <= 0 {
-            return Err(
-                "espeak_Initialize failed (are the espeak-ng-data files installed? \
-                        Debian/Ubuntu: apt-get install espeak-ng-data; or set ESPEAK_DATA_PATH)"
-                    .to_string(),
-            );
-        }
-        // SAFETY: `collect_samples` matches `t_espeak_callback` (the event pointer is opaque).
-        unsafe { espeak_SetSynthCallback(collect_samples) };
-        Ok(rate as u32)
-    }
+    #[cfg(test)]
+    mod tests {
+        use super::*;
 
-    fn ffi_synth(
-        text: &str,
-        options: &EspeakOptions,
-        current: &mut Option<EspeakOptions>,
-    ) -> Result<Vec<i16>, VoiceError> {
-        if current.as_ref() != Some(options) {
-            let name = CString::new(options.voice.as_str())
-                .map_err(|_| VoiceError::Synthesis("voice name contains a NUL byte".into()))?;
-            // SAFETY: engine thread only; valid C string.
-            let rc = unsafe { espeak_SetVoiceByName(name.as_ptr()) };
-            if rc != EE_OK {
-                *current = None;
-                return Err(VoiceError::Synthesis(format!(
-                    "unknown voice `{}`",
-                    options.voice
-                )));
-            }
-            // SAFETY: engine thread only; plain integers.
-            unsafe {
-                espeak_SetParameter(ESPEAK_RATE, options.rate_wpm.clamp(80, 450) as c_int, 0);
-                espeak_SetParameter(ESPEAK_PITCH, options.pitch.min(100) as c_int, 0);
-            }
-            *current = Some(options.clone());
-        }
-        let clean: String = text.chars().filter(|&c| c != '\0').collect();
-        if clean.trim().is_empty() {
-            return Ok(Vec::new());
-        }
-        let c_text = CString::new(clean).expect("NUL bytes removed");
-        SAMPLES.with(|s| s.borrow_mut().clear());
-        // SAFETY: engine thread only; the text is a NUL-terminated UTF-8 buffer of the given size
-        // that outlives the (synchronous) call.
-        let rc = unsafe {
-            let bytes = c_text.as_bytes_with_nul();
-            let rc = espeak_Synth(
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                POS_CHARACTER,
-                0,
-                ESPEAK_CHARS_UTF8,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
+        #[test]
+        fn a_missing_library_is_unavailable_and_names_the_packages() {
+            let err = start_engine(&["libespeak-ng-colloquy-test-missing.so.1"], None)
+                .map(|_| ())
+                .unwrap_err();
+            let err = VoiceError::Unavailable(err).to_string();
+            assert!(
+                err.starts_with("the built-in voice (espeak-ng) is unavailable: "),
+                "{err}"
             );
-            espeak_Synchronize();
-            rc
-        };
-        let samples = SAMPLES.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        if rc != EE_OK {
-            return Err(VoiceError::Synthesis(format!("espeak_Synth returned {rc}")));
+            assert!(
+                err.contains("libespeak-ng-colloquy-test-missing.so.1"),
+                "{err}"
+            );
+            assert!(
+                err.contains("apt-get install libespeak-ng1 espeak-ng-data"),
+                "{err}"
+            );
         }
-        Ok(samples)
+
+        #[test]
+        fn missing_data_names_the_packages() {
+            let err = data_missing("No such file or directory (status 0x2)");
+            assert!(err.contains("No such file or directory"), "{err}");
+            assert!(err.contains("libespeak-ng1 espeak-ng-data"), "{err}");
+            assert!(err.contains("ESPEAK_DATA_PATH"), "{err}");
+        }
     }
 }

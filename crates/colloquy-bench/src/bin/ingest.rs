@@ -156,7 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             println!("## SQLite, sqlite_synchronous = {sync}");
             let dir = tempfile::tempdir()?;
-            let settings = Settings {
+            let settings = unspoken(Settings {
                 listen: "127.0.0.1:0".into(),
                 data_dir: dir.path().to_path_buf(),
                 database: colloquy_server::config::DatabaseSettings {
@@ -164,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 ..Settings::default()
-            };
+            });
             let url = settings.effective_database_url();
             let mut ingest = ingest(&args, settings).await?;
             ingest.stored = count_sqlite(&url).await?;
@@ -238,18 +238,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `settings` with `[engine.client] speak = false`: this benchmark measures event ingestion,
+/// and speaking every `assistant_input` (on by default) would make it measure the voice
+/// synthesizing thousands of sentences a second instead.
+fn unspoken(mut settings: Settings) -> Settings {
+    settings.engine.client.speak = false;
+    settings
+}
+
 /// Ingest and both baselines on throwaway PostgreSQL databases; `None` when unreachable.
 async fn postgres_row(args: &Args) -> anyhow::Result<Option<Row>> {
     let Some(db) = TestDatabase::create().await else {
         return Ok(None);
     };
     let dir = tempfile::tempdir()?;
-    let settings = Settings {
+    let settings = unspoken(Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         database_url: Some(db.url().to_string()),
         ..Settings::default()
-    };
+    });
     let outcome = ingest(args, settings).await;
     let counted = match &outcome {
         Ok(_) => Some(count_postgres(db.url()).await),

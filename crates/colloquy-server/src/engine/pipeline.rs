@@ -1,8 +1,8 @@
 //! The pipeline engine: Colloquy answers the chat itself through OpenAI-compatible services.
 //!
 //! A **turn** is one streamed answer of the language model: its text is split into
-//! sentences, each sentence is spoken by the voice (the TTS service, or the built-in voice
-//! with the `offline-voice` feature), and the turn reports [`TurnOutput`]s to the session
+//! sentences, each sentence is spoken by the voice (the TTS service, or the built-in
+//! espeak-ng voice when the system has it), and the turn reports [`TurnOutput`]s to the session
 //! loop, which records and sends them. The turn runs as its own task so the session keeps
 //! reading the client (tool answers, pauses) while the model and the voice work; dropping
 //! the [`Turn`] cancels it (the HTTP streams close). See `docs/engines.md`.
@@ -10,8 +10,9 @@
 use crate::config::{EngineMode, EngineSettings, PipelineSettings};
 use crate::engine::expression::{ExpressionClient, Scores};
 use colloquy_speech::{
-    wav_chunks, ChatClient, ChatRequest, LlmDelta, Pcm, SentenceSplitter, SpeechClient,
-    TranscriptEvent, TranscriptionClient, VadConfig, Voice,
+    wav_chunks, ChatClient, ChatRequest, EspeakOptions, EspeakVoice, LlmDelta, Pcm,
+    SentenceSplitter, SpeechClient, TranscriptEvent, TranscriptionClient, VadConfig, Voice,
+    VoiceError,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -59,59 +60,42 @@ impl Services {
 
 /// What the engines need from `[engine]`, built once at start-up and shared by every chat:
 /// the pipeline's services (`None` unless some key uses the pipeline) and the voice that
-/// speaks `assistant_input` in client mode (`None` unless `engine.client.speak` and a voice
-/// is available).
+/// speaks `assistant_input` in client mode (`None` unless `engine.client.speak`, some key
+/// uses client mode, and a voice is available). Without a voice, one warning says why and
+/// answers are text only.
 pub fn shared_engines(e: &EngineSettings) -> (Option<Services>, Option<Arc<dyn Voice>>) {
-    let piped =
-        e.mode == EngineMode::Pipeline || e.keys.values().any(|o| o.mode == EngineMode::Pipeline);
-    if !piped && !e.client.speak {
+    let uses = |mode| e.mode == mode || e.keys.values().any(|o| o.mode == mode);
+    let piped = uses(EngineMode::Pipeline);
+    let speak = e.client.speak && uses(EngineMode::Client);
+    if !piped && !speak {
         return (None, None);
     }
-    let voice = voice_for(&e.pipeline);
+    let voice = match voice_for(&e.pipeline) {
+        Ok(voice) => Some(voice),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "no voice: [engine.pipeline.tts] is not set and the built-in voice is \
+                 unavailable, so answers are text only (no audio_output)"
+            );
+            None
+        }
+    };
     let services = if piped {
         Services::from_settings(&e.pipeline, voice.clone())
     } else {
         None
     };
-    if !e.client.speak {
-        return (services, None);
-    }
-    if voice.is_none() {
-        tracing::warn!(
-            "engine.client.speak is on but no voice is available ([engine.pipeline.tts] or \
-             --features offline-voice); assistant_input is answered with text only"
-        );
-    }
-    (services, voice)
+    (services, voice.filter(|_| speak))
 }
 
-/// The voice `[engine.pipeline]` configures: its TTS service, else the built-in voice
-/// (with `--features offline-voice`), else none.
-pub fn voice_for(p: &PipelineSettings) -> Option<Arc<dyn Voice>> {
-    match &p.tts {
-        Some(tts) => Some(Arc::new(SpeechClient::new(
-            tts.clone(),
-            p.tts_voice.clone(),
-        ))),
-        None => offline_voice(),
-    }
-}
-
-#[cfg(feature = "offline-voice")]
-fn offline_voice() -> Option<Arc<dyn Voice>> {
-    use colloquy_speech::{EspeakOptions, EspeakVoice};
-    match EspeakVoice::new(EspeakOptions::default()) {
-        Ok(v) => Some(Arc::new(v)),
-        Err(e) => {
-            tracing::warn!(error = %e, "the built-in voice is unavailable; pipeline answers are text only");
-            None
-        }
-    }
-}
-
-#[cfg(not(feature = "offline-voice"))]
-fn offline_voice() -> Option<Arc<dyn Voice>> {
-    None
+/// The voice `[engine.pipeline]` configures: its TTS service, else the built-in espeak-ng
+/// voice (an error when the system lacks its library or data).
+pub fn voice_for(p: &PipelineSettings) -> Result<Arc<dyn Voice>, VoiceError> {
+    Ok(match &p.tts {
+        Some(tts) => Arc::new(SpeechClient::new(tts.clone(), p.tts_voice.clone())),
+        None => Arc::new(EspeakVoice::new(EspeakOptions::default())?),
+    })
 }
 
 /// What a running turn reports, in order.

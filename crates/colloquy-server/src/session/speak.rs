@@ -1,8 +1,8 @@
-//! Client-driven mode speaks `assistant_input` when `[engine.client] speak = true` and a
-//! voice is available (`[engine.pipeline.tts]`, or the built-in voice with
-//! `--features offline-voice`): after the `assistant_message`, the text's speech goes out
-//! as `audio_output` chunks (complete WAV files, `id` = the message's id, `index` from 0),
-//! then `assistant_end`. The chunks are sent as soon as they are synthesized — the client
+//! Client-driven mode speaks `assistant_input` when `[engine.client] speak` (the default) is
+//! on and a voice is available (`[engine.pipeline.tts]`, else the built-in espeak-ng
+//! voice): after the `assistant_message`, the text's speech goes out as `audio_output`
+//! chunks (complete WAV files, `id` = the message's id, `index` from 0), then
+//! `assistant_end`. The chunks are sent as soon as they are synthesized — the client
 //! plays them — and recorded as the assistant's voice one after another from the moment
 //! the first is sent. See `docs/engines.md`.
 

@@ -285,3 +285,24 @@ pub fn wav_chunk_pcm(msg: &Value) -> colloquy_speech::Pcm {
     .expect("base64 data");
     colloquy_speech::decode_wav(&wav).expect("a WAV chunk")
 }
+
+/// Reads the answer to an `assistant_input` with `text`: its `assistant_message`, the
+/// `audio_output` chunks of its speech (each checked: the message's `id`, `index` 0, 1, …;
+/// with the default configuration the built-in voice speaks), up to `assistant_end`.
+/// Returns the message and the decoded chunks.
+pub async fn recv_answer(ws: &mut Ws, text: &str) -> (Value, Vec<colloquy_speech::Pcm>) {
+    let message = recv_json(ws).await;
+    assert_eq!(message["type"], "assistant_message", "{message}");
+    assert_eq!(message["message"]["content"], text, "{message}");
+    let mut chunks = Vec::new();
+    loop {
+        let m = recv_json(ws).await;
+        if m == serde_json::json!({"type": "assistant_end"}) {
+            return (message, chunks);
+        }
+        assert_eq!(m["type"], "audio_output", "{m}");
+        assert_eq!(m["id"], message["id"], "{m}");
+        assert_eq!(m["index"], chunks.len(), "{m}");
+        chunks.push(wav_chunk_pcm(&m));
+    }
+}

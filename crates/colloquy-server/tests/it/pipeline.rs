@@ -603,11 +603,9 @@ async fn resumed_pipeline_chats_have_history_pauses_hold_output_and_failures_are
     srv.stop(db).await;
 }
 
-/// The built-in voice speaks when no TTS service is configured (only in a build with
-/// `--features offline-voice`: `cargo test -p colloquy-server --features offline-voice`).
-#[cfg(feature = "offline-voice")]
+/// The built-in voice speaks when no TTS service is configured.
 #[tokio::test]
-async fn the_offline_voice_speaks_without_a_tts_service() {
+async fn the_built_in_voice_speaks_without_a_tts_service() {
     let (fake, url) = Fake::start().await;
     let Some((srv, db)) = TestServer::start(Backend::Sqlite, |s: &mut Settings| {
         pipeline_to(url)(s);

@@ -123,8 +123,7 @@ async fn search_finds_chats_by_what_was_said() {
                 send_json(&mut ws, json!({"type": "user_input", "text": user})).await;
                 recv_json(&mut ws).await;
                 send_json(&mut ws, json!({"type": "assistant_input", "text": agent})).await;
-                recv_json(&mut ws).await;
-                recv_json(&mut ws).await;
+                recv_answer(&mut ws, agent).await;
                 // Searchable while the chat is still open: the event is committed before its echo.
                 let (_, live) = srv.get(k, "/v0/evi/chats?search=sunny").await;
                 if agent.contains("sunny") {

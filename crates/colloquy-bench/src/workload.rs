@@ -171,7 +171,8 @@ pub async fn sqlite_writer(url: &str, full: bool) -> anyhow::Result<SqliteConnec
         .await?)
 }
 
-/// Inserts rows `range` (see [`row_of`]) with one multi-row INSERT on `conn`.
+/// Inserts rows `range` (see [`row_of`]) with one multi-row INSERT on `conn`, and their
+/// text into the search index with another.
 pub async fn sqlite_insert_rows(
     conn: &mut SqliteConnection,
     ids: &[(Uuid, Uuid)],
@@ -179,7 +180,7 @@ pub async fn sqlite_insert_rows(
 ) -> anyhow::Result<()> {
     let ts = now_ms();
     let mut qb = QueryBuilder::<Sqlite>::new(INSERT_EVENTS);
-    qb.push_values(range, |mut b, k| {
+    qb.push_values(range.clone(), |mut b, k| {
         let (id, chat, group, seq, role, ty) = row_of(k, ids);
         b.push_bind(id.to_string())
             .push_bind(chat.to_string())
@@ -192,6 +193,13 @@ pub async fn sqlite_insert_rows(
             .push_bind(None::<String>)
             .push_bind(None::<String>)
             .push_bind(None::<String>);
+    });
+    qb.build().execute(&mut *conn).await?;
+    // Every row is a message: the schema's search index gets its text, as the store does.
+    let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO chat_text (text, chat_id) ");
+    qb.push_values(range, |mut b, k| {
+        let (_, chat, ..) = row_of(k, ids);
+        b.push_bind(sentence(k)).push_bind(chat.to_string());
     });
     qb.build().execute(&mut *conn).await?;
     Ok(())

@@ -448,7 +448,9 @@ impl Store for SqliteStore {
 
     async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
         let mut conn = self.write.acquire().await.map_err(db)?;
-        sqlx::query("BEGIN IMMEDIATE")
+        // Foreign keys are checked at COMMIT (the batch fails as a whole anyway), so no
+        // statement needs a statement journal for them.
+        sqlx::query("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON")
             .execute(&mut *conn)
             .await
             .map_err(db)?;
@@ -1045,10 +1047,12 @@ async fn apply_in_tx(
     }
 
     // 4. Insert the events in few statements, then bump each chat's counters once.
+    // OR ROLLBACK: a duplicate sequence number fails the whole batch (as any error does),
+    // which spares SQLite a statement journal of every page the insert changes.
     for chunk in pending.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, role, type, \
-             message_text, emotion_features, metadata, related_event_id) ",
+            "INSERT OR ROLLBACK INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, \
+             role, type, message_text, emotion_features, metadata, related_event_id) ",
         );
         qb.push_values(chunk, |mut b, p| {
             b.push_bind(p.event.id.to_string())
@@ -1065,6 +1069,17 @@ async fn apply_in_tx(
         });
         qb.build().execute(&mut *conn).await.map_err(db)?;
     }
+    // What was said goes into the search index (migration 0004) in the same transaction:
+    // searchable as soon as it is committed.
+    let said: Vec<&PendingEvent> = pending.iter().filter(|p| is_searchable(p.event)).collect();
+    for chunk in said.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO chat_text (text, chat_id) ");
+        qb.push_values(chunk, |mut b, p| {
+            b.push_bind(p.event.message_text.as_deref())
+                .push_bind(p.chat_id.to_string());
+        });
+        qb.build().execute(&mut *conn).await.map_err(db)?;
+    }
     // One statement for every chat's counters (a round trip per chat costs more than the
     // inserts themselves).
     let counters: Vec<(Uuid, Counters)> = counters.into_iter().collect();
@@ -1077,13 +1092,21 @@ async fn apply_in_tx(
                 .push_bind(c.last);
         });
         qb.push(
-            ") UPDATE chats SET event_count = event_count + v.n, \
+            ") UPDATE OR ROLLBACK chats SET event_count = event_count + v.n, \
              first_event_timestamp = MIN(COALESCE(first_event_timestamp, v.first), v.first), \
              last_event_timestamp = MAX(last_event_timestamp, v.last) FROM v WHERE chats.id = v.id",
         );
         qb.build().execute(&mut *conn).await.map_err(db)?;
     }
     Ok(outcomes)
+}
+
+/// Whether an event's text belongs in the search index: what the user or the assistant said.
+fn is_searchable(e: &NewEvent) -> bool {
+    matches!(
+        e.event_type,
+        EventType::UserMessage | EventType::AgentMessage
+    ) && e.message_text.as_deref().is_some_and(|t| !t.is_empty())
 }
 
 /// What a batch adds to one chat's row: its event count and time span.

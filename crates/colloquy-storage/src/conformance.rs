@@ -13,6 +13,7 @@ pub async fn run_all(store: &dyn Store) {
     chat_lifecycle_and_listing(store).await;
     resume_and_groups(store).await;
     group_event_order(store).await;
+    failed_batch_changes_nothing(store).await;
     tenancy(store).await;
     revocation_in_batches(store).await;
     orphaned_chats(store).await;
@@ -536,6 +537,82 @@ async fn group_event_order(store: &dyn Store) {
             assert_eq!(got, want, "page size {size}, ascending {ascending}");
         }
     }
+}
+
+/// A batch with a duplicate event sequence number fails as a whole: nothing of it is
+/// stored, not even its valid operations, and the next batch commits normally.
+async fn failed_batch_changes_nothing(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let (a, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        1_000,
+        None,
+        instance,
+    )
+    .await;
+    let (b, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        1_000,
+        None,
+        instance,
+    )
+    .await;
+    let say = |seq: i64, text: &str| {
+        event(
+            seq,
+            1_000 + seq,
+            EventRole::User,
+            EventType::UserMessage,
+            text,
+        )
+    };
+    let append = |chat_id: Uuid, events: Vec<NewEvent>| WriteOp::AppendEvents {
+        api_key_id: who.api_key_id,
+        chat_id,
+        events,
+    };
+    let failed = store
+        .apply_batch(&[
+            append(b, vec![say(1, "zanzibar")]),
+            // seq 0 is the chat's CHAT_START_MESSAGE already.
+            append(a, vec![say(1, "zanzibar"), say(0, "zanzibar")]),
+        ])
+        .await;
+    assert!(
+        failed.is_err(),
+        "a duplicate sequence number must fail the batch"
+    );
+    for chat in [a, b] {
+        let c = store.get_chat(who.user_id, chat).await.unwrap().unwrap();
+        assert_eq!(c.event_count, 1, "nothing of the failed batch is counted");
+        let events = store
+            .list_chat_events(chat, page(0, 10, true))
+            .await
+            .unwrap();
+        assert_eq!(
+            events.items.len(),
+            1,
+            "nothing of the failed batch is stored"
+        );
+    }
+    let search = ChatFilter {
+        search: Some("zanzibar".into()),
+        ..Default::default()
+    };
+    assert!(found(store, &who, search.clone()).await.is_empty());
+
+    store
+        .apply_batch(&[append(a, vec![say(1, "zanzibar")])])
+        .await
+        .expect("the store works after a failed batch");
+    let c = store.get_chat(who.user_id, a).await.unwrap().unwrap();
+    assert_eq!(c.event_count, 2);
+    assert_eq!(found(store, &who, search).await, vec![a]);
 }
 
 async fn tenancy(store: &dyn Store) {

@@ -136,7 +136,8 @@ fn oversized_elements_are_refused_before_buffering() {
     let mut cluster = vec![
         0x1F, 0x43, 0xB6, 0x75, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
     ];
-    cluster.extend_from_slice(&[0xA3, 0x01, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00]);
+    // (Track 1: the audio track; the size is checked once the track number is read.)
+    cluster.extend_from_slice(&[0xA3, 0x01, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x81]);
     let mut s = WebmOpusStream::new();
     s.feed(&head, &mut Vec::new()).unwrap();
     let err = s.feed(&cluster, &mut Vec::new()).unwrap_err();
@@ -173,4 +174,23 @@ fn memory_stays_bounded_on_a_long_stream() {
     s.finish().unwrap();
     // Opus blocks are a few hundred bytes: that is all the decoder ever holds.
     assert!(most < 2048, "held up to {most} bytes");
+}
+
+#[test]
+fn other_tracks_blocks_are_skipped_unbuffered_whatever_their_size() {
+    let webm = mediarecorder_like(&ffmpeg_webm_opus(500.0, 0.3, 0.5, 1, true));
+    let head = headers(&webm);
+    // A Cluster holding a 2 MiB SimpleBlock of track 2 (say, video), then the real audio.
+    let mut other = vec![0x82, 0x00, 0x00, 0x80];
+    other.resize(2 << 20, 0x55);
+    let cluster = element(&[0x1F, 0x43, 0xB6, 0x75], &element(&[0xA3], &other));
+    let stream = [&head[..], &cluster[..], &webm[head.len()..]].concat();
+    let mut s = WebmOpusStream::new();
+    let mut out = Vec::new();
+    for c in stream.chunks(4096) {
+        s.feed(c, &mut out).unwrap();
+        assert!(s.buffered() < 4096, "held {} bytes", s.buffered());
+    }
+    s.finish().unwrap();
+    assert_eq!(out, decode(&webm, webm.len()).unwrap());
 }

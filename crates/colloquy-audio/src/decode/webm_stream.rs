@@ -6,7 +6,7 @@
 //! lacing — and holds at most one element: a header element (EBML header, Tracks) of at
 //! most 64 KiB or a block of at most 1 MiB ([`WebmOpusStream::MAX_HEADER_ELEMENT`],
 //! [`WebmOpusStream::MAX_BLOCK`]). Other
-//! elements (other tracks' data, cues, tags, unknown IDs) are skipped as they stream by.
+//! elements (other tracks' blocks, cues, tags, unknown IDs) are skipped as they stream by.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -87,6 +87,8 @@ pub struct WebmOpusStream {
     /// The body being buffered, with its kind and full length.
     body: Vec<u8>,
     pending: Option<(Body, usize)>,
+    /// The pending SimpleBlock's track number was read (it is ours).
+    block_checked: bool,
     /// Bytes of a skipped element still to drop.
     skip: u64,
     /// Open master elements, outermost first.
@@ -127,6 +129,7 @@ impl WebmOpusStream {
             header: Vec::with_capacity(MAX_ELEMENT_HEADER),
             body: Vec::new(),
             pending: None,
+            block_checked: false,
             skip: 0,
             open: Vec::new(),
             in_stream: false,
@@ -189,7 +192,7 @@ impl WebmOpusStream {
     }
 
     fn run(&mut self, mut input: &[u8], out: &mut Vec<f32>) -> Result<(), AudioError> {
-        while !input.is_empty() || matches!(self.pending, Some((_, 0))) {
+        while !input.is_empty() || self.can_progress() {
             if self.skip > 0 {
                 let n = usize::try_from(self.skip)
                     .unwrap_or(usize::MAX)
@@ -199,6 +202,32 @@ impl WebmOpusStream {
                 continue;
             }
             if let Some((kind, len)) = self.pending {
+                if kind == Body::Block && !self.block_checked {
+                    // Read the block's track number before buffering it: other tracks'
+                    // blocks are skipped, whatever their size.
+                    let Some((number, _)) = read_vint(&self.body)? else {
+                        if self.body.len() >= len {
+                            return Err(AudioError::InvalidWebm(
+                                "block without a track number".into(),
+                            ));
+                        }
+                        self.body.push(input[0]);
+                        input = &input[1..];
+                        continue;
+                    };
+                    self.block_checked = true;
+                    if self.track.as_ref().is_none_or(|t| t.number != number) {
+                        self.skip = (len - self.body.len()) as u64;
+                        self.body.clear();
+                        self.pending = None;
+                        continue;
+                    }
+                    if len > MAX_BLOCK {
+                        return Err(AudioError::InvalidWebm(format!(
+                            "SimpleBlock of {len} bytes is larger than the {MAX_BLOCK}-byte limit"
+                        )));
+                    }
+                }
                 if self.body.is_empty() && input.len() >= len {
                     // The whole body is here: use it in place.
                     self.pending = None;
@@ -238,6 +267,18 @@ impl WebmOpusStream {
             }
         }
         Ok(())
+    }
+
+    /// Whether the pending element can move on without more bytes: an empty body, or a
+    /// block whose track number has just been completed.
+    fn can_progress(&self) -> bool {
+        match self.pending {
+            Some((_, 0)) => true,
+            Some((Body::Block, _)) => {
+                !self.block_checked && matches!(read_vint(&self.body), Ok(Some(_)))
+            }
+            _ => false,
+        }
     }
 
     /// Decides what to do with an element whose header was just read.
@@ -292,7 +333,9 @@ impl WebmOpusStream {
                 )))
             }
             (Some(ID_CLUSTER), ID_SIMPLE_BLOCK) => {
-                self.keep(Body::Block, id, size, header_len, MAX_BLOCK)
+                // Its size is checked once its track number shows it is ours.
+                self.block_checked = false;
+                self.keep(Body::Block, id, size, header_len, usize::MAX)
             }
             (Some(ID_CLUSTER), ID_BLOCK_GROUP) => {
                 self.keep(Body::BlockGroup, id, size, header_len, MAX_BLOCK)

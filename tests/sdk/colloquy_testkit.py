@@ -448,6 +448,23 @@ def expect(sock, type_: str, timeout: float = 10.0):
     return msg
 
 
+def expect_answer(sock, text: str, timeout: float = 10.0):
+    """Reads the answer to an `assistant_input` of `text`: its `assistant_message`, the
+    `audio_output` chunks of its speech (the server speaks it by default, with the built-in
+    voice), up to `assistant_end`. Checks each chunk's `id` (= the message's) and `index`
+    (0, 1, ...); returns the message and the chunks."""
+    am = expect(sock, "assistant_message", timeout)
+    assert am.message.content == text, am
+    chunks = []
+    while True:
+        msg = recv(sock, timeout)
+        if msg.type == "assistant_end":
+            return am, chunks
+        assert msg.type == "audio_output", f"expected audio_output or assistant_end, got {msg!r}"
+        assert (msg.id, msg.index) == (am.id, len(chunks)), msg
+        chunks.append(msg)
+
+
 def send_raw(sock, data) -> None:
     """Sends a frame the SDK's typed API would never produce (bad JSON, binary, …)."""
     sock._websocket.send(data)

@@ -8,8 +8,13 @@ response body is validated against the server's own /openapi.json (see `contract
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
+import math
+import struct
 import time
+import wave
 
 import httpx
 import jsonschema
@@ -18,6 +23,7 @@ from hume.empathic_voice import (
     AssistantInput,
     AssistantMessage,
     AudioConfiguration,
+    AudioOutput,
     AudioInput,
     ChatMetadata,
     ConnectSessionSettings,
@@ -45,6 +51,7 @@ from colloquy_testkit import (
     all_events,
     audio_chunk,
     expect,
+    expect_answer,
     expect_closed,
     now_ms,
     recv,
@@ -217,7 +224,15 @@ def test_chat_roundtrip_history_resume_and_audio(server, account, client, contra
         assert (am.message.role, am.message.content) == ("assistant", "Hi! How can I help?")
         assert am.from_text is True and am.is_quick_response is False
         assert am.id and UUID_RE.match(am.id), am
-        assert isinstance(recv(sock), AssistantEnd)
+        # Spoken by the built-in voice (the default): the SDK's AudioOutput, then AssistantEnd.
+        msg = recv(sock)
+        spoken = 0
+        while isinstance(msg, AudioOutput):
+            assert (msg.id, msg.index) == (am.id, spoken), msg
+            spoken += 1
+            msg = recv(sock)
+        assert spoken > 0
+        assert isinstance(msg, AssistantEnd), msg
 
         # None of these is echoed; the final user_input's echo proves they were all handled.
         sock.send_publish(
@@ -436,6 +451,31 @@ def test_event_history_is_readable_while_the_chat_is_active(account, client):
     assert chat.status == "USER_ENDED" and chat.end_timestamp is not None
 
 
+def test_assistant_input_is_spoken_by_default(server, account, client):
+    """With the default configuration the server speaks `assistant_input` with its built-in
+    voice: the SDK receives `audio_output` (AudioOutput) chunks for the message before
+    `assistant_end`, each a 48 kHz mono 16-bit WAV file, together real (non-silent) speech."""
+    with client.empathic_voice.chat.connect() as sock:
+        expect(sock, "chat_metadata")
+        text = "Hello, I am the built-in voice."
+        sock.send_publish(AssistantInput(text=text))
+        am, chunks = expect_answer(sock, text)
+    assert chunks, "no audio_output before assistant_end"
+    assert all(isinstance(c, AudioOutput) for c in chunks)
+    samples = []
+    for c in chunks:
+        wav = base64.b64decode(c.data)
+        assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE", wav[:16]
+        with wave.open(io.BytesIO(wav)) as w:
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (48000, 1, 2)
+            frames = w.readframes(w.getnframes())
+        samples.extend(struct.unpack(f"<{len(frames) // 2}h", frames))
+    seconds = len(samples) / 48000
+    assert 0.8 < seconds < 6, seconds
+    rms = math.sqrt(sum(x * x for x in samples) / len(samples))
+    assert rms > 300, f"speech, not silence: rms {rms:.0f}"
+
+
 def test_async_client(account, contract):
     """AsyncHumeClient: socket via async iteration and the async pagers (chat-history example flow)."""
 
@@ -454,7 +494,9 @@ def test_async_client(account, contract):
                 seen.append(msg.type)
                 if msg.type == "assistant_end":
                     break
-            assert seen == ["user_message", "assistant_message", "assistant_end"]
+            assert "audio_output" in seen, seen  # spoken by default
+            assert [t for t in seen if t != "audio_output"] == ["user_message", "assistant_message", "assistant_end"]
+            assert seen.index("audio_output") > seen.index("assistant_message")
         texts = []
         pager = await ev.chats.list_chat_events(meta.chat_id, page_number=0, ascending_order=True, page_size=2)
         async for e in pager:

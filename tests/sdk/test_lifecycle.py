@@ -13,7 +13,7 @@ from hume.empathic_voice import AssistantInput, AudioConfiguration, AudioInput, 
 
 from websockets.exceptions import ConnectionClosed
 
-from colloquy_testkit import all_events, audio_chunk, expect, expect_closed, now_ms, poll, recv, send_raw
+from colloquy_testkit import all_events, audio_chunk, expect, expect_answer, expect_closed, now_ms, poll, recv, send_raw
 
 
 def _chat(client, chat_id):
@@ -130,8 +130,7 @@ def _open_sessions(stack, plans):
                 echoed["user"].append(text)
             elif kind == "agent":
                 sock.send_publish(AssistantInput(text=text))
-                m = expect(sock, "assistant_message")
-                expect(sock, "assistant_end")
+                m, _ = expect_answer(sock, text)
                 echoed["agent_ids"].append((m.id, text))
             elif kind == "settings":
                 sock.send_publish(SessionSettings(system_prompt=text))

@@ -308,6 +308,11 @@ def seed_emotion_chat(srv: ServerProcess, user_id: str, config_id: str) -> Dict[
                 "message_text, emotion_features, metadata, related_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
+            # What was said goes into the search index, as the store does (migration 0006).
+            conn.executemany(
+                "INSERT INTO chat_text (text, chat_id) VALUES (?, ?)",
+                [(r[7], chat_id) for r in rows if r[6] in ("USER_MESSAGE", "AGENT_MESSAGE") and r[7]],
+            )
     finally:
         conn.close()
     return {"chat_id": chat_id, "group_id": group_id, "events": str(len(rows)), "last_user_text": last_user_text}

@@ -179,6 +179,25 @@ struct PendingEvent<'a> {
 /// Events per multi-row INSERT (10 parameters each, well below SQLite's limit).
 const INSERT_CHUNK: usize = 500;
 
+/// Rows of the largest statement [`shaped`] makes (11 parameters each).
+const SHAPED_MAX: usize = 256;
+
+/// Splits `items` into slices whose lengths are powers of two (at most [`SHAPED_MAX`]),
+/// largest first. A batch of any size is then written by statements of a few fixed shapes,
+/// which stay in the connection's statement cache; one statement per batch size would be
+/// parsed and planned again for almost every batch.
+fn shaped<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let n = items.len().min(SHAPED_MAX);
+        let (head, rest) = items.split_at(1 << n.ilog2());
+        items = rest;
+        Some(head)
+    })
+}
+
 /// Appends the `WHERE` clause of a chat listing (by owner or by group).
 fn push_chat_filter(
     qb: &mut QueryBuilder<'_, Sqlite>,
@@ -930,14 +949,19 @@ async fn apply_in_tx(
     ops: &[WriteOp],
 ) -> StoreResult<Vec<OpOutcome>> {
     // 1. Which of the batch's keys are revoked: one query for the whole batch.
-    let keys: HashSet<Uuid> = ops.iter().map(WriteOp::api_key_id).collect();
+    let keys: Vec<Uuid> = ops
+        .iter()
+        .map(WriteOp::api_key_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let mut revoked = HashSet::new();
-    if !keys.is_empty() {
+    for chunk in shaped(&keys) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND id IN (",
         );
         let mut sep = qb.separated(", ");
-        for k in &keys {
+        for k in chunk {
             sep.push_bind(k.to_string());
         }
         sep.push_unseparated(")");
@@ -959,7 +983,7 @@ async fn apply_in_tx(
         .collect();
     if !existing.is_empty() {
         let ids: Vec<Uuid> = existing.into_iter().collect();
-        for chunk in ids.chunks(INSERT_CHUNK) {
+        for chunk in shaped(&ids) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "SELECT id, chat_group_id FROM chats WHERE status = 'ACTIVE' AND id IN (",
             );
@@ -1049,7 +1073,7 @@ async fn apply_in_tx(
     // 4. Insert the events in few statements, then bump each chat's counters once.
     // OR ROLLBACK: a duplicate sequence number fails the whole batch (as any error does),
     // which spares SQLite a statement journal of every page the insert changes.
-    for chunk in pending.chunks(INSERT_CHUNK) {
+    for chunk in shaped(&pending) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT OR ROLLBACK INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, \
              role, type, message_text, emotion_features, metadata, related_event_id) ",
@@ -1072,7 +1096,7 @@ async fn apply_in_tx(
     // What was said goes into the search index (migration 0004) in the same transaction:
     // searchable as soon as it is committed.
     let said: Vec<&PendingEvent> = pending.iter().filter(|p| is_searchable(p.event)).collect();
-    for chunk in said.chunks(INSERT_CHUNK) {
+    for chunk in shaped(&said) {
         let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO chat_text (text, chat_id) ");
         qb.push_values(chunk, |mut b, p| {
             b.push_bind(p.event.message_text.as_deref())
@@ -1083,7 +1107,7 @@ async fn apply_in_tx(
     // One statement for every chat's counters (a round trip per chat costs more than the
     // inserts themselves).
     let counters: Vec<(Uuid, Counters)> = counters.into_iter().collect();
-    for chunk in counters.chunks(INSERT_CHUNK) {
+    for chunk in shaped(&counters) {
         let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, n, first, last) AS (");
         qb.push_values(chunk, |mut b, (chat_id, c)| {
             b.push_bind(chat_id.to_string())
@@ -1211,6 +1235,21 @@ async fn start_chat(conn: &mut sqlx::SqliteConnection, chat: &NewChat) -> StoreR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_split_into_power_of_two_statements() {
+        let sizes = |n: usize| {
+            let items: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = shaped(&items).collect();
+            assert_eq!(parts.concat(), items, "every item once, in order");
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(100), vec![64, 32, 4]);
+        assert_eq!(sizes(256), vec![256]);
+        assert_eq!(sizes(600), vec![256, 256, 64, 16, 8]);
+    }
 
     #[tokio::test]
     async fn conformance() {

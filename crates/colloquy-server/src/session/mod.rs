@@ -83,9 +83,12 @@ pub async fn chat_socket(
     let params = ConnectParams::parse(&pairs);
     let mode = crate::engine::mode_for(&state, &principal).await;
     let limit = state.settings.chat.max_message_bytes;
+    // Every `send` flushes; a message only queued with `feed` waits in a buffer of up to
+    // 16 KiB (less with a small message limit) for the next flush, so that two messages
+    // leave in one write.
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limit.saturating_mul(2))
+        .write_buffer_size((16 * 1024).min(limit))
+        .max_write_buffer_size(limit.saturating_mul(2).max(1))
         .max_message_size(limit.saturating_mul(HARD_LIMIT_FACTOR))
         .max_frame_size(limit.saturating_mul(HARD_LIMIT_FACTOR))
         .on_upgrade(move |socket| {
@@ -627,7 +630,7 @@ impl Session {
                 let ev = self.event(EventRole::Agent, EventType::AgentMessage, &input.text);
                 let id = ev.id.to_string();
                 self.record(vec![ev]).await?;
-                self.send_or_end(&ServerMessage::AssistantMessage {
+                let message = ServerMessage::AssistantMessage {
                     id: id.clone(),
                     message: ChatMessage {
                         role: "assistant".into(),
@@ -636,9 +639,15 @@ impl Session {
                     models: Inference::default(),
                     from_text: true,
                     is_quick_response: false,
-                })
-                .await?;
-                self.speak_assistant_input(&id, &input.text).await?;
+                };
+                if self.client_voice.is_some() {
+                    // The text goes out at once, before the speech is synthesized.
+                    self.send_or_end(&message).await?;
+                    self.speak_assistant_input(&id, &input.text).await?;
+                } else if !self.feed(&message).await {
+                    return Err(End::ClientClosed);
+                }
+                // Flushes `assistant_message` too when it was only queued: one write.
                 self.send_or_end(&ServerMessage::AssistantEnd {}).await
             }
             ClientMessage::SessionSettings(s) => {
@@ -1048,6 +1057,17 @@ impl Session {
             Err(_) => return false,
         };
         self.socket.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    /// Queues a message without flushing the socket; the next [`Self::send`] writes both.
+    async fn feed(&mut self, msg: &ServerMessage) -> bool {
+        let text = match serde_json::to_string(msg) {
+            Ok(t) => t,
+            Err(_) => return false,
+        };
+        futures::SinkExt::feed(&mut self.socket, Message::Text(text.into()))
+            .await
+            .is_ok()
     }
 
     async fn send_or_end(&mut self, msg: &ServerMessage) -> Result<(), End> {

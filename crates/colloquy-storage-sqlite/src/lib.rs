@@ -467,9 +467,7 @@ impl Store for SqliteStore {
 
     async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
         let mut conn = self.write.acquire().await.map_err(db)?;
-        // Foreign keys are checked at COMMIT (the batch fails as a whole anyway), so no
-        // statement needs a statement journal for them.
-        sqlx::query("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON")
+        sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *conn)
             .await
             .map_err(db)?;
@@ -1070,9 +1068,17 @@ async fn apply_in_tx(
         outcomes.push(outcome);
     }
 
-    // 4. Insert the events in few statements, then bump each chat's counters once.
-    // OR ROLLBACK: a duplicate sequence number fails the whole batch (as any error does),
-    // which spares SQLite a statement journal of every page the insert changes.
+    // 4. Insert the events in few statements, then bump each chat's counters once. The
+    // rows this transaction adds are the ones after the current last rowid.
+    let rowid_before: i64 = if pending.is_empty() {
+        0
+    } else {
+        sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM chat_events")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?
+    };
+    // OR ROLLBACK: a duplicate sequence number fails the whole batch, as any error does.
     for chunk in shaped(&pending) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT OR ROLLBACK INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, \
@@ -1093,16 +1099,19 @@ async fn apply_in_tx(
         });
         qb.build().execute(&mut *conn).await.map_err(db)?;
     }
-    // What was said goes into the search index (migration 0004) in the same transaction:
-    // searchable as soon as it is committed.
-    let said: Vec<&PendingEvent> = pending.iter().filter(|p| is_searchable(p.event)).collect();
-    for chunk in shaped(&said) {
-        let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO chat_text (text, chat_id) ");
-        qb.push_values(chunk, |mut b, p| {
-            b.push_bind(p.event.message_text.as_deref())
-                .push_bind(p.chat_id.to_string());
-        });
-        qb.build().execute(&mut *conn).await.map_err(db)?;
+    // What was said goes into the search index (migration 0004) in the same transaction,
+    // searchable as soon as it is committed: one statement for the whole batch, because
+    // FTS5 writes its pending terms out as a new index segment at every statement.
+    if pending.iter().any(|p| is_searchable(p.event)) {
+        sqlx::query(
+            "INSERT INTO chat_text (text, chat_id) SELECT message_text, chat_id \
+             FROM chat_events WHERE rowid > ? AND type IN ('USER_MESSAGE', 'AGENT_MESSAGE') \
+             AND message_text <> ''",
+        )
+        .bind(rowid_before)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     }
     // One statement for every chat's counters (a round trip per chat costs more than the
     // inserts themselves).

@@ -6,6 +6,10 @@
 //! `cargo run --release -p colloquy-bench --bin ingest`. `docs/benchmarks.md` has the
 //! commands and the results.
 
+/// The same allocator as the `colloquy` binary, so the in-process server runs as shipped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod server;
 pub mod stats;
 pub mod sys;

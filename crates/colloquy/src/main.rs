@@ -1,6 +1,11 @@
 //! `colloquy`: run the server, manage API keys, print the example configuration, and read
 //! chat history from a server (the client commands in `client/`).
 
+/// mimalloc: cheaper than glibc's malloc for a server that frees on one thread what
+/// another allocated (docs/benchmarks.md, ingest).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod keys_cmd;
 

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -45,6 +46,9 @@ pub struct SqliteStore {
     /// The connection that checkpoints the WAL in the background.
     checkpoints: SqlitePool,
     checkpointer: tokio::task::JoinHandle<()>,
+    /// With `synchronous_full`, the WAL file, flushed by [`Store::apply_batch`] after its
+    /// commit and off the write lock (`None` for a database without a WAL file).
+    wal: Option<Arc<std::fs::File>>,
 }
 
 /// How often the background task copies committed WAL frames into the database file.
@@ -131,15 +135,23 @@ impl SqliteStore {
             .map_err(db)?;
         let read = SqlitePoolOptions::new()
             .max_connections(settings.read_connections.max(1))
-            .connect_with(opts.read_only(true))
+            .connect_with(opts.clone().read_only(true))
             .await
             .map_err(db)?;
         let checkpointer = tokio::spawn(checkpoint_in_background(checkpoints.clone()));
+        let wal = if settings.synchronous_full {
+            let mut path = opts.get_filename().as_os_str().to_owned();
+            path.push("-wal");
+            std::fs::File::open(&path).ok().map(Arc::new)
+        } else {
+            None
+        };
         Ok(Self {
             write,
             read,
             checkpoints,
             checkpointer,
+            wal,
         })
     }
 
@@ -465,18 +477,62 @@ impl Store for SqliteStore {
         Ok(rows.len() as u64)
     }
 
+    /// With `synchronous_full`, the batch commits without the flush of `FULL`; the WAL is
+    /// flushed after the write lock is released, and the call returns only then. Another
+    /// batch's transaction runs meanwhile (two writers, [`Self::write_concurrency`]), yet
+    /// nothing is acknowledged before it is on disk: one flush covers every commit before it.
     async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
         let mut conn = self.write.acquire().await.map_err(db)?;
-        sqlx::query("BEGIN IMMEDIATE")
+        // The flush of FULL is replaced by the one below (SQLite allows the change only
+        // between transactions).
+        let begin = if self.wal.is_some() {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        let mut result = match sqlx::query(begin).execute(&mut *conn).await {
+            Ok(_) => apply_in_tx(&mut conn, ops).await,
+            Err(e) => Err(db(e)),
+        };
+        if result.is_ok() {
+            if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+                result = Err(db(e));
+            }
+        }
+        if result.is_err() {
+            // A constraint with OR ROLLBACK may have rolled the transaction back already.
+            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                tracing::debug!(error = %e, "rollback after a failed batch");
+            }
+        }
+        let Some(wal) = &self.wal else {
+            return result;
+        };
+        if sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
             .await
-            .map_err(db)?;
-        let result = apply_in_tx(&mut conn, ops).await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let fin = sqlx::query(end).execute(&mut *conn).await.map_err(db);
+            .is_err()
+        {
+            // Never hand the connection back with the weaker setting.
+            conn.close_on_drop();
+        }
+        drop(conn);
         let outcomes = result?;
-        fin?;
+        let wal = wal.clone();
+        tokio::task::spawn_blocking(move || wal.sync_data())
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))?
+            .map_err(|e| StoreError::Database(Box::new(e)))?;
         Ok(outcomes)
+    }
+
+    fn write_concurrency(&self) -> usize {
+        // One batch flushes the WAL while the next one commits.
+        if self.wal.is_some() {
+            2
+        } else {
+            1
+        }
     }
 
     async fn list_chats(
@@ -1268,6 +1324,14 @@ mod tests {
             .await
             .unwrap();
         colloquy_storage::conformance::run_all(&store).await;
+        // Batches commit with NORMAL and flush the WAL themselves; every other write (and a
+        // failed batch's connection) is back to FULL.
+        assert_eq!(store.write_concurrency(), 2);
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.write)
+            .await
+            .unwrap();
+        assert_eq!(level, 2, "the writer is FULL between batches");
         // Reopening applies no migration twice and keeps the data.
         store.close().await;
         let again = SqliteStore::open(&url, &SqliteSettings::default())

@@ -526,6 +526,10 @@ impl Store for SqliteStore {
         Ok(outcomes)
     }
 
+    fn prefers_own_writer_thread(&self) -> bool {
+        true
+    }
+
     fn write_concurrency(&self) -> usize {
         // One batch flushes the WAL while the next one commits.
         if self.wal.is_some() {

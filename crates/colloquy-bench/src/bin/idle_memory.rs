@@ -195,6 +195,7 @@ fn fd_count(pid: u32) -> usize {
 /// Starts `colloquy serve` on a fresh data dir; returns the child, its base URL and an API key.
 async fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<(Child, String, String)> {
     let out = Command::new(bin)
+        .env_remove("COLLOQUY_BIN")
         .args(["keys", "create", "--data-dir"])
         .arg(dir)
         .env_remove("COLLOQUY_DATABASE_URL")
@@ -214,6 +215,7 @@ async fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<(Child, String, 
         .context("no api_key in the output of `colloquy keys create`")?
         .to_string();
     let mut child = Command::new(bin)
+        .env_remove("COLLOQUY_BIN")
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env_remove("COLLOQUY_DATABASE_URL")

@@ -191,23 +191,20 @@ struct PendingEvent<'a> {
 /// Events per multi-row INSERT (10 parameters each, well below SQLite's limit).
 const INSERT_CHUNK: usize = 500;
 
-/// Rows of the largest statement [`shaped`] makes (11 parameters each).
+/// Rows of the largest batch statement (11 parameters each).
 const SHAPED_MAX: usize = 256;
 
-/// Splits `items` into slices whose lengths are powers of two (at most [`SHAPED_MAX`]),
-/// largest first. A batch of any size is then written by statements of a few fixed shapes,
-/// which stay in the connection's statement cache; one statement per batch size would be
-/// parsed and planned again for almost every batch.
-fn shaped<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
-    std::iter::from_fn(move || {
-        if items.is_empty() {
-            return None;
-        }
-        let n = items.len().min(SHAPED_MAX);
-        let (head, rest) = items.split_at(1 << n.ilog2());
-        items = rest;
-        Some(head)
-    })
+/// Splits `items` into chunks of at most [`SHAPED_MAX`], each paired with the number of
+/// rows its statement has room for: the next power of two. The rows past the chunk are
+/// bound as NULLs that the statement ignores. A batch of any size is then written by one
+/// statement per kind, of one of a few shapes that stay in the connection's statement
+/// cache; one shape per batch size would be parsed and planned again for almost every
+/// batch, and one statement per power of two would cost a hand-off to the driver's thread
+/// each.
+fn padded<T>(items: &[T]) -> impl Iterator<Item = (&[T], usize)> {
+    items
+        .chunks(SHAPED_MAX)
+        .map(|chunk| (chunk, chunk.len().next_power_of_two()))
 }
 
 /// Appends the `WHERE` clause of a chat listing (by owner or by group).
@@ -494,8 +491,13 @@ impl Store for SqliteStore {
             Ok(_) => apply_in_tx(&mut conn, ops).await,
             Err(e) => Err(db(e)),
         };
+        let commit = if self.wal.is_some() {
+            "COMMIT; PRAGMA synchronous = FULL"
+        } else {
+            "COMMIT"
+        };
         if result.is_ok() {
-            if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+            if let Err(e) = sqlx::query(commit).execute(&mut *conn).await {
                 result = Err(db(e));
             }
         }
@@ -508,10 +510,11 @@ impl Store for SqliteStore {
         let Some(wal) = &self.wal else {
             return result;
         };
-        if sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await
-            .is_err()
+        if result.is_err()
+            && sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+                .is_err()
         {
             // Never hand the connection back with the weaker setting.
             conn.close_on_drop();
@@ -1014,13 +1017,16 @@ async fn apply_in_tx(
         .into_iter()
         .collect();
     let mut revoked = HashSet::new();
-    for chunk in shaped(&keys) {
+    for (chunk, rows) in padded(&keys) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND id IN (",
         );
         let mut sep = qb.separated(", ");
         for k in chunk {
             sep.push_bind(k.to_string());
+        }
+        for _ in chunk.len()..rows {
+            sep.push_bind(None::<String>);
         }
         sep.push_unseparated(")");
         for r in qb.build().fetch_all(&mut *conn).await.map_err(db)? {
@@ -1041,13 +1047,16 @@ async fn apply_in_tx(
         .collect();
     if !existing.is_empty() {
         let ids: Vec<Uuid> = existing.into_iter().collect();
-        for chunk in shaped(&ids) {
+        for (chunk, rows) in padded(&ids) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "SELECT id, chat_group_id FROM chats WHERE status = 'ACTIVE' AND id IN (",
             );
             let mut sep = qb.separated(", ");
             for c in chunk {
                 sep.push_bind(c.to_string());
+            }
+            for _ in chunk.len()..rows {
+                sep.push_bind(None::<String>);
             }
             sep.push_unseparated(")");
             for r in qb.build().fetch_all(&mut *conn).await.map_err(db)? {
@@ -1128,36 +1137,42 @@ async fn apply_in_tx(
         outcomes.push(outcome);
     }
 
-    // 4. Insert the events in few statements, then bump each chat's counters once. The
-    // rows this transaction adds are the ones after the current last rowid.
-    let rowid_before: i64 = if pending.is_empty() {
-        0
-    } else {
-        sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM chat_events")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?
-    };
+    // 4. Insert the events in few statements, then bump each chat's counters once.
     // OR ROLLBACK: a duplicate sequence number fails the whole batch, as any error does.
-    for chunk in shaped(&pending) {
+    // New rows get consecutive rowids after the last one: the first statement's last
+    // rowid, less its row count, is where this batch's rows start.
+    let mut rowid_before: Option<i64> = None;
+    for (chunk, rows) in padded(&pending) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT OR ROLLBACK INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, \
-             role, type, message_text, emotion_features, metadata, related_event_id) ",
+             role, type, message_text, emotion_features, metadata, related_event_id) \
+             SELECT * FROM (",
         );
-        qb.push_values(chunk, |mut b, p| {
-            b.push_bind(p.event.id.to_string())
-                .push_bind(p.chat_id.to_string())
-                .push_bind(p.group_id.to_string())
-                .push_bind(p.event.seq)
-                .push_bind(p.event.timestamp)
-                .push_bind(p.event.role.as_str())
-                .push_bind(p.event.event_type.as_str())
-                .push_bind(p.event.message_text.as_deref())
-                .push_bind(p.event.emotion_features.as_deref())
-                .push_bind(p.event.metadata.as_deref())
-                .push_bind(p.event.related_event_id.map(|u| u.to_string()));
+        qb.push_values(0..rows, |mut b, i| match chunk.get(i) {
+            Some(p) => {
+                b.push_bind(Some(p.event.id.to_string()))
+                    .push_bind(Some(p.chat_id.to_string()))
+                    .push_bind(Some(p.group_id.to_string()))
+                    .push_bind(Some(p.event.seq))
+                    .push_bind(Some(p.event.timestamp))
+                    .push_bind(Some(p.event.role.as_str()))
+                    .push_bind(Some(p.event.event_type.as_str()))
+                    .push_bind(p.event.message_text.as_deref())
+                    .push_bind(p.event.emotion_features.as_deref())
+                    .push_bind(p.event.metadata.as_deref())
+                    .push_bind(p.event.related_event_id.map(|u| u.to_string()));
+            }
+            None => {
+                for _ in 0..11 {
+                    b.push_bind(None::<String>);
+                }
+            }
         });
-        qb.build().execute(&mut *conn).await.map_err(db)?;
+        qb.push(") WHERE column1 IS NOT NULL");
+        let done = qb.build().execute(&mut *conn).await.map_err(db)?;
+        if rowid_before.is_none() {
+            rowid_before = Some(done.last_insert_rowid() - done.rows_affected() as i64);
+        }
     }
     // What was said goes into the search index (migration 0004) in the same transaction,
     // searchable as soon as it is committed: one statement for the whole batch, because
@@ -1168,7 +1183,7 @@ async fn apply_in_tx(
              FROM chat_events WHERE rowid > ? AND type IN ('USER_MESSAGE', 'AGENT_MESSAGE') \
              AND message_text <> ''",
         )
-        .bind(rowid_before)
+        .bind(rowid_before.unwrap_or(i64::MAX))
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -1176,13 +1191,21 @@ async fn apply_in_tx(
     // One statement for every chat's counters (a round trip per chat costs more than the
     // inserts themselves).
     let counters: Vec<(Uuid, Counters)> = counters.into_iter().collect();
-    for chunk in shaped(&counters) {
+    for (chunk, rows) in padded(&counters) {
         let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, n, first, last) AS (");
-        qb.push_values(chunk, |mut b, (chat_id, c)| {
-            b.push_bind(chat_id.to_string())
-                .push_bind(c.count)
-                .push_bind(c.first)
-                .push_bind(c.last);
+        qb.push_values(0..rows, |mut b, i| match chunk.get(i) {
+            Some((chat_id, c)) => {
+                b.push_bind(Some(chat_id.to_string()))
+                    .push_bind(Some(c.count))
+                    .push_bind(Some(c.first))
+                    .push_bind(Some(c.last));
+            }
+            None => {
+                b.push_bind(None::<String>)
+                    .push_bind(None::<i64>)
+                    .push_bind(None::<i64>)
+                    .push_bind(None::<i64>);
+            }
         });
         qb.push(
             ") UPDATE OR ROLLBACK chats SET event_count = event_count + v.n, \
@@ -1306,18 +1329,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_are_split_into_power_of_two_statements() {
-        let sizes = |n: usize| {
+    fn batches_are_written_by_statements_of_power_of_two_rows() {
+        let shapes = |n: usize| {
             let items: Vec<usize> = (0..n).collect();
-            let parts: Vec<&[usize]> = shaped(&items).collect();
-            assert_eq!(parts.concat(), items, "every item once, in order");
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>()
+            let parts: Vec<(&[usize], usize)> = padded(&items).collect();
+            let flat: Vec<usize> = parts.iter().flat_map(|(c, _)| c.iter().copied()).collect();
+            assert_eq!(flat, items, "every item once, in order");
+            parts
+                .iter()
+                .map(|(c, rows)| (c.len(), *rows))
+                .collect::<Vec<_>>()
         };
-        assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(1), vec![1]);
-        assert_eq!(sizes(100), vec![64, 32, 4]);
-        assert_eq!(sizes(256), vec![256]);
-        assert_eq!(sizes(600), vec![256, 256, 64, 16, 8]);
+        assert_eq!(shapes(0), vec![]);
+        assert_eq!(shapes(1), vec![(1, 1)]);
+        assert_eq!(shapes(100), vec![(100, 128)]);
+        assert_eq!(shapes(256), vec![(256, 256)]);
+        assert_eq!(shapes(600), vec![(256, 256), (256, 256), (88, 128)]);
     }
 
     #[tokio::test]

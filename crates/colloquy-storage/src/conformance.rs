@@ -951,6 +951,14 @@ async fn large_batches(store: &dyn Store) {
         let last = store.list_chat_events(*c, page(0, 1, false)).await.unwrap();
         assert_eq!(last.items[0].message_text.as_deref(), Some("m30"));
     }
+    // Every message of the 600 is searchable, the first and the last included.
+    for word in ["m5", "m17", "m30"] {
+        let mut hits = found(store, &who, searching(word)).await;
+        hits.sort();
+        let mut want = chats.clone();
+        want.sort();
+        assert_eq!(hits, want, "every chat said {word}");
+    }
 }
 
 async fn end_chat(store: &dyn Store, who: &Principal, chat: Uuid, at: i64) {

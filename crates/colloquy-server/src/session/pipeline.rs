@@ -17,7 +17,9 @@ use colloquy_speech::pcm::to_i16;
 use colloquy_speech::prompt::{
     build_messages, history_messages, tool_definitions, HANG_UP_TOOL_NAME,
 };
-use colloquy_speech::{decode_wav, ChatMessage, ChatRequest, Pcm, TurnDetector, VadEvent};
+use colloquy_speech::{
+    wav_start, ChatMessage, ChatRequest, Pcm, TurnDetector, VadEvent, WavFormat,
+};
 use colloquy_storage::PageRequest;
 use colloquy_wire::socket::{AudioConfiguration, MillisecondInterval};
 use colloquy_wire::socket::{ChatMessage as WireMessage, Inference, ServerMessage};
@@ -607,12 +609,17 @@ struct InputDecoder {
     webm_failed: bool,
     /// The client was told its audio cannot be heard (once per chat).
     told: bool,
+    /// The format of the WAV stream being heard: chunks after its header are raw samples.
+    wav: Option<WavFormat>,
+    /// The start of a frame a WAV stream chunk ended in the middle of.
+    wav_carry: Vec<u8>,
 }
 
 impl InputDecoder {
     /// One chunk as mono PCM: raw linear16 as `session_settings.audio` declares; else by its
-    /// first bytes, a complete WAV file (`RIFF`) or the start or continuation of a
-    /// WebM/Opus stream (EBML magic; one stream across chunks, decoded at 48 kHz).
+    /// first bytes, a WAV file or the start of a WAV stream (`RIFF`; the chunks after it
+    /// without a header are its raw samples) or the start or continuation of a WebM/Opus
+    /// stream (EBML magic; one stream across chunks, decoded at 48 kHz).
     /// `Ok(None)`: nothing to hear (no samples yet, or the rest of a failed stream).
     fn decode(
         &mut self,
@@ -626,6 +633,7 @@ impl InputDecoder {
             // A new stream: the first, or one restarted after a failure.
             self.webm = Some(WebmOpusStream::new());
             self.webm_failed = false;
+            self.wav = None;
         }
         if let Some(stream) = self.webm.as_mut() {
             let mut samples = Vec::new();
@@ -640,16 +648,33 @@ impl InputDecoder {
             return Ok((!samples.is_empty()).then(|| Pcm::new(samples, rate)));
         }
         if bytes.starts_with(b"RIFF") {
-            return decode_wav(bytes).map(Some).map_err(|e| {
+            let (format, data) = wav_start(bytes).map_err(|e| {
+                self.wav = None;
                 AudioError::InvalidWav(format!(
-                    "{e} (turn detection needs each chunk to be a complete WAV file)"
+                    "{e} (send each chunk as a WAV file, or a WAV header followed by raw samples)"
                 ))
-            });
+            })?;
+            self.wav = Some(format);
+            self.wav_carry.clear();
+            return Ok(self.wav_samples(format, data));
+        }
+        if let Some(format) = self.wav {
+            return Ok(self.wav_samples(format, bytes));
         }
         if self.webm_failed {
             return Ok(None);
         }
         Err(AudioError::UnrecognizedContainer)
+    }
+
+    /// Whole frames of a WAV stream's samples, after what the last chunk left of a frame.
+    fn wav_samples(&mut self, format: WavFormat, data: &[u8]) -> Option<Pcm> {
+        let frame = format.frame_bytes();
+        self.wav_carry.extend_from_slice(data);
+        let whole = self.wav_carry.len() - self.wav_carry.len() % frame;
+        let pcm = format.decode(&self.wav_carry[..whole]);
+        self.wav_carry.drain(..whole);
+        (!pcm.samples.is_empty()).then_some(pcm)
     }
 }
 
@@ -695,7 +720,31 @@ mod tests {
         let wav = colloquy_speech::encode_wav(&Pcm::new(vec![1, 2, 3], 24_000));
         let pcm = input.decode(&wav, None).unwrap().unwrap();
         assert_eq!((pcm.samples, pcm.sample_rate), (vec![1, 2, 3], 24_000));
-        assert!(input.decode(b"neither", None).is_err());
+        assert!(InputDecoder::default().decode(b"neither", None).is_err());
+    }
+
+    #[test]
+    fn a_wav_stream_is_heard_across_chunks() {
+        // One WAV file cut into a header chunk and raw pieces that split samples in two.
+        let samples: Vec<i16> = (0..100).map(|i| i * 100 - 5_000).collect();
+        let wav = colloquy_speech::encode_wav(&Pcm::new(samples.clone(), 16_000));
+        let (head, rest) = wav.split_at(44 + 21);
+        let mut input = InputDecoder::default();
+        let mut heard = Vec::new();
+        let first = input.decode(head, None).unwrap().unwrap();
+        assert_eq!(first.sample_rate, 16_000);
+        heard.extend(first.samples);
+        for piece in rest.chunks(37) {
+            if let Some(pcm) = input.decode(piece, None).unwrap() {
+                assert_eq!(pcm.sample_rate, 16_000);
+                heard.extend(pcm.samples);
+            }
+        }
+        assert_eq!(heard, samples, "every sample once, none split");
+        // A new header starts a new stream, in its own format.
+        let again = colloquy_speech::encode_wav(&Pcm::new(vec![7, 8], 8_000));
+        let pcm = input.decode(&again, None).unwrap().unwrap();
+        assert_eq!((pcm.samples, pcm.sample_rate), (vec![7, 8], 8_000));
     }
 
     #[test]

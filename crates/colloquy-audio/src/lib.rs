@@ -36,6 +36,7 @@ mod resample;
 use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 
+pub use decode::wav::WavChunkDecoder;
 pub use decode::webm_stream::WebmOpusStream;
 pub use error::{AudioError, Voice};
 pub use probe::{DetectedFormat, StreamProbe};

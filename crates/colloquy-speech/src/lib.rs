@@ -42,4 +42,4 @@ pub use pcm::Pcm;
 pub use sentences::SentenceSplitter;
 pub use vad::{TurnDetector, VadConfig, VadEvent};
 pub use voice::{EspeakOptions, EspeakVoice, Voice, VoiceError, ESPEAK_INSTALL_HINT};
-pub use wav::{decode_wav, encode_wav, wav_chunks, wav_start, WavFormat};
+pub use wav::{decode_wav, encode_wav, wav_chunks};

@@ -50,7 +50,7 @@ pub fn wav_chunks(pcm: &Pcm, max_ms: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
     U8,
     I16,
@@ -91,52 +91,13 @@ fn finite(x: f32) -> f32 {
     }
 }
 
-/// The sample format a WAV stream's `fmt ` chunk declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WavFormat {
-    encoding: Encoding,
-    channels: u16,
-    /// Frames per second.
-    pub sample_rate: u32,
-}
-
-impl WavFormat {
-    /// Bytes of one frame (one sample of every channel).
-    pub fn frame_bytes(&self) -> usize {
-        self.encoding.width() * usize::from(self.channels)
-    }
-
-    /// Decodes whole frames of sample data to mono 16-bit PCM (channels averaged); a
-    /// trailing partial frame is left out.
-    pub fn decode(&self, data: &[u8]) -> Pcm {
-        let width = self.encoding.width();
-        let samples = data
-            .chunks_exact(self.frame_bytes())
-            .map(|f| {
-                let sum: f32 = f.chunks_exact(width).map(|b| self.encoding.sample(b)).sum();
-                to_i16(sum / f32::from(self.channels))
-            })
-            .collect();
-        Pcm::new(samples, self.sample_rate)
-    }
-}
-
 /// Decodes a complete WAV file to mono 16-bit PCM (channels are averaged).
 pub fn decode_wav(bytes: &[u8]) -> Result<Pcm, WavError> {
-    let (format, data) = wav_start(bytes)?;
-    Ok(format.decode(data))
-}
-
-/// Reads the header of a WAV file or of the start of a WAV stream: its format, and the
-/// sample data present in `bytes` (up to the data chunk's declared size; with a streaming
-/// placeholder size, `0` or `0xFFFFFFFF`, to the end). A stream's later chunks are raw
-/// sample data in that format ([`WavFormat::decode`]).
-pub fn wav_start(bytes: &[u8]) -> Result<(WavFormat, &[u8]), WavError> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err(err("missing RIFF/WAVE header"));
     }
     let mut pos = 12;
-    let mut format: Option<WavFormat> = None;
+    let mut format: Option<(Encoding, u16, u32)> = None;
     while pos + 8 <= bytes.len() {
         let id = &bytes[pos..pos + 4];
         let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
@@ -146,20 +107,26 @@ pub fn wav_start(bytes: &[u8]) -> Result<(WavFormat, &[u8]), WavError> {
             if size < 16 || end > bytes.len() {
                 return Err(err("truncated fmt chunk"));
             }
-            let (encoding, channels, sample_rate) = parse_fmt(&bytes[body..end])?;
-            format = Some(WavFormat {
-                encoding,
-                channels,
-                sample_rate,
-            });
+            format = Some(parse_fmt(&bytes[body..end])?);
         } else if id == b"data" {
-            let format = format.ok_or_else(|| err("data before fmt chunk"))?;
+            let (encoding, channels, rate) = format.ok_or_else(|| err("data before fmt chunk"))?;
             let end = if size == 0 || size == u32::MAX {
                 bytes.len()
             } else {
                 (body + size as usize).min(bytes.len())
             };
-            return Ok((format, &bytes[body..end]));
+            let frame = encoding.width() * usize::from(channels);
+            let samples = bytes[body..end]
+                .chunks_exact(frame)
+                .map(|f| {
+                    let sum: f32 = f
+                        .chunks_exact(encoding.width())
+                        .map(|b| encoding.sample(b))
+                        .sum();
+                    to_i16(sum / f32::from(channels))
+                })
+                .collect();
+            return Ok(Pcm::new(samples, rate));
         }
         // Chunks are padded to an even length.
         pos = body

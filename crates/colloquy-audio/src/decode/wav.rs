@@ -90,6 +90,66 @@ impl WavHeader {
     }
 }
 
+/// Decodes a WAV stream as its bytes arrive in chunks split anywhere: the header (buffered,
+/// at most [`MAX_HEADER_BYTES`]), then whole frames of the declared data, to mono at the
+/// stream's own rate; a frame cut in two is completed by the next chunk. Bytes past a
+/// declared data length are ignored.
+#[derive(Debug, Default)]
+pub struct WavChunkDecoder {
+    header: Option<WavHeader>,
+    /// Header bytes before the header is complete; afterwards, the start of a frame.
+    pending: Vec<u8>,
+    /// Data bytes still expected (`None`: to the end of the stream).
+    remaining: Option<u64>,
+}
+
+impl WavChunkDecoder {
+    /// A stream before its first byte.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stream's sample rate, once its header has been read.
+    pub fn sample_rate(&self) -> Option<u32> {
+        self.header.map(|h| h.sample_rate)
+    }
+
+    /// Feeds the next chunk, appending the mono samples it completes to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<f32>) -> Result<(), AudioError> {
+        self.pending.extend_from_slice(chunk);
+        let header = match self.header {
+            Some(h) => h,
+            None => {
+                let Some(h) = parse_header(&self.pending)? else {
+                    if self.pending.len() > MAX_HEADER_BYTES {
+                        return Err(AudioError::InvalidWav(format!(
+                            "no data chunk within the first {MAX_HEADER_BYTES} bytes"
+                        )));
+                    }
+                    return Ok(());
+                };
+                self.pending.drain(..h.data_offset);
+                self.header = Some(h);
+                self.remaining = h.data_len;
+                h
+            }
+        };
+        if let Some(left) = self.remaining {
+            let keep = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(self.pending.len());
+            self.pending.truncate(keep);
+        }
+        let whole = self.pending.len() - self.pending.len() % header.frame_bytes();
+        header.decode_mono(&self.pending[..whole], out);
+        self.pending.drain(..whole);
+        if let Some(left) = self.remaining.as_mut() {
+            *left -= whole as u64;
+        }
+        Ok(())
+    }
+}
+
 /// Whether `head` starts like a WAV file (needs 12 bytes to be sure).
 pub(crate) fn looks_like_wav(head: &[u8]) -> bool {
     head.len() >= 12 && (&head[..4] == b"RIFF" || &head[..4] == b"RF64") && &head[8..12] == b"WAVE"
@@ -319,6 +379,38 @@ mod tests {
         v.extend_from_slice(&data_size.to_le_bytes());
         v.extend_from_slice(data);
         v
+    }
+
+    #[test]
+    fn a_stream_decodes_across_any_chunk_split_and_stops_at_the_declared_length() {
+        // Stereo 16-bit: frames of 4 bytes, so most splits cut a frame (or the header).
+        let frames: Vec<[i16; 2]> = (0..50).map(|i| [i * 200, i * 100]).collect();
+        let data: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| f.iter().flat_map(|s| s.to_le_bytes()))
+            .collect();
+        let mono: Vec<f32> = frames
+            .iter()
+            .map(|f| (f32::from(f[0]) + f32::from(f[1])) / 2.0 / 32768.0)
+            .collect();
+        for size in [u32::MAX, data.len() as u32] {
+            let mut file = wav(1, 2, 16_000, 16, &data, size);
+            file.extend_from_slice(&[0x7f; 8]); // past a declared length: not samples
+            for split in [1, 3, 7, 64, file.len()] {
+                let mut stream = WavChunkDecoder::new();
+                let mut out = Vec::new();
+                for piece in file.chunks(split) {
+                    stream.feed(piece, &mut out).unwrap();
+                }
+                assert_eq!(stream.sample_rate(), Some(16_000));
+                let want = if size == u32::MAX { 52 } else { 50 };
+                assert_eq!(out.len(), want, "size {size}, split {split}");
+                assert_eq!(&out[..50], &mono[..], "size {size}, split {split}");
+            }
+        }
+        assert!(WavChunkDecoder::new()
+            .feed(b"RIFF....WAVX", &mut Vec::new())
+            .is_err());
     }
 
     #[test]

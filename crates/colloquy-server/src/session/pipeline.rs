@@ -12,14 +12,12 @@ use super::{End, Session};
 use crate::engine::expression::{prosody_inference, ExpressionClient};
 use crate::engine::pipeline::{Services, Turn, TurnOutput};
 use base64::Engine;
-use colloquy_audio::{AudioError, WebmOpusStream};
+use colloquy_audio::{AudioError, WavChunkDecoder, WebmOpusStream};
 use colloquy_speech::pcm::to_i16;
 use colloquy_speech::prompt::{
     build_messages, history_messages, tool_definitions, HANG_UP_TOOL_NAME,
 };
-use colloquy_speech::{
-    wav_start, ChatMessage, ChatRequest, Pcm, TurnDetector, VadEvent, WavFormat,
-};
+use colloquy_speech::{ChatMessage, ChatRequest, Pcm, TurnDetector, VadEvent};
 use colloquy_storage::PageRequest;
 use colloquy_wire::socket::{AudioConfiguration, MillisecondInterval};
 use colloquy_wire::socket::{ChatMessage as WireMessage, Inference, ServerMessage};
@@ -609,10 +607,8 @@ struct InputDecoder {
     webm_failed: bool,
     /// The client was told its audio cannot be heard (once per chat).
     told: bool,
-    /// The format of the WAV stream being heard: chunks after its header are raw samples.
-    wav: Option<WavFormat>,
-    /// The start of a frame a WAV stream chunk ended in the middle of.
-    wav_carry: Vec<u8>,
+    /// The WAV stream being heard: chunks after its header are raw samples.
+    wav: Option<WavChunkDecoder>,
 }
 
 impl InputDecoder {
@@ -648,33 +644,31 @@ impl InputDecoder {
             return Ok((!samples.is_empty()).then(|| Pcm::new(samples, rate)));
         }
         if bytes.starts_with(b"RIFF") {
-            let (format, data) = wav_start(bytes).map_err(|e| {
-                self.wav = None;
-                AudioError::InvalidWav(format!(
-                    "{e} (send each chunk as a WAV file, or a WAV header followed by raw samples)"
-                ))
-            })?;
-            self.wav = Some(format);
-            self.wav_carry.clear();
-            return Ok(self.wav_samples(format, data));
+            // A WAV file, or the start of a WAV stream.
+            self.wav = Some(WavChunkDecoder::new());
         }
-        if let Some(format) = self.wav {
-            return Ok(self.wav_samples(format, bytes));
+        if let Some(stream) = self.wav.as_mut() {
+            let mut samples = Vec::new();
+            if let Err(e) = stream.feed(bytes, &mut samples) {
+                self.wav = None;
+                return Err(match e {
+                    AudioError::InvalidWav(m) => AudioError::InvalidWav(format!(
+                        "{m} (send each chunk as a WAV file, or a WAV header followed by raw \
+                         samples)"
+                    )),
+                    other => other,
+                });
+            }
+            let Some(rate) = stream.sample_rate() else {
+                return Ok(None); // the header is still incomplete
+            };
+            let samples: Vec<i16> = samples.into_iter().map(to_i16).collect();
+            return Ok((!samples.is_empty()).then(|| Pcm::new(samples, rate)));
         }
         if self.webm_failed {
             return Ok(None);
         }
         Err(AudioError::UnrecognizedContainer)
-    }
-
-    /// Whole frames of a WAV stream's samples, after what the last chunk left of a frame.
-    fn wav_samples(&mut self, format: WavFormat, data: &[u8]) -> Option<Pcm> {
-        let frame = format.frame_bytes();
-        self.wav_carry.extend_from_slice(data);
-        let whole = self.wav_carry.len() - self.wav_carry.len() % frame;
-        let pcm = format.decode(&self.wav_carry[..whole]);
-        self.wav_carry.drain(..whole);
-        (!pcm.samples.is_empty()).then_some(pcm)
     }
 }
 

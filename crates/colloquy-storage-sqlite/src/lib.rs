@@ -1177,13 +1177,13 @@ async fn apply_in_tx(
     // What was said goes into the search index (migration 0004) in the same transaction,
     // searchable as soon as it is committed: one statement for the whole batch, because
     // FTS5 writes its pending terms out as a new index segment at every statement.
-    if pending.iter().any(|p| is_searchable(p.event)) {
+    if let Some(rowid_before) = rowid_before {
         sqlx::query(
             "INSERT INTO chat_text (text, chat_id) SELECT message_text, chat_id \
              FROM chat_events WHERE rowid > ? AND type IN ('USER_MESSAGE', 'AGENT_MESSAGE') \
              AND message_text <> ''",
         )
-        .bind(rowid_before.unwrap_or(i64::MAX))
+        .bind(rowid_before)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
@@ -1215,14 +1215,6 @@ async fn apply_in_tx(
         qb.build().execute(&mut *conn).await.map_err(db)?;
     }
     Ok(outcomes)
-}
-
-/// Whether an event's text belongs in the search index: what the user or the assistant said.
-fn is_searchable(e: &NewEvent) -> bool {
-    matches!(
-        e.event_type,
-        EventType::UserMessage | EventType::AgentMessage
-    ) && e.message_text.as_deref().is_some_and(|t| !t.is_empty())
 }
 
 /// What a batch adds to one chat's row: its event count and time span.

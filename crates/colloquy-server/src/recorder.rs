@@ -30,43 +30,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts `store.write_concurrency()` writer tasks: on the server's runtime, or on a
-    /// thread of their own when the store prefers that.
-    ///
-    /// With SQLite, a transaction is a chain of statements, each a hand-off to the driver's
-    /// worker thread and back. On the server's runtime every hand-back waited in line behind
-    /// the sessions' tasks, which stretched each transaction and with it every session's
-    /// wait for its echo; on their own single-threaded runtime the writers resume at once
-    /// (+23–34% ingestion, docs/benchmarks.md). PostgreSQL's driver is async I/O on the
-    /// server's runtime and does slightly better there. The thread ends when the last
-    /// handle is dropped.
+    /// Starts `store.write_concurrency()` writer tasks on the current runtime.
     pub fn start(store: Arc<dyn Store>, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(max_batch.max(1) * 8);
         let rx = Arc::new(Mutex::new(rx));
-        let writers = store.write_concurrency().max(1);
         let max_batch = max_batch.max(1);
-        if !store.prefers_own_writer_thread() {
-            for _ in 0..writers {
-                tokio::spawn(writer(store.clone(), rx.clone(), max_batch));
-            }
-            return Recorder { tx };
+        for _ in 0..store.write_concurrency().max(1) {
+            tokio::spawn(writer(store.clone(), rx.clone(), max_batch));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("the recorder's runtime starts");
-        std::thread::Builder::new()
-            .name("colloquy-writer".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut running = tokio::task::JoinSet::new();
-                    for _ in 0..writers {
-                        running.spawn(writer(store.clone(), rx.clone(), max_batch));
-                    }
-                    while running.join_next().await.is_some() {}
-                });
-            })
-            .expect("the recorder's thread starts");
         Recorder { tx }
     }
 

@@ -1,10 +1,14 @@
 //! SQLite backend of [`colloquy_storage::Store`]: the embedded default.
 //!
-//! One connection writes (group-committed batches, `BEGIN IMMEDIATE`), a small pool reads;
-//! WAL mode lets reads run beside the writer and see every committed batch at once.
+//! Group-committed batches of chat events are written by one `rusqlite` connection on a
+//! thread of its own ([`writer`]); every other write goes through one sqlx connection, and a
+//! small sqlx pool reads. Writes take the lock up front (`BEGIN IMMEDIATE`), so the two
+//! writing connections queue for each other; WAL mode lets reads run beside them and see
+//! every committed batch at once.
 
 mod group_events;
 mod rows;
+mod writer;
 
 use async_trait::async_trait;
 use colloquy_storage::*;
@@ -41,6 +45,9 @@ impl Default for SqliteSettings {
 
 /// A SQLite database opened by URL (`sqlite://path/to/file.db`).
 pub struct SqliteStore {
+    /// Runs [`Store::apply_batch`].
+    writer: writer::BatchWriter,
+    /// Every other write.
     write: SqlitePool,
     read: SqlitePool,
     /// The connection that checkpoints the WAL in the background.
@@ -138,6 +145,7 @@ impl SqliteStore {
             .connect_with(opts.clone().read_only(true))
             .await
             .map_err(db)?;
+        let writer = writer::BatchWriter::open(opts.get_filename())?;
         let checkpointer = tokio::spawn(checkpoint_in_background(checkpoints.clone()));
         let wal = if settings.synchronous_full {
             let mut path = opts.get_filename().as_os_str().to_owned();
@@ -147,6 +155,7 @@ impl SqliteStore {
             None
         };
         Ok(Self {
+            writer,
             write,
             read,
             checkpoints,
@@ -158,6 +167,7 @@ impl SqliteStore {
     /// Closes the pools, checkpointing the WAL.
     pub async fn close(&self) {
         self.checkpointer.abort();
+        self.writer.close().await;
         self.checkpoints.close().await;
         self.read.close().await;
         self.write.close().await;
@@ -188,8 +198,8 @@ struct PendingEvent<'a> {
     event: &'a NewEvent,
 }
 
-/// Events per multi-row INSERT (10 parameters each, well below SQLite's limit).
-const INSERT_CHUNK: usize = 500;
+/// Ids per `IN (…)` list when deleting chats' rows (well below SQLite's parameter limit).
+const DELETE_CHUNK: usize = 500;
 
 /// Rows of the largest batch statement (11 parameters each).
 const SHAPED_MAX: usize = 256;
@@ -199,8 +209,7 @@ const SHAPED_MAX: usize = 256;
 /// bound as NULLs that the statement ignores. A batch of any size is then written by one
 /// statement per kind, of one of a few shapes that stay in the connection's statement
 /// cache; one shape per batch size would be parsed and planned again for almost every
-/// batch, and one statement per power of two would cost a hand-off to the driver's thread
-/// each.
+/// batch, and one statement per power of two would multiply the statements.
 fn padded<T>(items: &[T]) -> impl Iterator<Item = (&[T], usize)> {
     items
         .chunks(SHAPED_MAX)
@@ -269,7 +278,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_account(&self, account: &NewAccount, key: &NewApiKey) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(db)?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         sqlx::query(
             "INSERT INTO accounts (id, name, data_retention, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -285,7 +294,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(db)?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         insert_key(&mut tx, key).await?;
         tx.commit().await.map_err(db)
     }
@@ -428,7 +437,7 @@ impl Store for SqliteStore {
     }
 
     async fn close_orphaned_chats(&self, stale_before_ms: i64) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await.map_err(db)?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let rows = sqlx::query(
             "SELECT c.id, c.chat_group_id, c.last_event_timestamp, \
                (SELECT COALESCE(MAX(e.seq), -1) + 1 FROM chat_events e WHERE e.chat_id = c.id) \
@@ -474,63 +483,21 @@ impl Store for SqliteStore {
         Ok(rows.len() as u64)
     }
 
-    /// With `synchronous_full`, the batch commits without the flush of `FULL`; the WAL is
-    /// flushed after the write lock is released, and the call returns only then. Another
-    /// batch's transaction runs meanwhile (two writers, [`Self::write_concurrency`]), yet
-    /// nothing is acknowledged before it is on disk: one flush covers every commit before it.
+    /// The batch runs on the writer thread ([`writer`]) and commits without the flush of
+    /// `FULL`; with `synchronous_full` the WAL is flushed after the write lock is released,
+    /// and the call returns only then. Another batch's transaction runs meanwhile (two
+    /// writers, [`Self::write_concurrency`]), yet nothing is acknowledged before it is on
+    /// disk: one flush covers every commit before it.
     async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
-        let mut conn = self.write.acquire().await.map_err(db)?;
-        // The flush of FULL is replaced by the one below (SQLite allows the change only
-        // between transactions).
-        let begin = if self.wal.is_some() {
-            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
-        } else {
-            "BEGIN IMMEDIATE"
-        };
-        let mut result = match sqlx::query(begin).execute(&mut *conn).await {
-            Ok(_) => apply_in_tx(&mut conn, ops).await,
-            Err(e) => Err(db(e)),
-        };
-        let commit = if self.wal.is_some() {
-            "COMMIT; PRAGMA synchronous = FULL"
-        } else {
-            "COMMIT"
-        };
-        if result.is_ok() {
-            if let Err(e) = sqlx::query(commit).execute(&mut *conn).await {
-                result = Err(db(e));
-            }
-        }
-        if result.is_err() {
-            // A constraint with OR ROLLBACK may have rolled the transaction back already.
-            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                tracing::debug!(error = %e, "rollback after a failed batch");
-            }
-        }
-        let Some(wal) = &self.wal else {
-            return result;
-        };
-        if result.is_err()
-            && sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
+        let outcomes = self.writer.apply(ops.to_vec()).await?;
+        if let Some(wal) = &self.wal {
+            let wal = wal.clone();
+            tokio::task::spawn_blocking(move || wal.sync_data())
                 .await
-                .is_err()
-        {
-            // Never hand the connection back with the weaker setting.
-            conn.close_on_drop();
+                .map_err(|e| StoreError::Database(Box::new(e)))?
+                .map_err(|e| StoreError::Database(Box::new(e)))?;
         }
-        drop(conn);
-        let outcomes = result?;
-        let wal = wal.clone();
-        tokio::task::spawn_blocking(move || wal.sync_data())
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))?
-            .map_err(|e| StoreError::Database(Box::new(e)))?;
         Ok(outcomes)
-    }
-
-    fn prefers_own_writer_thread(&self) -> bool {
-        true
     }
 
     fn write_concurrency(&self) -> usize {
@@ -675,7 +642,7 @@ impl Store for SqliteStore {
         chat_ids: &[Uuid],
         now_ms: i64,
     ) -> StoreResult<Vec<ReconstructionRecord>> {
-        let mut tx = self.write.begin().await.map_err(db)?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let uid = user_id.to_string();
         let mut out = Vec::with_capacity(chat_ids.len());
         for chat_id in chat_ids {
@@ -765,7 +732,7 @@ impl Store for SqliteStore {
         result: &JobResult,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await.map_err(db)?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let cid = chat_id.to_string();
         let held = sqlx::query("DELETE FROM audio_jobs WHERE chat_id = ? AND lease_owner = ?")
             .bind(&cid)
@@ -794,7 +761,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_chats(&self, user_id: Uuid, chat_ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-        let mut tx = self.write.begin().await.map_err(db)?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let uid = user_id.to_string();
         let mut deleted = Vec::new();
         let mut groups = HashSet::new();
@@ -824,7 +791,7 @@ impl Store for SqliteStore {
             deleted.push(*chat_id);
         }
         // The search index holds a copy of the messages' text (migration 0004).
-        for chunk in deleted.chunks(INSERT_CHUNK) {
+        for chunk in deleted.chunks(DELETE_CHUNK) {
             let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM chat_text WHERE chat_id IN (");
             let mut list = qb.separated(", ");
             for id in chunk {
@@ -1004,219 +971,6 @@ async fn claim_in_tx(
     Ok(Some(job))
 }
 
-/// The body of [`Store::apply_batch`], inside an open `BEGIN IMMEDIATE` transaction.
-async fn apply_in_tx(
-    conn: &mut sqlx::SqliteConnection,
-    ops: &[WriteOp],
-) -> StoreResult<Vec<OpOutcome>> {
-    // 1. Which of the batch's keys are revoked: one query for the whole batch.
-    let keys: Vec<Uuid> = ops
-        .iter()
-        .map(WriteOp::api_key_id)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let mut revoked = HashSet::new();
-    for (chunk, rows) in padded(&keys) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND id IN (",
-        );
-        let mut sep = qb.separated(", ");
-        for k in chunk {
-            sep.push_bind(k.to_string());
-        }
-        for _ in chunk.len()..rows {
-            sep.push_bind(None::<String>);
-        }
-        sep.push_unseparated(")");
-        for r in qb.build().fetch_all(&mut *conn).await.map_err(db)? {
-            revoked.insert(uuid_col(&r, 0)?);
-        }
-    }
-
-    // 2. The groups of chats appended to (chats started in this batch are added below).
-    let mut groups: HashMap<Uuid, Uuid> = HashMap::new();
-    let existing: HashSet<Uuid> = ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::AppendEvents { chat_id, .. } | WriteOp::EndChat { chat_id, .. } => {
-                Some(*chat_id)
-            }
-            _ => None,
-        })
-        .collect();
-    if !existing.is_empty() {
-        let ids: Vec<Uuid> = existing.into_iter().collect();
-        for (chunk, rows) in padded(&ids) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT id, chat_group_id FROM chats WHERE status = 'ACTIVE' AND id IN (",
-            );
-            let mut sep = qb.separated(", ");
-            for c in chunk {
-                sep.push_bind(c.to_string());
-            }
-            for _ in chunk.len()..rows {
-                sep.push_bind(None::<String>);
-            }
-            sep.push_unseparated(")");
-            for r in qb.build().fetch_all(&mut *conn).await.map_err(db)? {
-                groups.insert(uuid_col(&r, 0)?, uuid_col(&r, 1)?);
-            }
-        }
-    }
-
-    // 3. Apply the ops in order; collect events and per-chat counters.
-    let mut outcomes = Vec::with_capacity(ops.len());
-    let mut pending: Vec<PendingEvent> = Vec::new();
-    let mut counters: HashMap<Uuid, Counters> = HashMap::new();
-    for op in ops {
-        let is_revoked = revoked.contains(&op.api_key_id());
-        let outcome = match op {
-            WriteOp::CheckKey { .. } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else {
-                    OpOutcome::Applied
-                }
-            }
-            WriteOp::StartChat { chat, events, .. } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else if !start_chat(conn, chat).await? {
-                    OpOutcome::GroupNotFound
-                } else {
-                    let group = match chat.group {
-                        GroupChoice::New(g) | GroupChoice::Resume(g) => g,
-                    };
-                    groups.insert(chat.id, group);
-                    queue_events(&mut pending, &mut counters, chat.id, group, events);
-                    OpOutcome::Applied
-                }
-            }
-            WriteOp::AppendEvents {
-                chat_id, events, ..
-            } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else if let Some(g) = groups.get(chat_id) {
-                    queue_events(&mut pending, &mut counters, *chat_id, *g, events);
-                    OpOutcome::Applied
-                } else {
-                    OpOutcome::ChatClosed
-                }
-            }
-            WriteOp::EndChat {
-                chat_id,
-                status,
-                end_timestamp,
-                events,
-                ..
-            } => {
-                let Some(g) = groups.remove(chat_id) else {
-                    outcomes.push(OpOutcome::ChatClosed);
-                    continue;
-                };
-                queue_events(&mut pending, &mut counters, *chat_id, g, events);
-                sqlx::query(
-                    "UPDATE chats SET status = ?, end_timestamp = ? \
-                     WHERE id = ? AND status = 'ACTIVE'",
-                )
-                .bind(status.as_str())
-                .bind(end_timestamp)
-                .bind(chat_id.to_string())
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else {
-                    OpOutcome::Applied
-                }
-            }
-        };
-        outcomes.push(outcome);
-    }
-
-    // 4. Insert the events in few statements, then bump each chat's counters once.
-    // OR ROLLBACK: a duplicate sequence number fails the whole batch, as any error does.
-    // New rows get consecutive rowids after the last one: the first statement's last
-    // rowid, less its row count, is where this batch's rows start.
-    let mut rowid_before: Option<i64> = None;
-    for (chunk, rows) in padded(&pending) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT OR ROLLBACK INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, \
-             role, type, message_text, emotion_features, metadata, related_event_id) \
-             SELECT * FROM (",
-        );
-        qb.push_values(0..rows, |mut b, i| match chunk.get(i) {
-            Some(p) => {
-                b.push_bind(Some(p.event.id.to_string()))
-                    .push_bind(Some(p.chat_id.to_string()))
-                    .push_bind(Some(p.group_id.to_string()))
-                    .push_bind(Some(p.event.seq))
-                    .push_bind(Some(p.event.timestamp))
-                    .push_bind(Some(p.event.role.as_str()))
-                    .push_bind(Some(p.event.event_type.as_str()))
-                    .push_bind(p.event.message_text.as_deref())
-                    .push_bind(p.event.emotion_features.as_deref())
-                    .push_bind(p.event.metadata.as_deref())
-                    .push_bind(p.event.related_event_id.map(|u| u.to_string()));
-            }
-            None => {
-                for _ in 0..11 {
-                    b.push_bind(None::<String>);
-                }
-            }
-        });
-        qb.push(") WHERE column1 IS NOT NULL");
-        let done = qb.build().execute(&mut *conn).await.map_err(db)?;
-        if rowid_before.is_none() {
-            rowid_before = Some(done.last_insert_rowid() - done.rows_affected() as i64);
-        }
-    }
-    // What was said goes into the search index (migration 0004) in the same transaction,
-    // searchable as soon as it is committed: one statement for the whole batch, because
-    // FTS5 writes its pending terms out as a new index segment at every statement.
-    if let Some(rowid_before) = rowid_before {
-        sqlx::query(
-            "INSERT INTO chat_text (text, chat_id) SELECT message_text, chat_id \
-             FROM chat_events WHERE rowid > ? AND type IN ('USER_MESSAGE', 'AGENT_MESSAGE') \
-             AND message_text <> ''",
-        )
-        .bind(rowid_before)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    }
-    // One statement for every chat's counters (a round trip per chat costs more than the
-    // inserts themselves).
-    let counters: Vec<(Uuid, Counters)> = counters.into_iter().collect();
-    for (chunk, rows) in padded(&counters) {
-        let mut qb = QueryBuilder::<Sqlite>::new("WITH v(id, n, first, last) AS (");
-        qb.push_values(0..rows, |mut b, i| match chunk.get(i) {
-            Some((chat_id, c)) => {
-                b.push_bind(Some(chat_id.to_string()))
-                    .push_bind(Some(c.count))
-                    .push_bind(Some(c.first))
-                    .push_bind(Some(c.last));
-            }
-            None => {
-                b.push_bind(None::<String>)
-                    .push_bind(None::<i64>)
-                    .push_bind(None::<i64>)
-                    .push_bind(None::<i64>);
-            }
-        });
-        qb.push(
-            ") UPDATE OR ROLLBACK chats SET event_count = event_count + v.n, \
-             first_event_timestamp = MIN(COALESCE(first_event_timestamp, v.first), v.first), \
-             last_event_timestamp = MAX(last_event_timestamp, v.last) FROM v WHERE chats.id = v.id",
-        );
-        qb.build().execute(&mut *conn).await.map_err(db)?;
-    }
-    Ok(outcomes)
-}
-
 /// What a batch adds to one chat's row: its event count and time span.
 struct Counters {
     count: i64,
@@ -1246,74 +1000,6 @@ fn queue_events<'a>(
         c.first = c.first.min(e.timestamp);
         c.last = c.last.max(e.timestamp);
     }
-}
-
-/// Inserts a chat and creates or joins its group; false when the group to resume is not
-/// the account's.
-async fn start_chat(conn: &mut sqlx::SqliteConnection, chat: &NewChat) -> StoreResult<bool> {
-    let uid = chat.user_id.to_string();
-    let cid = chat.id.to_string();
-    let group = match chat.group {
-        GroupChoice::New(g) => {
-            sqlx::query(
-                "INSERT INTO chat_groups (id, user_id, first_start_timestamp, \
-                 most_recent_start_timestamp, most_recent_chat_id, most_recent_config_id, \
-                 most_recent_config_version, num_chats) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-            )
-            .bind(g.to_string())
-            .bind(&uid)
-            .bind(chat.start_timestamp)
-            .bind(chat.start_timestamp)
-            .bind(&cid)
-            .bind(&chat.config_id)
-            .bind(chat.config_version)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-            g
-        }
-        GroupChoice::Resume(g) => {
-            let res = sqlx::query(
-                "UPDATE chat_groups SET num_chats = num_chats + 1, \
-                 most_recent_chat_id = CASE WHEN ?1 >= most_recent_start_timestamp THEN ?2 ELSE most_recent_chat_id END, \
-                 most_recent_config_id = CASE WHEN ?1 >= most_recent_start_timestamp THEN ?3 ELSE most_recent_config_id END, \
-                 most_recent_config_version = CASE WHEN ?1 >= most_recent_start_timestamp THEN ?4 ELSE most_recent_config_version END, \
-                 most_recent_start_timestamp = MAX(most_recent_start_timestamp, ?1) \
-                 WHERE id = ?5 AND user_id = ?6",
-            )
-            .bind(chat.start_timestamp)
-            .bind(&cid)
-            .bind(&chat.config_id)
-            .bind(chat.config_version)
-            .bind(g.to_string())
-            .bind(&uid)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-            if res.rows_affected() == 0 {
-                return Ok(false);
-            }
-            g
-        }
-    };
-    sqlx::query(
-        "INSERT INTO chats (id, user_id, chat_group_id, status, start_timestamp, \
-         last_event_timestamp, metadata, config_id, config_version, instance_id) \
-         VALUES (?, ?, ?, 'ACTIVE', ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&cid)
-    .bind(&uid)
-    .bind(group.to_string())
-    .bind(chat.start_timestamp)
-    .bind(chat.start_timestamp)
-    .bind(&chat.metadata)
-    .bind(&chat.config_id)
-    .bind(chat.config_version)
-    .bind(chat.instance_id.to_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -1347,14 +1033,14 @@ mod tests {
             .await
             .unwrap();
         colloquy_storage::conformance::run_all(&store).await;
-        // Batches commit with NORMAL and flush the WAL themselves; every other write (and a
-        // failed batch's connection) is back to FULL.
+        // Batches commit with NORMAL on the writer thread's connection and flush the WAL
+        // themselves; every other write keeps FULL.
         assert_eq!(store.write_concurrency(), 2);
         let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&store.write)
             .await
             .unwrap();
-        assert_eq!(level, 2, "the writer is FULL between batches");
+        assert_eq!(level, 2, "writes other than batches are FULL");
         // Reopening applies no migration twice and keeps the data.
         store.close().await;
         let again = SqliteStore::open(&url, &SqliteSettings::default())
@@ -1520,6 +1206,89 @@ mod tests {
                 "the database file stayed at {now} bytes (was {before}): no background checkpoint"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.close().await;
+    }
+
+    /// Batches commit on the writer thread's connection while other writes use sqlx's:
+    /// every transaction takes the write lock up front (`BEGIN IMMEDIATE`), so one that
+    /// reads before it writes (deleting chats) waits for the other connection instead of
+    /// failing with SQLITE_BUSY when a batch commits in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_and_other_writes_run_side_by_side() {
+        use colloquy_storage::conformance::{new_account, start_chat};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = Arc::new(
+            SqliteStore::open(&url, &SqliteSettings::default())
+                .await
+                .unwrap(),
+        );
+        let who = new_account(&*store, true).await;
+        let instance = Uuid::new_v4();
+        let (busy, _) = start_chat(
+            &*store,
+            &who,
+            GroupChoice::New(Uuid::new_v4()),
+            1,
+            None,
+            instance,
+        )
+        .await;
+        let mut doomed = Vec::new();
+        for i in 0..60 {
+            let group = GroupChoice::New(Uuid::new_v4());
+            doomed.push(
+                start_chat(&*store, &who, group, 10 + i, None, instance)
+                    .await
+                    .0,
+            );
+        }
+        let event = |seq: i64| NewEvent {
+            id: Uuid::now_v7(),
+            seq,
+            timestamp: 1_000 + seq,
+            role: EventRole::User,
+            event_type: EventType::UserMessage,
+            message_text: Some(format!("words of message {seq}")),
+            emotion_features: None,
+            metadata: None,
+            related_event_id: None,
+        };
+        let appender = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                // start_chat stored seq 0.
+                for round in 0..300i64 {
+                    let events = (1..=4).map(|k| event(round * 4 + k)).collect();
+                    let out = store
+                        .apply_batch(&[WriteOp::AppendEvents {
+                            api_key_id: who.api_key_id,
+                            chat_id: busy,
+                            events,
+                        }])
+                        .await
+                        .expect("a batch beside other writes");
+                    assert_eq!(out, vec![OpOutcome::Applied]);
+                }
+            })
+        };
+        for chat in &doomed {
+            let gone = store
+                .delete_chats(who.user_id, &[*chat])
+                .await
+                .expect("a delete beside batches");
+            assert_eq!(gone, vec![*chat]);
+        }
+        appender.await.unwrap();
+        let chat = store.get_chat(who.user_id, busy).await.unwrap().unwrap();
+        assert_eq!(
+            chat.event_count,
+            1 + 1_200,
+            "every appended event is counted"
+        );
+        for chat in doomed {
+            assert!(store.get_chat(who.user_id, chat).await.unwrap().is_none());
         }
         store.close().await;
     }

@@ -33,14 +33,6 @@ pub trait Store: Send + Sync + 'static {
         1
     }
 
-    /// Whether [`Store::apply_batch`] should be driven from a thread of its own rather than
-    /// from the server's runtime: true for a driver that hands every statement to a worker
-    /// thread and back (SQLite), whose transactions would otherwise wait for the runtime
-    /// between statements.
-    fn prefers_own_writer_thread(&self) -> bool {
-        false
-    }
-
     // ----- accounts and keys -----
 
     /// Creates an account together with its first API key.

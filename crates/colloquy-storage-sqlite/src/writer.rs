@@ -163,6 +163,34 @@ impl SqlShapes {
     }
 }
 
+/// Runs a query of `shape` that lists `ids` in an `IN (…)` and selects UUID columns, and
+/// hands each row's UUIDs to `row`.
+fn select_by_ids(
+    conn: &Connection,
+    sql: &mut SqlShapes,
+    shape: Shape,
+    ids: &[Uuid],
+    mut row: impl FnMut(&[Uuid]),
+) -> StoreResult<()> {
+    let mut values = Vec::with_capacity(2);
+    for (chunk, rows) in padded(ids) {
+        let mut stmt = conn.prepare_cached(sql.get(shape, rows)).map_err(db)?;
+        bind_ids(&mut stmt, chunk, rows)?;
+        let columns = stmt.column_count();
+        let mut found = stmt.raw_query();
+        while let Some(r) = found.next().map_err(db)? {
+            values.clear();
+            for i in 0..columns {
+                values.push(uuid_text(
+                    r.get_ref(i).map_err(db)?.as_str().map_err(corrupt)?,
+                )?);
+            }
+            row(&values);
+        }
+    }
+    Ok(())
+}
+
 /// Binds `ids` as the statement's first parameters and NULLs after them, up to `rows`.
 fn bind_ids(stmt: &mut Statement<'_>, ids: &[Uuid], rows: usize) -> StoreResult<()> {
     for (i, id) in ids.iter().enumerate() {
@@ -200,18 +228,9 @@ fn apply(conn: &Connection, sql: &mut SqlShapes, ops: &[WriteOp]) -> StoreResult
         .into_iter()
         .collect();
     let mut revoked = HashSet::new();
-    for (chunk, rows) in padded(&keys) {
-        let mut stmt = conn
-            .prepare_cached(sql.get(Shape::RevokedKeys, rows))
-            .map_err(db)?;
-        bind_ids(&mut stmt, chunk, rows)?;
-        let mut found = stmt.raw_query();
-        while let Some(r) = found.next().map_err(db)? {
-            revoked.insert(uuid_text(
-                r.get_ref(0).map_err(db)?.as_str().map_err(corrupt)?,
-            )?);
-        }
-    }
+    select_by_ids(conn, sql, Shape::RevokedKeys, &keys, |ids| {
+        revoked.insert(ids[0]);
+    })?;
 
     // 2. The groups of the active chats appended to (chats started here are added below).
     let mut groups: HashMap<Uuid, Uuid> = HashMap::new();
@@ -226,18 +245,9 @@ fn apply(conn: &Connection, sql: &mut SqlShapes, ops: &[WriteOp]) -> StoreResult
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    for (chunk, rows) in padded(&existing) {
-        let mut stmt = conn
-            .prepare_cached(sql.get(Shape::ActiveChats, rows))
-            .map_err(db)?;
-        bind_ids(&mut stmt, chunk, rows)?;
-        let mut found = stmt.raw_query();
-        while let Some(r) = found.next().map_err(db)? {
-            let chat = uuid_text(r.get_ref(0).map_err(db)?.as_str().map_err(corrupt)?)?;
-            let group = uuid_text(r.get_ref(1).map_err(db)?.as_str().map_err(corrupt)?)?;
-            groups.insert(chat, group);
-        }
-    }
+    select_by_ids(conn, sql, Shape::ActiveChats, &existing, |ids| {
+        groups.insert(ids[0], ids[1]);
+    })?;
 
     // 3. Apply the ops in order; collect events and per-chat counters.
     let mut outcomes = Vec::with_capacity(ops.len());

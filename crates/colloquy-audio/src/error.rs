@@ -90,6 +90,7 @@ pub enum AudioError {
 
 impl AudioError {
     /// Attributes the error to `voice` (idempotent; [`AudioError::NoAudio`] is never wrapped).
+    #[cfg(feature = "reconstruct")]
     pub(crate) fn in_voice(self, voice: Voice) -> Self {
         match self {
             AudioError::NoAudio | AudioError::InVoice { .. } => self,

@@ -6,7 +6,12 @@
 //!   them to a per-voice record log.
 //! * Reconstruction: [`reconstruct`] reads the logs back one record at a time.
 //! * Live decoding: [`WebmOpusStream`] decodes a WebM/Opus stream as its chunks arrive
-//!   (the pipeline engine's turn detection).
+//!   (the pipeline engine's turn detection); [`WavChunkDecoder`] does the same for WAV.
+//! * Building blocks for other crates: [`decode_wav`] (a complete WAV file to mono) and
+//!   [`StreamResampler`] (streaming band-limited resampling between any two rates).
+//!
+//! The default feature `reconstruct` adds [`reconstruct`] (mixing, and AAC-LC/MP4 encoding
+//! with the C++ FDK AAC encoder). Without it the crate is pure Rust.
 //!
 //! Output is always 48 kHz AAC-LC in MP4: mono (64 kbit/s) by default, or stereo
 //! (128 kbit/s) with the user on the left and the assistant on the right
@@ -25,22 +30,29 @@
 #[cfg(test)]
 extern crate self as colloquy_audio;
 
+// Without `reconstruct`, the record-log sources that feed the mixer are unused.
+#[cfg_attr(not(feature = "reconstruct"), allow(dead_code))]
 mod decode;
+#[cfg(feature = "reconstruct")]
 mod encode;
 mod error;
+#[cfg(feature = "reconstruct")]
 mod mix;
 mod probe;
 mod record;
 mod resample;
 
-use std::io::{Read, Seek, Write};
+use std::io::Read;
+#[cfg(feature = "reconstruct")]
+use std::io::{Seek, Write};
 use std::path::PathBuf;
 
-pub use decode::wav::WavChunkDecoder;
+pub use decode::wav::{decode_wav, WavChunkDecoder};
 pub use decode::webm_stream::WebmOpusStream;
 pub use error::{AudioError, Voice};
 pub use probe::{DetectedFormat, StreamProbe};
 pub use record::{write_record, RecordReader, MAX_RECORD_LEN};
+pub use resample::StreamResampler;
 
 /// The output sample rate (Hz); every input is resampled to it.
 pub const OUTPUT_SAMPLE_RATE: u32 = 48_000;
@@ -160,6 +172,7 @@ pub struct Summary {
 /// Either voice may be absent (`None::<VoiceInput<std::io::Empty>>`). Errors about one
 /// voice's input are wrapped in [`AudioError::InVoice`]; if neither voice yields any
 /// audio the result is [`AudioError::NoAudio`] and nothing is written to `out`.
+#[cfg(feature = "reconstruct")]
 pub fn reconstruct<W: Write + Seek>(
     user: Option<VoiceInput<impl Read>>,
     assistant: Option<VoiceInput<impl Read>>,
@@ -203,6 +216,7 @@ pub fn reconstruct<W: Write + Seek>(
     })
 }
 
+#[cfg(feature = "reconstruct")]
 fn open_lane<'a, R: Read + 'a>(
     voice: Voice,
     input: Option<VoiceInput<R>>,

@@ -272,6 +272,12 @@ fn parse_fmt(b: &[u8]) -> Result<(u32, u16, Encoding), AudioError> {
     Ok((sample_rate, channels, encoding))
 }
 
+/// Decodes a complete in-memory WAV file to mono samples at its own rate, appending them
+/// to `out`; returns that rate (Hz). Data past a declared data length is ignored.
+pub fn decode_wav(bytes: &[u8], out: &mut Vec<f32>) -> Result<u32, AudioError> {
+    decode_clip(bytes, out).map(|h| h.sample_rate)
+}
+
 /// Decodes a complete in-memory WAV file to mono samples at its own rate.
 pub(crate) fn decode_clip(bytes: &[u8], out: &mut Vec<f32>) -> Result<WavHeader, AudioError> {
     let header =

@@ -608,11 +608,11 @@ fn frames(flags: u8, data: &[u8]) -> Result<Vec<&[u8]>, AudioError> {
 }
 
 /// The integration tests' helpers (ffmpeg encoding), for the comparison with the file decoder.
-#[cfg(test)]
+#[cfg(all(test, feature = "reconstruct"))]
 #[path = "../../tests/common/mod.rs"]
 mod test_common;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "reconstruct"))]
 mod tests {
     use super::test_common::{ffmpeg_webm_opus, mediarecorder_like};
     use super::*;

@@ -8,7 +8,8 @@
 //!   [`VadConfig::min_speech_ms`] (gaps shorter than [`VadConfig::start_gap_ms`] between
 //!   them are tolerated), a [`VadEvent::SpeechStart`] reports when the first of them began.
 //!   Short clicks and coughs therefore never start a turn.
-//! * **End**: after [`VadConfig::hangover_ms`] without a voiced frame, a
+//! * **End**: after [`VadConfig::hangover_ms`] without a voiced frame (frames quieter than
+//!   about −60 dBFS never count as voiced, whatever the model scores), a
 //!   [`VadEvent::SpeechEnd`] carries the utterance's audio (16 kHz, from
 //!   [`VadConfig::pre_roll_ms`] before the start to a short tail after the last voiced
 //!   frame), ready for a transcription service. An utterance is also cut at
@@ -28,6 +29,12 @@ pub const FRAME_SAMPLES: usize = 256;
 const FRAME_MS: u64 = 16;
 /// Audio kept after the last voiced frame in [`VadEvent::SpeechEnd::audio`].
 const TAIL_MS: u64 = 160;
+/// RMS below which a frame is silence whatever the model scores it (≈ −60 dBFS). The
+/// model's recurrent state makes it score the first 80–100 ms of true silence after speech
+/// as voiced, which would add that much to every turn's end; audio this quiet (digital
+/// silence, noise-suppressed microphones) is never speech. Above the floor the model
+/// decides alone.
+const SILENCE_FLOOR_RMS: i64 = 33;
 
 /// Turn-detection settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,7 +215,11 @@ impl TurnDetector {
     fn process_frame(&mut self, frame: [i16; FRAME_SAMPLES]) -> Option<VadEvent> {
         let index = self.frame;
         self.frame += 1;
-        let voiced = self.detector.predict_i16(&frame) >= self.config.threshold;
+        // The model sees every frame, quiet ones too, so that its state follows the audio.
+        let score = self.detector.predict_i16(&frame);
+        let energy: i64 = frame.iter().map(|&x| i64::from(x) * i64::from(x)).sum();
+        let audible = energy >= SILENCE_FLOOR_RMS * SILENCE_FLOOR_RMS * FRAME_SAMPLES as i64;
+        let voiced = audible && score >= self.config.threshold;
         if voiced {
             self.last_voiced = index;
         }

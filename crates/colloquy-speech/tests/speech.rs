@@ -242,6 +242,60 @@ async fn vad_finds_one_turn_in_synthesized_speech_at_any_rate() {
     }
 }
 
+/// After speech, silence that is truly quiet ends the turn the configured hangover after
+/// the last audible frame: the model alone would keep scoring ~80–100 ms of it as voiced.
+/// Over audible noise the model decides, as before.
+#[tokio::test]
+async fn vad_ends_a_turn_the_hangover_after_speech_when_quiet_follows() {
+    let speech = voice()
+        .synthesize("What is the weather like in Paris today?")
+        .await
+        .unwrap()
+        .resample(16_000);
+    // The last sample above −60 dBFS-ish: where the gate sees the speech end.
+    let last_audible = speech
+        .samples
+        .iter()
+        .rposition(|s| s.unsigned_abs() > 33)
+        .unwrap() as u64
+        * 1000
+        / 16_000;
+    let config = VadConfig::default();
+    let (samples, _) = scene(&speech, 16_000, 1000, 2000, 0);
+    let mut vad = TurnDetector::new(config.clone(), 16_000);
+    let events = run_vad(&mut vad, &samples, 16_000);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let VadEvent::SpeechEnd { end_ms, .. } = events[1].0 else {
+        panic!("{events:?}")
+    };
+    let quiet_from = 1000 + last_audible;
+    assert!(
+        end_ms <= quiet_from + 32,
+        "the turn's speech ends at {end_ms} ms, the audio went quiet at {quiet_from} ms"
+    );
+    let reported = events[1].1;
+    assert!(
+        reported <= quiet_from + u64::from(config.hangover_ms) + 40,
+        "reported at {reported} ms: more than the hangover after the quiet at {quiet_from} ms"
+    );
+
+    // Over noise at about −35 dBFS the model's own decision ends the turn, later.
+    let (noisy, _) = scene(&speech, 16_000, 1000, 2000, 600);
+    let mut vad = TurnDetector::new(config.clone(), 16_000);
+    let events = run_vad(&mut vad, &noisy, 16_000);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let VadEvent::SpeechEnd {
+        end_ms: noisy_end, ..
+    } = events[1].0
+    else {
+        panic!("{events:?}")
+    };
+    assert!(
+        noisy_end > end_ms,
+        "noise {noisy_end} ms vs quiet {end_ms} ms"
+    );
+}
+
 #[tokio::test]
 async fn vad_separates_two_turns_and_ignores_a_click() {
     let v = voice();

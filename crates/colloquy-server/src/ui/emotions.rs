@@ -4,8 +4,8 @@
 
 use super::format;
 use colloquy_storage::EventRecord;
-use colloquy_wire::EventType;
-use std::collections::HashMap;
+use colloquy_wire::{emotion_scores, EventType};
+use std::collections::{BTreeMap, HashMap};
 
 /// Lines drawn on the chart.
 pub const CHART_SERIES: usize = 5;
@@ -19,22 +19,8 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 40.0;
 
-/// `emotion_features` (stringified JSON `{emotion: score}`) as scores; `None` when empty or
-/// not an object of numbers.
-pub fn parse_scores(s: &str) -> Option<HashMap<String, f64>> {
-    if s.trim().is_empty() {
-        return None;
-    }
-    let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(s).ok()?;
-    let scores: HashMap<String, f64> = obj
-        .into_iter()
-        .filter_map(|(k, v)| v.as_f64().filter(|f| f.is_finite()).map(|f| (k, f)))
-        .collect();
-    (!scores.is_empty()).then_some(scores)
-}
-
 /// The `n` highest scores, highest first (ties by name).
-pub fn top_scores(scores: &HashMap<String, f64>, n: usize) -> Vec<(String, f64)> {
+pub fn top_scores(scores: &BTreeMap<String, f64>, n: usize) -> Vec<(String, f64)> {
     let mut v: Vec<(String, f64)> = scores.iter().map(|(k, s)| (k.clone(), *s)).collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v.truncate(n);
@@ -44,7 +30,7 @@ pub fn top_scores(scores: &HashMap<String, f64>, n: usize) -> Vec<(String, f64)>
 /// Collects the scored user messages of a chat, in order: (time since start in ms, scores).
 #[derive(Default)]
 pub struct Collector {
-    points: Vec<(i64, HashMap<String, f64>)>,
+    points: Vec<(i64, BTreeMap<String, f64>)>,
 }
 
 impl Collector {
@@ -54,7 +40,7 @@ impl Collector {
             if e.event_type != EventType::UserMessage {
                 continue;
             }
-            if let Some(scores) = e.emotion_features.as_deref().and_then(parse_scores) {
+            if let Some(scores) = e.emotion_features.as_deref().and_then(emotion_scores) {
                 self.points.push((e.timestamp - chat_start_ms, scores));
             }
         }
@@ -181,7 +167,7 @@ fn time_label(t_ms: i64, span_ms: f64) -> String {
     }
 }
 
-fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions {
+fn summarize(points: Vec<(i64, BTreeMap<String, f64>)>, span_ms: i64) -> Emotions {
     if points.is_empty() {
         return Emotions {
             scored_messages: 0,
@@ -198,7 +184,7 @@ fn summarize(points: Vec<(i64, HashMap<String, f64>)>, span_ms: i64) -> Emotions
             e.1 += 1;
         }
     }
-    let means: HashMap<String, f64> = sums
+    let means: BTreeMap<String, f64> = sums
         .into_iter()
         .map(|(k, (s, n))| (k.to_string(), s / n as f64))
         .collect();
@@ -332,15 +318,6 @@ mod tests {
             metadata: Some(String::new()),
             related_event_id: None,
         }
-    }
-
-    #[test]
-    fn parses_only_objects_of_numbers() {
-        assert!(parse_scores("").is_none());
-        assert!(parse_scores("[1,2]").is_none());
-        assert!(parse_scores(r#"{"Joy":"high"}"#).is_none());
-        let s = parse_scores(r#"{"Joy":0.5,"Note":"x"}"#).unwrap();
-        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Chat events as a readable conversation: user and assistant turns, tool calls and their
 //! results, interruptions, pauses, and the chat's start and end.
 
-use super::emotions::{parse_scores, top_scores};
+use super::emotions::top_scores;
 use super::format::{self, Stamp};
 use colloquy_storage::EventRecord;
 use colloquy_wire::EventType;
@@ -75,7 +75,7 @@ fn metadata(e: &EventRecord) -> Option<serde_json::Map<String, Value>> {
 fn chips(e: &EventRecord) -> Vec<(String, String)> {
     e.emotion_features
         .as_deref()
-        .and_then(parse_scores)
+        .and_then(colloquy_wire::emotion_scores)
         .map(|scores| {
             top_scores(&scores, 3)
                 .into_iter()

@@ -47,20 +47,6 @@ pub struct Scored {
     pub scores: BTreeMap<String, f64>,
 }
 
-/// Parses `emotion_features`: a JSON object of numbers. `None` when empty or not that.
-pub fn parse_scores(features: &str) -> Option<BTreeMap<String, f64>> {
-    let features = features.trim();
-    if features.is_empty() {
-        return None;
-    }
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(features).ok()?;
-    let scores: BTreeMap<String, f64> = map
-        .into_iter()
-        .filter_map(|(k, v)| v.as_f64().map(|v| (k, v)))
-        .collect();
-    (!scores.is_empty()).then_some(scores)
-}
-
 /// The `USER_MESSAGE` events that carry scores, in order.
 pub fn scored_user_messages(events: &[ReturnChatEvent], start: i64) -> Vec<Scored> {
     events
@@ -71,7 +57,7 @@ pub fn scored_user_messages(events: &[ReturnChatEvent], start: i64) -> Vec<Score
                 timestamp: e.timestamp,
                 offset_ms: e.timestamp - start,
                 text: e.message_text.clone().unwrap_or_default(),
-                scores: parse_scores(e.emotion_features.as_deref()?)?,
+                scores: colloquy_wire::emotion_scores(e.emotion_features.as_deref()?)?,
             })
         })
         .collect()
@@ -276,9 +262,6 @@ mod tests {
         let s = sample();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].offset_ms, 2_000);
-        assert_eq!(parse_scores(""), None);
-        assert_eq!(parse_scores("[1,2]"), None);
-        assert_eq!(parse_scores("{}"), None);
     }
 
     #[test]

@@ -167,8 +167,12 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    /// Two: one batch commits (and waits for its WAL flush) while the next is written.
+    /// On 2 cores shared with the database server, alternated runs of the ingest benchmark
+    /// gave 2 writers 19.9–26.4k events/s against 19.1–22.5k for 4 and 14.8–16.0k for 8
+    /// (docs/benchmarks.md, session 4): more writers make smaller batches and more commits.
     fn write_concurrency(&self) -> usize {
-        4
+        2
     }
 
     async fn create_account(&self, account: &NewAccount, key: &NewApiKey) -> StoreResult<()> {

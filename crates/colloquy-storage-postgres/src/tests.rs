@@ -63,7 +63,7 @@ async fn conformance() {
     with_database(|url| async move {
         let store = open(&url).await;
         assert_eq!(store.backend(), "postgres");
-        assert_eq!(store.write_concurrency(), 4);
+        assert_eq!(store.write_concurrency(), 2);
         colloquy_storage::conformance::run_all(&*store).await;
         store.close().await;
         // Reopening applies no migration twice and keeps the data.

@@ -476,6 +476,13 @@ impl Settings {
                     redact_url(url)
                 ));
             }
+            if url.starts_with("sqlite:") && colloquy_storage_sqlite::is_in_memory_url(url) {
+                return bad(format!(
+                    "database_url `{url}` is an in-memory SQLite database, which the server's \
+                     connections cannot share (each would see its own empty database); give a \
+                     file, e.g. sqlite://./colloquy-data/colloquy.db"
+                ));
+            }
         }
         Ok(())
     }
@@ -778,6 +785,26 @@ mod tests {
             jail.create_file("d.toml", "lisen = \"x\"\n")?;
             let err = Settings::load(Some(Path::new("d.toml")), &Default::default()).unwrap_err();
             assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_in_memory_sqlite_database_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            for url in [
+                "sqlite::memory:",
+                "sqlite://:memory:",
+                "sqlite://x.db?mode=memory",
+                "sqlite://",
+            ] {
+                jail.set_env("COLLOQUY_DATABASE_URL", url);
+                let err = Settings::load(None, &Default::default()).unwrap_err();
+                assert!(err.to_string().contains("in-memory SQLite"), "{url}: {err}");
+                assert!(err.to_string().contains("give a file"), "{url}: {err}");
+            }
+            jail.set_env("COLLOQUY_DATABASE_URL", "sqlite://./memory.db?mode=rwc");
+            Settings::load(None, &Default::default()).unwrap();
             Ok(())
         });
     }

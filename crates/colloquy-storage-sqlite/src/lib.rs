@@ -107,9 +107,32 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`,
+/// `sqlite://:memory:`, `?mode=memory`, no path), which [`SqliteStore::open`] refuses: its
+/// connections (the batch writer's among them) could not share it.
+pub fn is_in_memory_url(url: &str) -> bool {
+    let path = url
+        .strip_prefix("sqlite:")
+        .unwrap_or(url)
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or("");
+    path == ":memory:" || path.is_empty() || url.contains("mode=memory")
+}
+
 impl SqliteStore {
-    /// Opens (creating if missing) the database and applies pending migrations.
+    /// Opens (creating if missing) the database file and applies pending migrations.
     pub async fn open(url: &str, settings: &SqliteSettings) -> StoreResult<Self> {
+        if is_in_memory_url(url) {
+            return Err(StoreError::Database(
+                format!(
+                    "`{url}` is an in-memory SQLite database, which the store's connections \
+                     cannot share; give a file"
+                )
+                .into(),
+            ));
+        }
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(db)?
             .create_if_missing(true)
@@ -1023,6 +1046,24 @@ mod tests {
         assert_eq!(shapes(100), vec![(100, 128)]);
         assert_eq!(shapes(256), vec![(256, 256)]);
         assert_eq!(shapes(600), vec![(256, 256), (256, 256), (88, 128)]);
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            assert!(is_in_memory_url(url), "{url}");
+            let err = SqliteStore::open(url, &SqliteSettings::default())
+                .await
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("in-memory"), "{url}: {err}");
+        }
+        assert!(!is_in_memory_url("sqlite://./memory.db?mode=rwc"));
+        assert!(!is_in_memory_url("sqlite:x.db"));
     }
 
     #[tokio::test]

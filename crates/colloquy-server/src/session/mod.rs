@@ -47,7 +47,8 @@ use uuid::Uuid;
 /// refuses it and closes the socket (below that, it is refused with an `error` only).
 const HARD_LIMIT_FACTOR: usize = 4;
 
-/// Background key checks a relayed chat may have in flight before the loop waits for one.
+/// Background key checks a relayed or pipeline chat may have in flight before the loop waits
+/// for one.
 const MAX_PENDING_CHECKS: usize = 8;
 
 /// `GET /v0/evi/chat`: authenticates the upgrade (401 on bad credentials) and runs a session.
@@ -429,7 +430,8 @@ impl Session {
         let idle = sleep_until(Instant::now() + inactivity);
         tokio::pin!(max_duration, idle);
         let shutdown = self.state.shutdown.clone();
-        // Key checks of relayed messages that record nothing, running while the loop goes on.
+        // Key checks of messages that record nothing (relayed messages, pipeline audio chunks),
+        // running while the loop goes on.
         let mut checks = FuturesUnordered::new();
         loop {
             let flush_at = [&self.user_audio, &self.assistant_audio]
@@ -944,11 +946,12 @@ impl Session {
     }
 
     /// The key check of a message that records nothing. A relayed chat forwards the message
-    /// at once and lets the check finish in the background of the loop (at most
-    /// [`MAX_PENDING_CHECKS`] at a time), so neither direction waits for the database; a
-    /// revoked key still ends the session as soon as that check answers.
+    /// at once, and a pipeline chat hands an audio chunk to turn detection at once; the check
+    /// finishes in the background of the loop (at most [`MAX_PENDING_CHECKS`] at a time), so
+    /// neither waits for the database. A revoked key still ends the session as soon as that
+    /// check answers.
     async fn check_key_or_defer(&mut self) -> Result<(), End> {
-        if self.relayed {
+        if self.relayed || self.pipeline.is_some() {
             self.key_check_due = true;
             return Ok(());
         }

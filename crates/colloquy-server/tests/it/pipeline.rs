@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Fake LLM + TTS services; keeps every chat request body.
 #[derive(Clone, Default)]
@@ -780,5 +781,48 @@ async fn undecodable_audio_gets_one_error_and_the_chat_goes_on() {
     assert_eq!(heard["type"], "user_message", "{heard}");
     assert_eq!(heard["message"]["content"], "hello");
     hello_answer(&mut ws).await;
+    srv.stop(db).await;
+}
+
+/// Audio chunks of a pipeline chat reach turn detection without waiting for their key
+/// check, which finishes in the background: revoking the key still ends the chat at the
+/// next chunk, with the revocation error, and the chat is closed as `ERROR`.
+#[tokio::test]
+async fn revoking_the_key_ends_a_pipeline_chat_while_audio_streams() {
+    let (_fake, url) = Fake::start().await;
+    let Some((srv, db)) = TestServer::start(Backend::Sqlite, pipeline_to(url)).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let (mut ws, meta) = srv.connect(&key.api_key, "").await;
+    // Two seconds of silence (it compresses to little), in chunks.
+    let quiet = webm_opus(&vec![0u8; 64_000]);
+    let chunks: Vec<&[u8]> = quiet.chunks(quiet.len().div_ceil(8)).collect();
+    let send = |chunk: &[u8]| {
+        let data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, chunk);
+        json!({"type": "audio_input", "data": data})
+    };
+    for chunk in &chunks[..4] {
+        send_json(&mut ws, send(chunk)).await;
+    }
+    colloquy_server::keys::revoke(srv.running().state.store.as_ref(), &key.api_key[..8])
+        .await
+        .unwrap();
+    // One more chunk: its check answers in the background and ends the chat.
+    send_json(&mut ws, send(chunks[4])).await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["code"], "E0300", "{err}");
+    assert_eq!(recv_close(&mut ws).await, Some(1008));
+    let chat_id = Uuid::parse_str(meta["chat_id"].as_str().unwrap()).unwrap();
+    let chat = srv
+        .running()
+        .state
+        .store
+        .get_chat(key.user_id, chat_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(chat.status, colloquy_wire::ChatStatus::Error);
     srv.stop(db).await;
 }

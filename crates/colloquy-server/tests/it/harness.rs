@@ -72,6 +72,22 @@ impl TestServer {
         .unwrap()
     }
 
+    /// The stored chat of a session, from its `chat_metadata` message.
+    pub async fn stored_chat(
+        &self,
+        key: &CreatedKey,
+        meta: &Value,
+    ) -> colloquy_storage::ChatRecord {
+        let chat_id = uuid::Uuid::parse_str(meta["chat_id"].as_str().unwrap()).unwrap();
+        self.running()
+            .state
+            .store
+            .get_chat(key.user_id, chat_id)
+            .await
+            .unwrap()
+            .expect("the chat is stored")
+    }
+
     pub fn ws_url(&self, query: &str) -> String {
         format!(
             "{}/v0/evi/chat?{query}",

@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Fake LLM + TTS services; keeps every chat request body.
 #[derive(Clone, Default)]
@@ -814,15 +813,7 @@ async fn revoking_the_key_ends_a_pipeline_chat_while_audio_streams() {
     assert_eq!(err["type"], "error", "{err}");
     assert_eq!(err["code"], "E0300", "{err}");
     assert_eq!(recv_close(&mut ws).await, Some(1008));
-    let chat_id = Uuid::parse_str(meta["chat_id"].as_str().unwrap()).unwrap();
-    let chat = srv
-        .running()
-        .state
-        .store
-        .get_chat(key.user_id, chat_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let chat = srv.stored_chat(&key, &meta).await;
     assert_eq!(chat.status, colloquy_wire::ChatStatus::Error);
     srv.stop(db).await;
 }

@@ -770,15 +770,7 @@ async fn revoking_the_key_ends_a_relayed_chat_at_the_next_message() {
     let err = recv_json(&mut ws).await;
     assert_eq!(err["code"], "E0300", "{err}");
     assert_eq!(recv_close(&mut ws).await, Some(1008));
-    let chat_id = Uuid::parse_str(meta["chat_id"].as_str().unwrap()).unwrap();
-    let chat = srv
-        .running()
-        .state
-        .store
-        .get_chat(key.user_id, chat_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let chat = srv.stored_chat(&key, &meta).await;
     assert_eq!(chat.status, colloquy_wire::ChatStatus::Error);
     srv.stop(db).await;
 }

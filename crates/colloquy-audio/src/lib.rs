@@ -47,7 +47,9 @@ use std::io::Read;
 use std::io::{Seek, Write};
 use std::path::PathBuf;
 
+pub use decode::pcm::linear16_to_mono;
 pub use decode::wav::{decode_wav, WavChunkDecoder};
+pub use decode::webm::EBML_MAGIC;
 pub use decode::webm_stream::WebmOpusStream;
 pub use error::{AudioError, Voice};
 pub use probe::{DetectedFormat, StreamProbe};

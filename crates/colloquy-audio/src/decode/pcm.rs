@@ -16,7 +16,7 @@ pub(crate) fn check_aligned(format: Linear16Format, chunk: &[u8]) -> Result<(), 
 }
 
 /// Decodes interleaved linear16 frames, downmixing to mono (channel mean), appending to `out`.
-pub(crate) fn linear16_to_mono(
+pub fn linear16_to_mono(
     format: Linear16Format,
     chunk: &[u8],
     out: &mut Vec<f32>,

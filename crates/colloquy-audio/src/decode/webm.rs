@@ -13,7 +13,7 @@ use opus_decoder::OpusDecoder;
 use crate::AudioError;
 
 /// EBML magic (the EBML header element ID) that starts every WebM stream.
-pub(crate) const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
+pub const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
 
 pub(crate) const ID_EBML: u32 = 0x1A45_DFA3;
 pub(crate) const ID_DOCTYPE: u32 = 0x4282;

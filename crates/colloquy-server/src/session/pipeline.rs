@@ -12,7 +12,9 @@ use super::{End, Session};
 use crate::engine::expression::{prosody_inference, ExpressionClient};
 use crate::engine::pipeline::{Services, Turn, TurnOutput};
 use base64::Engine;
-use colloquy_audio::{AudioError, WavChunkDecoder, WebmOpusStream};
+use colloquy_audio::{
+    linear16_to_mono, AudioError, Linear16Format, WavChunkDecoder, WebmOpusStream, EBML_MAGIC,
+};
 use colloquy_speech::pcm::to_i16;
 use colloquy_speech::prompt::{
     build_messages, history_messages, tool_definitions, HANG_UP_TOOL_NAME,
@@ -623,7 +625,14 @@ impl InputDecoder {
         format: Option<&AudioConfiguration>,
     ) -> Result<Option<Pcm>, AudioError> {
         if let Some(a) = format {
-            return Ok(Some(linear16_mono(bytes, a)));
+            let format = Linear16Format {
+                sample_rate: a.sample_rate,
+                channels: a.channels as u16,
+            };
+            let mut samples = Vec::new();
+            linear16_to_mono(format, bytes, &mut samples)?;
+            let samples = samples.into_iter().map(to_i16).collect();
+            return Ok(Some(Pcm::new(samples, a.sample_rate)));
         }
         if bytes.starts_with(&EBML_MAGIC) && self.webm.is_none() {
             // A new stream: the first, or one restarted after a failure.
@@ -670,25 +679,6 @@ impl InputDecoder {
         }
         Err(AudioError::UnrecognizedContainer)
     }
-}
-
-/// WebM's first bytes (the EBML header ID).
-const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
-
-/// A raw linear16 chunk as mono PCM (channels averaged).
-fn linear16_mono(bytes: &[u8], a: &AudioConfiguration) -> Pcm {
-    let channels = (a.channels as usize).max(1);
-    let samples: Vec<i16> = bytes
-        .chunks_exact(2 * channels)
-        .map(|frame| {
-            let sum: i32 = frame
-                .chunks_exact(2)
-                .map(|b| i32::from(i16::from_le_bytes([b[0], b[1]])))
-                .sum();
-            (sum / channels as i32) as i16
-        })
-        .collect();
-    Pcm::new(samples, a.sample_rate)
 }
 
 #[cfg(test)]

@@ -32,6 +32,40 @@ pub struct Settings {
     pub log: LogSettings,
     /// What answers in a chat: the client itself (default) or an upstream EVI server.
     pub engine: EngineSettings,
+    /// Abuse limits: failed authentication, slow clients, per-account chats and messages.
+    pub limits: LimitSettings,
+}
+
+/// `[limits]`: protections against hostile or runaway clients. On by default with generous
+/// values; the per-account limits are off (0) unless set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Failed authentication attempts one client address may make per minute; past that,
+    /// requests with credentials from that address are answered with 429 until the minute
+    /// window has room again (correct credentials from other addresses keep working).
+    /// 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
+    /// Seconds a client has to send a request's headers once the connection is open (or
+    /// between two requests of a kept-alive connection); then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Most chats one account may have open at once (all servers sharing the database);
+    /// 0: no limit. A chat over the limit is refused with `E0203`.
+    pub max_concurrent_chats_per_account: u32,
+    /// Most client messages per second one account may send over all its chats on one
+    /// server; a message over the limit is refused with `E0105` and dropped. 0: no limit.
+    pub max_messages_per_second_per_account: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            auth_failures_per_minute: 60,
+            header_read_timeout_secs: 10,
+            max_concurrent_chats_per_account: 0,
+            max_messages_per_second_per_account: 0,
+        }
+    }
 }
 
 /// Which speech engine answers a chat (see `docs/engines.md`).
@@ -308,6 +342,9 @@ pub struct ChatSettings {
     pub max_duration_secs: u64,
     /// Largest accepted socket message; bigger ones get an `error` and are dropped.
     pub max_message_bytes: usize,
+    /// Seconds a send to the client may make no progress (a client that stopped reading)
+    /// before the chat ends as `ERROR` (reason `client_not_reading`).
+    pub send_timeout_secs: u64,
 }
 
 /// Database tuning.
@@ -345,6 +382,7 @@ impl Default for Settings {
             audio: AudioSettings::default(),
             log: LogSettings::default(),
             engine: EngineSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -355,6 +393,7 @@ impl Default for ChatSettings {
             inactivity_timeout_secs: 120,
             max_duration_secs: 1800,
             max_message_bytes: 16 * 1024 * 1024,
+            send_timeout_secs: 10,
         }
     }
 }
@@ -435,6 +474,12 @@ impl Settings {
         }
         if self.chat.max_duration_secs == 0 {
             return bad("chat.max_duration_secs must be at least 1".into());
+        }
+        if self.chat.send_timeout_secs == 0 {
+            return bad("chat.send_timeout_secs must be at least 1".into());
+        }
+        if self.limits.header_read_timeout_secs == 0 {
+            return bad("limits.header_read_timeout_secs must be at least 1".into());
         }
         if self.chat.max_message_bytes < 1024 {
             return bad("chat.max_message_bytes must be at least 1024".into());
@@ -601,6 +646,7 @@ impl fmt::Debug for Settings {
             .field("audio", &self.audio)
             .field("log", &self.log)
             .field("engine", &self.engine)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -643,6 +689,23 @@ max_duration_secs = 1800
 # Largest accepted socket message in bytes; larger ones are refused with an `error` message
 # and the session goes on (messages over 4x this size close the socket with code 1009).
 max_message_bytes = 16777216
+# A send to the client that makes no progress for this many seconds (the client stopped
+# reading) ends the chat as ERROR with reason client_not_reading.
+send_timeout_secs = 10
+
+[limits]
+# Failed authentication attempts (wrong API key, secret or token) one client address may
+# make per minute; over that, requests with credentials from that address get 429 until the
+# window has room again. Correct credentials from other addresses keep working. 0: off.
+auth_failures_per_minute = 60
+# Seconds a client has to send a request's headers (slow clients are disconnected).
+header_read_timeout_secs = 10
+# Most chats one account may have open at once over every server sharing the database
+# (0: no limit). A connect over the limit is refused with socket error E0203.
+max_concurrent_chats_per_account = 0
+# Most client messages per second one account may send over all its chats on one server
+# (0: no limit). Messages over the limit get socket error E0105 and are dropped.
+max_messages_per_second_per_account = 0
 
 [database]
 # SQLite durability: "full" fsyncs every group commit; "normal" survives process crashes only.

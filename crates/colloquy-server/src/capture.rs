@@ -18,6 +18,15 @@ use uuid::Uuid;
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// Segment size that triggers an early write.
 pub const SEGMENT_BYTES: usize = 1024 * 1024;
+/// While the store refuses writes, buffered audio is kept (and retried with a growing
+/// delay) until it reaches this size or has failed for [`GIVE_UP_AFTER`]; then it is
+/// dropped and its span recorded as missing. Bounds memory per voice.
+pub const MAX_BUFFERED_BYTES: usize = 4 * SEGMENT_BYTES;
+/// How long writes may keep failing before the buffered audio is given up.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// Delay before the first retry of a failed write; it doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(4);
 
 /// How a voice's chunks are encoded (stored as the voice's `format.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,25 +45,59 @@ pub enum CapturedFormat {
     WavClips,
 }
 
+/// A span of a voice's audio (ms from the chat's start) that was received but could not be
+/// stored; the reconstruction reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingSpan {
+    /// Offset of the first lost chunk.
+    pub from_ms: i64,
+    /// Offset of the last lost chunk.
+    pub to_ms: i64,
+}
+
 /// Why audio could not be captured.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// The object store failed.
-    #[error("could not write audio to the object store: {0}")]
+    /// The object store failed; the audio is still buffered and will be retried.
+    #[error("could not write audio to the object store (will retry): {0}")]
     Store(#[from] object_store::Error),
+    /// Writes kept failing: this span of audio was dropped.
+    #[error(
+        "audio from {:.1} s to {:.1} s could not be stored and is lost: {cause}",
+        span.from_ms as f64 / 1000.0,
+        span.to_ms as f64 / 1000.0
+    )]
+    Lost {
+        /// What was dropped.
+        span: MissingSpan,
+        /// The last store error.
+        cause: object_store::Error,
+    },
 }
 
-/// Appends one voice's chunks of one chat to the object store.
+/// Appends one voice's chunks of one chat to the object store. Writes that fail are
+/// retried (the audio stays buffered, up to [`MAX_BUFFERED_BYTES`] and [`GIVE_UP_AFTER`]);
+/// audio that finally cannot be written is dropped and its span recorded in the voice's
+/// `missing.json` once the store works again.
 pub struct VoiceRecorder {
     objects: Objects,
     user_id: Uuid,
     chat_id: Uuid,
     voice: Voice,
     format: CapturedFormat,
+    format_written: bool,
     buf: Vec<u8>,
+    /// Offsets of the first and last chunk in `buf`.
+    buffered_span: Option<MissingSpan>,
     next_segment: u32,
     oldest_unflushed: Option<Instant>,
     chunks: u64,
+    /// Since when writes have been failing, and when to try again.
+    failing_since: Option<Instant>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    missing: Vec<MissingSpan>,
+    missing_written: usize,
 }
 
 impl VoiceRecorder {
@@ -72,10 +115,17 @@ impl VoiceRecorder {
             chat_id,
             voice,
             format,
+            format_written: false,
             buf: Vec::new(),
+            buffered_span: None,
             next_segment: 0,
             oldest_unflushed: None,
             chunks: 0,
+            failing_since: None,
+            retry_at: None,
+            retry_delay: FIRST_RETRY_DELAY,
+            missing: Vec::new(),
+            missing_written: 0,
         }
     }
 
@@ -89,14 +139,105 @@ impl VoiceRecorder {
         self.chunks
     }
 
-    /// When the buffered tail must be written, if anything is buffered.
+    /// Spans given up so far.
+    pub fn missing(&self) -> &[MissingSpan] {
+        &self.missing
+    }
+
+    /// When the next write is due, if anything waits to be written: the flush deadline of
+    /// the buffered tail, or the next retry while writes fail.
     pub fn flush_deadline(&self) -> Option<Instant> {
+        if let Some(at) = self.retry_at {
+            return Some(at);
+        }
         self.oldest_unflushed.map(|t| t + FLUSH_INTERVAL)
     }
 
-    /// Appends a chunk that arrived `offset_ms` after the chat started.
+    /// Whether something still waits to be written (buffered audio or a missing-span note).
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+            || self.missing_written < self.missing.len()
+            || (!self.format_written && self.chunks > 0)
+    }
+
+    /// Appends a chunk that arrived `offset_ms` after the chat started. `Err` when a write
+    /// failed: [`CaptureError::Store`] means the chunk is kept and retried,
+    /// [`CaptureError::Lost`] that buffered audio had to be dropped.
     pub async fn append(&mut self, offset_ms: i64, data: &[u8]) -> Result<(), CaptureError> {
-        if self.chunks == 0 {
+        write_record(&mut self.buf, offset_ms, data);
+        self.chunks += 1;
+        let span = self.buffered_span.get_or_insert(MissingSpan {
+            from_ms: offset_ms,
+            to_ms: offset_ms,
+        });
+        span.to_ms = offset_ms;
+        self.oldest_unflushed.get_or_insert_with(Instant::now);
+        let due = match self.retry_at {
+            Some(at) => at <= Instant::now(),
+            None => {
+                self.buf.len() >= SEGMENT_BYTES
+                    || self.flush_deadline().is_some_and(|d| d <= Instant::now())
+            }
+        };
+        if due {
+            self.flush().await?;
+        } else if self.retry_at.is_some() && self.buf.len() >= MAX_BUFFERED_BYTES {
+            // Still failing and the buffer is full: try once more, then give up.
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending: the voice's format, the buffered records as the next
+    /// segment, and new missing spans.
+    pub async fn flush(&mut self) -> Result<(), CaptureError> {
+        match self.try_write().await {
+            Ok(()) => {
+                self.failing_since = None;
+                self.retry_at = None;
+                self.retry_delay = FIRST_RETRY_DELAY;
+                Ok(())
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let since = *self.failing_since.get_or_insert(now);
+                if !self.buf.is_empty()
+                    && (self.buf.len() >= MAX_BUFFERED_BYTES || now - since >= GIVE_UP_AFTER)
+                {
+                    return Err(self.give_up(e));
+                }
+                self.retry_at = Some(now + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
+                Err(CaptureError::Store(e))
+            }
+        }
+    }
+
+    /// Flushes, retrying failed writes until they succeed or the audio is given up
+    /// (at most about [`GIVE_UP_AFTER`]); for the end of a chat.
+    pub async fn flush_until_done(&mut self) -> Result<(), CaptureError> {
+        let stop = Instant::now() + GIVE_UP_AFTER + MAX_RETRY_DELAY;
+        loop {
+            match self.flush().await {
+                Ok(()) => return Ok(()),
+                Err(CaptureError::Store(e)) if Instant::now() < stop => {
+                    tracing::warn!(chat_id = %self.chat_id, voice = self.voice.as_str(), error = %e, "audio write failed; retrying");
+                    if let Some(at) = self.retry_at {
+                        tokio::time::sleep_until(at.min(stop)).await;
+                    }
+                }
+                Err(CaptureError::Store(e)) => return Err(self.give_up(e)),
+                Err(lost) => {
+                    // What was lost is noted; write the note if the store recovered.
+                    let _ = self.try_write().await;
+                    return Err(lost);
+                }
+            }
+        }
+    }
+
+    async fn try_write(&mut self) -> Result<(), object_store::Error> {
+        if !self.format_written && self.chunks > 0 {
             let format = serde_json::to_vec(&self.format).unwrap_or_default();
             let key = ObjectKey::VoiceFormat {
                 user_id: self.user_id,
@@ -107,37 +248,63 @@ impl VoiceRecorder {
                 .store
                 .put(&key.path(), PutPayload::from(format))
                 .await?;
+            self.format_written = true;
         }
-        write_record(&mut self.buf, offset_ms, data);
-        self.chunks += 1;
-        self.oldest_unflushed.get_or_insert_with(Instant::now);
-        if self.buf.len() >= SEGMENT_BYTES
-            || self.flush_deadline().is_some_and(|d| d <= Instant::now())
-        {
-            self.flush().await?;
+        if !self.buf.is_empty() {
+            let key = ObjectKey::Segment {
+                user_id: self.user_id,
+                chat_id: self.chat_id,
+                voice: self.voice,
+                index: self.next_segment,
+            };
+            let body = bytes::Bytes::from(std::mem::take(&mut self.buf));
+            if let Err(e) = self
+                .objects
+                .store
+                .put(&key.path(), PutPayload::from(body.clone()))
+                .await
+            {
+                self.buf = body.into();
+                return Err(e);
+            }
+            self.next_segment += 1;
+            self.oldest_unflushed = None;
+            self.buffered_span = None;
+        }
+        if self.missing_written < self.missing.len() {
+            let key = ObjectKey::VoiceMissing {
+                user_id: self.user_id,
+                chat_id: self.chat_id,
+                voice: self.voice,
+            };
+            let body = serde_json::to_vec(&self.missing).unwrap_or_default();
+            self.objects
+                .store
+                .put(&key.path(), PutPayload::from(body))
+                .await?;
+            self.missing_written = self.missing.len();
         }
         Ok(())
     }
 
-    /// Writes the buffered records as the next segment.
-    pub async fn flush(&mut self) -> Result<(), CaptureError> {
-        if self.buf.is_empty() {
-            return Ok(());
+    /// Drops the buffered audio after writes kept failing and notes its span.
+    fn give_up(&mut self, cause: object_store::Error) -> CaptureError {
+        let span = self.buffered_span.take().unwrap_or(MissingSpan {
+            from_ms: 0,
+            to_ms: 0,
+        });
+        if !self.buf.is_empty() {
+            tracing::error!(chat_id = %self.chat_id, voice = self.voice.as_str(), from_ms = span.from_ms, to_ms = span.to_ms, error = %cause, "audio could not be stored and was dropped");
+            self.missing.push(span);
         }
-        let key = ObjectKey::Segment {
-            user_id: self.user_id,
-            chat_id: self.chat_id,
-            voice: self.voice,
-            index: self.next_segment,
-        };
-        let body = std::mem::take(&mut self.buf);
-        self.objects
-            .store
-            .put(&key.path(), PutPayload::from(body))
-            .await?;
-        self.next_segment += 1;
+        self.buf = Vec::new();
         self.oldest_unflushed = None;
-        Ok(())
+        self.failing_since = None;
+        // Keep trying now and then, to write the missing-span note.
+        self.retry_at =
+            (self.missing_written < self.missing.len()).then(|| Instant::now() + MAX_RETRY_DELAY);
+        self.retry_delay = FIRST_RETRY_DELAY;
+        CaptureError::Lost { span, cause }
     }
 }
 

@@ -42,6 +42,16 @@ pub enum ObjectKey {
         /// Voice.
         voice: Voice,
     },
+    /// Spans of a voice's audio that could not be stored (JSON list of
+    /// [`crate::capture::MissingSpan`]), written once the store accepts writes again.
+    VoiceMissing {
+        /// Owner.
+        user_id: Uuid,
+        /// Chat.
+        chat_id: Uuid,
+        /// Voice.
+        voice: Voice,
+    },
     /// One flushed segment of a voice's chunk records.
     Segment {
         /// Owner.
@@ -92,6 +102,15 @@ impl std::fmt::Display for ObjectKey {
             } => write!(
                 f,
                 "capture/{user_id}/{chat_id}/{}/format.json",
+                voice.as_str()
+            ),
+            ObjectKey::VoiceMissing {
+                user_id,
+                chat_id,
+                voice,
+            } => write!(
+                f,
+                "capture/{user_id}/{chat_id}/{}/missing.json",
                 voice.as_str()
             ),
             ObjectKey::Segment {

@@ -16,7 +16,7 @@ pub mod settings;
 mod speak;
 
 use crate::auth::{authenticate, find_credentials};
-use crate::capture::{CapturedFormat, VoiceRecorder};
+use crate::capture::{CaptureError, CapturedFormat, VoiceRecorder};
 use crate::clock::now_ms;
 use crate::engine::relay::{IdMap, Upstream, UpstreamIds};
 use crate::engine::EngineMode;
@@ -117,6 +117,11 @@ enum End {
     UpstreamEnded,
     /// The pipeline's model called the built-in `hang_up` tool.
     HangUp,
+    /// A text frame was not valid UTF-8 (RFC 6455: close with 1007).
+    InvalidUtf8,
+    /// A send to the client made no progress for `chat.send_timeout_secs`: the client
+    /// stopped reading.
+    NotReading,
 }
 
 impl End {
@@ -132,7 +137,9 @@ impl End {
             | End::TooBig
             | End::UpstreamUnavailable
             | End::UpstreamClosed
-            | End::UpstreamTimeout => ChatStatus::Error,
+            | End::UpstreamTimeout
+            | End::InvalidUtf8
+            | End::NotReading => ChatStatus::Error,
         }
     }
 
@@ -151,6 +158,8 @@ impl End {
             End::UpstreamTimeout => "upstream_timeout",
             End::UpstreamEnded => "upstream_ended",
             End::HangUp => "hang_up",
+            End::InvalidUtf8 => "invalid_utf8",
+            End::NotReading => "client_not_reading",
         }
     }
 
@@ -160,7 +169,8 @@ impl End {
             End::Inactivity => (1000, "inactivity timeout"),
             End::MaxDuration => (1000, "maximum chat duration reached"),
             End::Shutdown => (1012, "server restarting"),
-            End::KeyRevoked => (1008, "API key revoked"),
+            // Reconnecting cannot help: 1000, so the TypeScript SDK does not reconnect.
+            End::KeyRevoked => (1000, "API key revoked"),
             End::StoreFailed => (1011, "storage failure"),
             End::ChatClosed => (1011, "chat closed by the server"),
             End::TooBig => (1009, "message too big"),
@@ -169,6 +179,8 @@ impl End {
             }
             End::UpstreamEnded => (1000, "chat ended by the upstream"),
             End::HangUp => (1000, "chat ended by the assistant"),
+            End::InvalidUtf8 => (1007, "a text frame was not valid UTF-8"),
+            End::NotReading => (1008, "the client stopped reading"),
         }
     }
 }
@@ -205,6 +217,14 @@ struct Session {
     pipeline: Option<pipeline::Pipeline>,
     /// The voice that speaks `assistant_input` (client mode with `[engine.client] speak`).
     client_voice: Option<speak::ClientVoice>,
+    /// When the chat ends for inactivity unless the client does something first.
+    idle_at: Instant,
+    /// When the chat reaches `chat.max_duration_secs`.
+    max_at: Instant,
+    /// A send to the client timed out: the socket is abandoned, nothing more is sent.
+    stalled: bool,
+    /// Captured audio that was lost, to tell the client (`I0101`).
+    capture_notices: Vec<String>,
 }
 
 impl Session {
@@ -231,6 +251,11 @@ impl Session {
             end_detail: None,
             pipeline: None,
             client_voice: None,
+            idle_at: Instant::now()
+                + Duration::from_secs(state.settings.chat.inactivity_timeout_secs),
+            max_at: Instant::now() + Duration::from_secs(state.settings.chat.max_duration_secs),
+            stalled: false,
+            capture_notices: Vec::new(),
             state,
             socket,
             who,
@@ -308,7 +333,8 @@ impl Session {
         Some(group)
     }
 
-    /// Creates the chat (or joins the group) and sends `chat_metadata`; false if refused.
+    /// Creates the chat (or joins the group) and sends `chat_metadata`; false if refused, or
+    /// if the client was gone before `chat_metadata` reached it (the chat is then ended).
     /// `upstream`: the relay's upstream ids, kept in the chat's metadata.
     async fn open(
         &mut self,
@@ -396,7 +422,14 @@ impl Session {
             chat_group_id: self.group_id.to_string(),
             request_id: self.request_id.clone(),
         };
-        self.send(&meta).await
+        match self.send_or_end(&meta).await {
+            Ok(()) => true,
+            Err(end) => {
+                // The chat exists: end it now rather than leaving it ACTIVE.
+                self.finish(end).await;
+                false
+            }
+        }
     }
 
     async fn refuse_unknown_group(&mut self) {
@@ -408,32 +441,45 @@ impl Session {
         self.refuse("E0201", "chat_group_not_found", msg).await;
     }
 
-    /// Sends an `error` and closes without leaving a chat behind.
+    /// Sends an `error` and closes without leaving a chat behind. Refusals that a retry
+    /// cannot fix close with 1000 (the TypeScript SDK reconnects on any other code); a
+    /// storage failure closes with 1011, since reconnecting may succeed.
     async fn refuse(&mut self, code: &str, slug: &str, message: String) {
         tracing::info!(code, slug, %message, "chat refused");
-        self.send_error(code, slug, message).await;
-        let _ = self
-            .socket
-            .send(Message::Close(Some(CloseFrame {
-                code: 1008,
-                reason: slug.to_string().into(),
-            })))
-            .await;
+        let close = if code == "I0100" { 1011 } else { 1000 };
+        if self.send_error(code, slug, message).await.is_ok() {
+            let _ = self
+                .write(
+                    Message::Close(Some(CloseFrame {
+                        code: close,
+                        reason: slug.to_string().into(),
+                    })),
+                    true,
+                )
+                .await;
+        }
     }
 
     /// Runs the chat until it ends; with `up`, also relays the upstream's messages.
     async fn run(&mut self, mut up: Option<&mut Upstream>) -> End {
-        let chat = &self.state.settings.chat;
-        let inactivity = Duration::from_secs(chat.inactivity_timeout_secs);
-        let max_duration =
-            sleep_until(Instant::now() + Duration::from_secs(chat.max_duration_secs));
-        let idle = sleep_until(Instant::now() + inactivity);
+        let inactivity = Duration::from_secs(self.state.settings.chat.inactivity_timeout_secs);
+        self.idle_at = Instant::now() + inactivity;
+        let max_duration = sleep_until(self.max_at);
+        let idle = sleep_until(self.idle_at);
         tokio::pin!(max_duration, idle);
         let shutdown = self.state.shutdown.clone();
         // Key checks of messages that record nothing (relayed messages, pipeline audio chunks),
         // running while the loop goes on.
         let mut checks = FuturesUnordered::new();
         loop {
+            for notice in std::mem::take(&mut self.capture_notices) {
+                if let Err(end) = self
+                    .send_error("I0101", "audio_capture_failed", notice)
+                    .await
+                {
+                    return end;
+                }
+            }
             let flush_at = [&self.user_audio, &self.assistant_audio]
                 .into_iter()
                 .filter_map(|r| r.as_ref().and_then(VoiceRecorder::flush_deadline))
@@ -524,13 +570,16 @@ impl Session {
                     tracing::debug!(error = %e, "socket read failed");
                     return if is_capacity_error(&e) {
                         End::TooBig
+                    } else if is_utf8_error(&e) {
+                        End::InvalidUtf8
                     } else {
                         End::ClientClosed
                     };
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Binary(b))) => {
-                    idle.as_mut().reset(Instant::now() + inactivity);
+                    self.idle_at = Instant::now() + inactivity;
+                    idle.as_mut().reset(self.idle_at);
                     self.check_key().await.and(
                         self.client_error(
                             "E0101",
@@ -545,7 +594,8 @@ impl Session {
                     )
                 }
                 Some(Ok(Message::Text(t))) => {
-                    idle.as_mut().reset(Instant::now() + inactivity);
+                    self.idle_at = Instant::now() + inactivity;
+                    idle.as_mut().reset(self.idle_at);
                     self.rejected = false;
                     let step = self.handle_text(t.as_str()).await;
                     if std::mem::take(&mut self.key_check_due) && step.is_ok() {
@@ -646,8 +696,8 @@ impl Session {
                     // The text goes out at once, before the speech is synthesized.
                     self.send_or_end(&message).await?;
                     self.speak_assistant_input(&id, &input.text).await?;
-                } else if !self.feed(&message).await {
-                    return Err(End::ClientClosed);
+                } else {
+                    self.feed(&message).await?;
                 }
                 // Flushes `assistant_message` too when it was only queued: one write.
                 self.send_or_end(&ServerMessage::AssistantEnd {}).await
@@ -741,17 +791,8 @@ impl Session {
                         VoiceRecorder::new(objects, user, chat, Voice::User, format)
                     });
                     if let Err(e) = recorder.append(offset, &bytes).await {
-                        tracing::error!(chat_id = %self.chat_id, error = %e, "audio capture failed");
                         // Not a bad message: a relayed chat still forwards the chunk.
-                        let told = self
-                            .send_error(
-                                "I0101",
-                                "audio_capture_failed",
-                                "the server could not store this audio chunk; the chat goes on"
-                                    .into(),
-                            )
-                            .await;
-                        return if told { Ok(()) } else { Err(End::ClientClosed) };
+                        self.capture_failed(e);
                     }
                 }
                 self.pipeline_audio(&bytes).await
@@ -822,9 +863,14 @@ impl Session {
         }
         // Pipeline speech sent but not played yet: the client has it, so it is recorded.
         self.release_speech(None).await;
+        // From here on, sends to the client only have the send timeout (the inactivity or
+        // max-duration deadline that ended the chat may have passed).
+        let grace =
+            Instant::now() + Duration::from_secs(self.state.settings.chat.send_timeout_secs);
+        (self.idle_at, self.max_at) = (grace, grace);
         self.flush_audio().await;
         let end_ts = self.next_ts();
-        if self.who.data_retention {
+        let end_op = self.who.data_retention.then(|| {
             let mut ev = self.event(EventRole::System, EventType::ChatEndMessage, "");
             ev.timestamp = end_ts;
             let mut meta = json!({ "status": end.status().as_str(), "reason": end.reason() });
@@ -836,15 +882,43 @@ impl Session {
                 meta["error"] = json!(detail);
             }
             ev.metadata = Some(meta.to_string());
-            let op = WriteOp::EndChat {
+            WriteOp::EndChat {
                 api_key_id: self.who.api_key_id,
                 chat_id: self.chat_id,
                 status: end.status(),
                 end_timestamp: end_ts,
                 events: vec![ev],
-            };
-            if let Err(e) = self.state.recorder.submit(op).await {
-                tracing::error!(chat_id = %self.chat_id, error = %e, "could not record the end of the chat; it will be closed as ERROR by crash recovery");
+            }
+        });
+        let unwritten: Vec<VoiceRecorder> = [self.user_audio.take(), self.assistant_audio.take()]
+            .into_iter()
+            .flatten()
+            .filter(VoiceRecorder::has_pending)
+            .collect();
+        if !unwritten.is_empty() {
+            // The store refuses writes: keep retrying in the background, then record the end
+            // (the chat stays ACTIVE until then, so no reconstruction starts without it).
+            self.state.sessions.spawn(finish_in_background(
+                self.state.clone(),
+                self.chat_id,
+                unwritten,
+                end_op,
+            ));
+        } else if let Some(op) = end_op {
+            match self.state.recorder.submit(op.clone()).await {
+                Err(RecordError::Database(e)) => {
+                    tracing::error!(chat_id = %self.chat_id, error = %e, "could not record the end of the chat; retrying in the background");
+                    self.state.sessions.spawn(finish_in_background(
+                        self.state.clone(),
+                        self.chat_id,
+                        Vec::new(),
+                        Some(op),
+                    ));
+                }
+                Err(RecordError::Closed) => {
+                    tracing::warn!(chat_id = %self.chat_id, "shutting down before the end of the chat was recorded; the next start closes it");
+                }
+                Ok(_) => {}
             }
         }
         tracing::info!(chat_id = %self.chat_id, status = %end.status(), reason = end.reason(), "chat ended");
@@ -886,6 +960,13 @@ impl Session {
                 "upstream_timeout",
                 self.end_detail.clone().unwrap_or_default(),
             )),
+            End::InvalidUtf8 => Some((
+                "E0101",
+                "invalid_message",
+                "a text frame was not valid UTF-8, so the connection was closed (RFC 6455 \
+                 requires UTF-8 text); send JSON as UTF-8 text frames"
+                    .to_string(),
+            )),
             End::TooBig => Some((
                 "E0102",
                 "message_too_large",
@@ -898,26 +979,51 @@ impl Session {
             _ => None,
         };
         if let Some((code, slug, message)) = farewell {
-            self.send_error(code, slug, message).await;
+            if self.send_error(code, slug, message).await.is_err() {
+                return;
+            }
         }
         let (code, reason) = end.close_frame();
         let _ = self
-            .socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
+            .write(
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })),
+                true,
+            )
             .await;
     }
 
-    /// Writes buffered audio to the object store.
+    /// Writes buffered audio to the object store (one attempt; failed writes stay buffered
+    /// and are retried at the recorder's next deadline).
     async fn flush_audio(&mut self) {
+        let mut failures = Vec::new();
         for rec in [&mut self.user_audio, &mut self.assistant_audio]
             .into_iter()
             .flatten()
         {
             if let Err(e) = rec.flush().await {
-                tracing::error!(chat_id = %self.chat_id, error = %e, "audio flush failed");
+                failures.push(e);
+            }
+        }
+        for e in failures {
+            self.capture_failed(e);
+        }
+    }
+
+    /// Notes a failed audio write: a retried one is only logged; audio that had to be
+    /// dropped is told to the client (`I0101`) at the loop's next turn.
+    fn capture_failed(&mut self, e: CaptureError) {
+        match e {
+            CaptureError::Store(e) => {
+                tracing::warn!(chat_id = %self.chat_id, error = %e, "audio write failed; it stays buffered and is retried");
+            }
+            lost @ CaptureError::Lost { .. } => {
+                tracing::error!(chat_id = %self.chat_id, error = %lost, "captured audio lost");
+                self.capture_notices.push(format!(
+                    "{lost}; the chat goes on, and its audio reconstruction will report the gap"
+                ));
             }
         }
     }
@@ -1046,7 +1152,7 @@ impl Session {
             )
         });
         if let Err(e) = rec.append(offset, wav).await {
-            tracing::error!(chat_id = %self.chat_id, error = %e, "assistant audio capture failed");
+            self.capture_failed(e);
         }
     }
 
@@ -1054,36 +1160,55 @@ impl Session {
         self.next_ts() - self.start_ms
     }
 
-    async fn send(&mut self, msg: &ServerMessage) -> bool {
-        let text = match serde_json::to_string(msg) {
-            Ok(t) => t,
-            Err(_) => return false,
-        };
-        self.socket.send(Message::Text(text.into())).await.is_ok()
-    }
-
-    /// Queues a message without flushing the socket; the next [`Self::send`] writes both.
-    async fn feed(&mut self, msg: &ServerMessage) -> bool {
-        let text = match serde_json::to_string(msg) {
-            Ok(t) => t,
-            Err(_) => return false,
-        };
-        futures::SinkExt::feed(&mut self.socket, Message::Text(text.into()))
-            .await
-            .is_ok()
-    }
-
-    async fn send_or_end(&mut self, msg: &ServerMessage) -> Result<(), End> {
-        if self.send(msg).await {
-            Ok(())
+    /// Every frame to the client goes through here. A write that makes no progress for
+    /// `chat.send_timeout_secs` (the client stopped reading and its socket buffers are
+    /// full) abandons the socket; so does one still blocked when the inactivity or
+    /// max-duration limit comes, so those limits fire on time. `flush: false` only queues
+    /// the frame (the next flushing write sends both in one write).
+    async fn write(&mut self, msg: Message, flush: bool) -> Result<(), End> {
+        if self.stalled {
+            return Err(End::NotReading);
+        }
+        let give_up =
+            Instant::now() + Duration::from_secs(self.state.settings.chat.send_timeout_secs);
+        let deadline = give_up.min(self.idle_at).min(self.max_at);
+        let sent = if flush {
+            tokio::time::timeout_at(deadline, self.socket.send(msg)).await
         } else {
-            Err(End::ClientClosed)
+            tokio::time::timeout_at(deadline, futures::SinkExt::feed(&mut self.socket, msg)).await
+        };
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::ClientClosed),
+            Err(_) => {
+                self.stalled = true;
+                let end = if deadline == self.max_at {
+                    End::MaxDuration
+                } else if deadline == self.idle_at {
+                    End::Inactivity
+                } else {
+                    End::NotReading
+                };
+                tracing::info!(chat_id = %self.chat_id, reason = end.reason(), "a send to the client made no progress; abandoning the socket");
+                Err(end)
+            }
         }
     }
 
-    async fn send_error(&mut self, code: &str, slug: &str, message: String) -> bool {
+    /// Queues a message without flushing the socket; the next [`Self::send`] writes both.
+    async fn feed(&mut self, msg: &ServerMessage) -> Result<(), End> {
+        let text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        self.write(Message::Text(text.into()), false).await
+    }
+
+    async fn send_or_end(&mut self, msg: &ServerMessage) -> Result<(), End> {
+        let text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        self.write(Message::Text(text.into()), true).await
+    }
+
+    async fn send_error(&mut self, code: &str, slug: &str, message: String) -> Result<(), End> {
         let request_id = Some(self.request_id.clone());
-        self.send(&ServerMessage::Error {
+        self.send_or_end(&ServerMessage::Error {
             code: code.into(),
             slug: slug.into(),
             message,
@@ -1096,11 +1221,48 @@ impl Session {
     async fn client_error(&mut self, code: &str, slug: &str, message: String) -> Result<(), End> {
         tracing::debug!(chat_id = %self.chat_id, code, %message, "bad client message");
         self.rejected = true;
-        if self.send_error(code, slug, message).await {
-            Ok(())
-        } else {
-            Err(End::ClientClosed)
+        self.send_error(code, slug, message).await
+    }
+}
+
+/// How long an unrecorded chat end waits before it is tried again (doubling up to
+/// [`END_RETRY_MAX`]).
+const END_RETRY_FIRST: Duration = Duration::from_millis(250);
+const END_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Finishes a chat whose end could not be written at once: writes its remaining audio
+/// (retried until written or given up), then records the end, retried until it is stored
+/// or the server shuts down (then the next start's crash recovery closes the chat). So no
+/// chat stays `ACTIVE` once the database and the object store accept writes again.
+async fn finish_in_background(
+    state: AppState,
+    chat_id: Uuid,
+    recorders: Vec<VoiceRecorder>,
+    end_op: Option<WriteOp>,
+) {
+    for mut rec in recorders {
+        if let Err(e) = rec.flush_until_done().await {
+            tracing::error!(%chat_id, error = %e, "captured audio lost at the end of the chat");
         }
+    }
+    let Some(op) = end_op else { return };
+    let mut delay = END_RETRY_FIRST;
+    loop {
+        match state.recorder.submit(op.clone()).await {
+            Ok(_) => {
+                tracing::info!(%chat_id, "the end of the chat is recorded");
+                return;
+            }
+            Err(RecordError::Closed) => return,
+            Err(RecordError::Database(e)) => {
+                tracing::warn!(%chat_id, error = %e, retry_in_ms = delay.as_millis() as u64, "could not record the end of the chat; retrying");
+            }
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(END_RETRY_MAX);
     }
 }
 
@@ -1112,6 +1274,11 @@ fn storage_message(e: &RecordError) -> String {
                 .into()
         }
     }
+}
+
+/// A text frame (or a close reason) that is not valid UTF-8 (tungstenite's `Error::Utf8`).
+fn is_utf8_error(e: &axum::Error) -> bool {
+    e.to_string().contains("UTF-8")
 }
 
 fn is_capacity_error(e: &axum::Error) -> bool {

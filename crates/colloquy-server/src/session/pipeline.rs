@@ -391,16 +391,12 @@ impl Session {
                 };
                 let spoke = p.sentences > 0;
                 p.stop_answer();
-                if !self
-                    .send_error(
-                        "I0300",
-                        "pipeline_service_failed",
-                        format!("the assistant could not answer: {detail}"),
-                    )
-                    .await
-                {
-                    return Err(End::ClientClosed);
-                }
+                self.send_error(
+                    "I0300",
+                    "pipeline_service_failed",
+                    format!("the assistant could not answer: {detail}"),
+                )
+                .await?;
                 if spoke {
                     self.send_or_end(&ServerMessage::AssistantEnd {}).await?;
                 }
@@ -514,7 +510,7 @@ impl Session {
                 }
                 tracing::warn!(chat_id = %self.chat_id, error = %e, "audio_input cannot be decoded for turn detection; telling the client once");
                 // Once per chat: the audio is still recorded, and the chat goes on.
-                let told = self
+                return self
                     .send_error(
                         "E0104",
                         "invalid_audio",
@@ -526,7 +522,6 @@ impl Session {
                         ),
                     )
                     .await;
-                return if told { Ok(()) } else { Err(End::ClientClosed) };
             }
         };
         if pcm.samples.is_empty() {

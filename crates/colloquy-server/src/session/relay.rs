@@ -252,7 +252,7 @@ impl Session {
     }
 
     async fn send_frame(&mut self, msg: Message) -> Result<(), End> {
-        self.socket.send(msg).await.map_err(|_| End::ClientClosed)
+        self.write(msg, true).await
     }
 }
 

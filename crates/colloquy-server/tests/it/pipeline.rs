@@ -812,7 +812,7 @@ async fn revoking_the_key_ends_a_pipeline_chat_while_audio_streams() {
     let err = recv_json(&mut ws).await;
     assert_eq!(err["type"], "error", "{err}");
     assert_eq!(err["code"], "E0300", "{err}");
-    assert_eq!(recv_close(&mut ws).await, Some(1008));
+    assert_eq!(recv_close(&mut ws).await, Some(1000));
     let chat = srv.stored_chat(&key, &meta).await;
     assert_eq!(chat.status, colloquy_wire::ChatStatus::Error);
     srv.stop(db).await;

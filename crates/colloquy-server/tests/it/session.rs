@@ -240,7 +240,7 @@ async fn resume_joins_the_group_and_refusals_leave_no_chat() {
                 assert_eq!(err["type"], "error", "{err}");
                 assert_eq!(err["code"], "E0201");
                 assert!(err["message"].as_str().unwrap().contains("not found"));
-                assert_eq!(recv_close(&mut ws).await, Some(1008));
+                assert_eq!(recv_close(&mut ws).await, Some(1000));
             }
             let (_, chats) = srv.get(&bob.api_key, "/v0/evi/chats").await;
             assert_eq!(chats["chats_page"], json!([]));
@@ -321,7 +321,7 @@ async fn revoking_a_key_ends_its_open_sockets_at_the_next_message() {
             send_json(&mut ws, json!({"type": "user_input", "text": "after"})).await;
             let err = recv_json(&mut ws).await;
             assert_eq!(err["code"], "E0300", "{err}");
-            assert_eq!(recv_close(&mut ws).await, Some(1008));
+            assert_eq!(recv_close(&mut ws).await, Some(1000));
             let (status, _) = srv.get(&key.api_key, "/v0/evi/chats").await;
             assert_eq!(status, 401, "REST refuses the revoked key at once");
             // The chat ended as ERROR, and "after" was never stored.

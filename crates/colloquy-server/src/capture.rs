@@ -320,6 +320,146 @@ mod tests {
     use super::*;
     use futures::TryStreamExt;
 
+    /// A store whose writes fail until `heal` is called: its root is a file, so no folder
+    /// can be made under it.
+    struct Breakable {
+        root: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Breakable {
+        fn new() -> (Self, Objects) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            std::fs::write(&root, b"not a folder").unwrap();
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&root).unwrap();
+            let objects = Objects {
+                store: std::sync::Arc::new(store),
+                s3: None,
+            };
+            (Breakable { root, _dir: dir }, objects)
+        }
+
+        fn heal(&self) {
+            std::fs::remove_file(&self.root).unwrap();
+            std::fs::create_dir(&self.root).unwrap();
+        }
+    }
+
+    async fn read(objects: &Objects, key: ObjectKey) -> Option<Vec<u8>> {
+        match objects.store.get(&key.path()).await {
+            Ok(r) => Some(r.bytes().await.unwrap().to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_writes_are_retried_and_lost_audio_is_noted() {
+        let (store, objects) = Breakable::new();
+        let (u, c) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut rec =
+            VoiceRecorder::new(objects.clone(), u, c, Voice::User, CapturedFormat::WavClips);
+        // A failed write keeps the audio and schedules a retry.
+        rec.append(1_000, b"first").await.unwrap();
+        match rec.flush().await {
+            Err(CaptureError::Store(_)) => {}
+            other => panic!("expected a retried failure, got {other:?}"),
+        }
+        assert!(rec.has_pending());
+        let retry = rec.flush_deadline().expect("a retry is scheduled");
+        assert!(retry > Instant::now());
+        // Healing now would keep everything; instead the failure lasts until the buffer is
+        // full, and the buffered span is given up.
+        let big = vec![7u8; SEGMENT_BYTES];
+        let mut lost = None;
+        for i in 0..8 {
+            match rec.append(2_000 + i * 100, &big).await {
+                Ok(()) => {}
+                Err(CaptureError::Store(_)) => {}
+                Err(CaptureError::Lost { span, .. }) => {
+                    lost = Some((i, span));
+                    break;
+                }
+            }
+        }
+        let (last, span) = lost.expect("the audio was given up once the buffer was full");
+        assert_eq!(span.from_ms, 1_000);
+        assert_eq!(span.to_ms, 2_000 + last * 100);
+        assert_eq!(rec.missing(), &[span]);
+        // Space returns: new audio, the format and the note of what was lost are written.
+        store.heal();
+        rec.append(9_000, b"after").await.unwrap();
+        rec.flush_until_done().await.unwrap();
+        assert!(!rec.has_pending());
+        let missing = read(
+            &objects,
+            ObjectKey::VoiceMissing {
+                user_id: u,
+                chat_id: c,
+                voice: Voice::User,
+            },
+        )
+        .await
+        .expect("missing.json");
+        assert_eq!(
+            serde_json::from_slice::<Vec<MissingSpan>>(&missing).unwrap(),
+            vec![span]
+        );
+        let segment = read(
+            &objects,
+            ObjectKey::Segment {
+                user_id: u,
+                chat_id: c,
+                voice: Voice::User,
+                index: 0,
+            },
+        )
+        .await
+        .expect("segment 0");
+        let mut expected = Vec::new();
+        write_record(&mut expected, 9_000, b"after");
+        assert_eq!(segment, expected, "only the audio after the loss is stored");
+        assert!(read(
+            &objects,
+            ObjectKey::VoiceFormat {
+                user_id: u,
+                chat_id: c,
+                voice: Voice::User,
+            },
+        )
+        .await
+        .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_short_outage_loses_nothing() {
+        let (store, objects) = Breakable::new();
+        let (u, c) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut rec =
+            VoiceRecorder::new(objects.clone(), u, c, Voice::User, CapturedFormat::WavClips);
+        rec.append(0, b"one").await.unwrap();
+        assert!(rec.flush().await.is_err());
+        rec.append(20, b"two").await.unwrap();
+        store.heal();
+        rec.flush_until_done().await.unwrap();
+        let segment = read(
+            &objects,
+            ObjectKey::Segment {
+                user_id: u,
+                chat_id: c,
+                voice: Voice::User,
+                index: 0,
+            },
+        )
+        .await
+        .unwrap();
+        let mut expected = Vec::new();
+        write_record(&mut expected, 0, b"one");
+        write_record(&mut expected, 20, b"two");
+        assert_eq!(segment, expected);
+        assert!(rec.missing().is_empty());
+    }
+
     #[tokio::test]
     async fn segments_hold_records_in_order() {
         let objects = Objects::in_memory();

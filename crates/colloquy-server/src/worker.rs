@@ -7,7 +7,7 @@
 //! its lease runs out and another worker takes the job. Only the lease holder can finish a
 //! job, so each finishes exactly once.
 
-use crate::capture::CapturedFormat;
+use crate::capture::{CapturedFormat, MissingSpan};
 use crate::clock::now_ms;
 use crate::config::AudioSettings;
 use crate::objects::{ObjectKey, Objects, Voice};
@@ -259,6 +259,41 @@ async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Resu
     upload(ctx.objects.store.clone(), &out_path, &key).await?;
     Ok(JobResult::Complete {
         filename: key.to_string(),
+        missing: missing_note(&ctx.objects, job).await,
+    })
+}
+
+/// Says which audio was received but could not be stored (from each voice's
+/// `missing.json`); it is silence in the file.
+async fn missing_note(objects: &Objects, job: &ClaimedJob) -> Option<String> {
+    let mut parts = Vec::new();
+    for voice in [Voice::User, Voice::Assistant] {
+        let key = ObjectKey::VoiceMissing {
+            user_id: job.user_id,
+            chat_id: job.chat_id,
+            voice,
+        };
+        let spans: Vec<MissingSpan> = match objects.store.get(&key.path()).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                Err(_) => continue,
+            },
+            Err(_) => continue,
+        };
+        for s in spans {
+            parts.push(format!(
+                "{} audio from {:.1} s to {:.1} s",
+                voice.as_str(),
+                s.from_ms as f64 / 1000.0,
+                s.to_ms as f64 / 1000.0
+            ));
+        }
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "missing audio: {} could not be stored when it was received and is silent in this file",
+            parts.join(", ")
+        )
     })
 }
 

@@ -1077,6 +1077,7 @@ async fn reconstruction_jobs(store: &dyn Store) {
     assert_eq!((again.chat_id, again.attempt), (chat, 2));
     let done = JobResult::Complete {
         filename: format!("{}/{}/reconstructed_audio.mp4", who.user_id, chat),
+        missing: None,
     };
     assert!(
         !store
@@ -1269,6 +1270,7 @@ async fn deletion(store: &dyn Store) {
     );
     let done = JobResult::Complete {
         filename: "x".into(),
+        missing: None,
     };
     assert!(!store
         .finish_reconstruction(c2, "w", &done, 1_100)

@@ -398,6 +398,9 @@ pub enum JobResult {
     Complete {
         /// Object key of the file.
         filename: String,
+        /// Audio that was received but could not be stored (silence in the file), said
+        /// for the owner; kept in the record's `error` field.
+        missing: Option<String>,
     },
     /// It failed for good; `reason` is shown to the owner.
     Failed {
@@ -410,10 +413,10 @@ impl JobResult {
     /// The record's final status, `filename` and `error`.
     pub fn record_fields(&self) -> (ReconstructionStatus, Option<&str>, Option<&str>) {
         match self {
-            JobResult::Complete { filename } => (
+            JobResult::Complete { filename, missing } => (
                 ReconstructionStatus::Complete,
                 Some(filename.as_str()),
-                None,
+                missing.as_deref(),
             ),
             JobResult::Failed { reason } => {
                 (ReconstructionStatus::Error, None, Some(reason.as_str()))

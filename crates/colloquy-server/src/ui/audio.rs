@@ -29,6 +29,8 @@ pub struct AudioPanel {
     pub poll: &'static str,
     /// Queued → in progress → ready steps: (label, done, current).
     pub steps: Vec<(&'static str, bool, bool)>,
+    /// A finished file's note on audio that could not be stored (silent in the file).
+    pub missing: Option<String>,
 }
 
 /// Reads (creating if needed) the chat's reconstruction and shapes the panel.
@@ -55,6 +57,10 @@ pub async fn panel(state: &AppState, chat: &ChatRecord) -> Result<AudioPanel, su
 fn shape(chat: &ChatRecord, r: ReconstructionRecord, url: Option<String>) -> AudioPanel {
     use ReconstructionStatus::*;
     let active = chat.status == ChatStatus::Active;
+    let missing = match r.status {
+        Complete => r.error.clone(),
+        _ => None,
+    };
     let (state, message, poll): (&'static str, String, &'static str) = match r.status {
         Queued if active => (
             "waiting",
@@ -119,6 +125,7 @@ fn shape(chat: &ChatRecord, r: ReconstructionRecord, url: Option<String>) -> Aud
         url,
         poll,
         steps,
+        missing,
     }
 }
 

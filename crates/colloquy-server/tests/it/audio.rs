@@ -409,3 +409,38 @@ async fn deleting_erases_everything_everywhere() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn audio_that_could_not_be_stored_is_reported_by_the_reconstruction() {
+    let (srv, _) = TestServer::start(Backend::Sqlite, |_| {}).await.unwrap();
+    let key = srv.key(true).await;
+    let chat_id = chat_with_audio(&srv, &key).await;
+    // What a recorder leaves when the store refused its writes for too long.
+    let state = &srv.running().state;
+    let note = colloquy_server::objects::ObjectKey::VoiceMissing {
+        user_id: key.user_id,
+        chat_id: uuid::Uuid::parse_str(&chat_id).unwrap(),
+        voice: Voice::User,
+    };
+    let spans = vec![colloquy_server::capture::MissingSpan {
+        from_ms: 2_000,
+        to_ms: 3_500,
+    }];
+    state
+        .objects
+        .store
+        .put(&note.path(), serde_json::to_vec(&spans).unwrap().into())
+        .await
+        .unwrap();
+    let rec = wait_for_audio(&srv, &key.api_key, &chat_id).await;
+    assert_eq!(rec["status"], "COMPLETE", "{rec}");
+    let stored = state
+        .store
+        .ensure_reconstructions(key.user_id, &[uuid::Uuid::parse_str(&chat_id).unwrap()], 0)
+        .await
+        .unwrap()
+        .remove(0);
+    let said = stored.error.expect("a note on the missing audio");
+    assert!(said.contains("user audio from 2.0 s to 3.5 s"), "{said}");
+    srv.stop(None).await;
+}

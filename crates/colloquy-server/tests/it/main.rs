@@ -3,9 +3,11 @@
 
 mod audio;
 mod client_voice;
+mod disk_full;
 mod expression;
 mod harness;
 mod pipeline;
 mod relay;
 mod rest;
 mod session;
+mod slow_client;

@@ -251,6 +251,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         jobs_enqueued: Arc::new(Notify::new()),
         pipeline,
         client_voice,
+        account_limits: Arc::default(),
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let workers = spawn_workers(

@@ -43,6 +43,8 @@ pub struct Inner {
     pub pipeline: Option<Services>,
     /// The voice speaking `assistant_input` in client mode (`None`: text only).
     pub client_voice: Option<Arc<dyn Voice>>,
+    /// Per-account message rate and open chats of this server (`[limits]`).
+    pub account_limits: Arc<crate::session::limits::AccountLimits>,
 }
 
 impl AppState {

@@ -10,6 +10,7 @@
 //! EVI socket and records what passes (`relay.rs`).
 
 pub mod connect;
+pub mod limits;
 mod pipeline;
 mod relay;
 pub mod settings;
@@ -225,6 +226,9 @@ struct Session {
     stalled: bool,
     /// Captured audio that was lost, to tell the client (`I0101`).
     capture_notices: Vec<String>,
+    /// Counts this chat among its account's open chats on this server, for
+    /// retention-disabled accounts under `limits.max_concurrent_chats_per_account`.
+    _counted: Option<limits::OpenChat>,
 }
 
 impl Session {
@@ -256,6 +260,7 @@ impl Session {
             max_at: Instant::now() + Duration::from_secs(state.settings.chat.max_duration_secs),
             stalled: false,
             capture_notices: Vec::new(),
+            _counted: None,
             state,
             socket,
             who,
@@ -274,6 +279,14 @@ impl Session {
         let Some(group) = s.group_choice(&params).await else {
             return;
         };
+        let max_chats = s.state.settings.limits.max_concurrent_chats_per_account;
+        if max_chats > 0 && !s.who.data_retention {
+            // Nothing of this account is stored: its open chats are counted here.
+            match s.state.account_limits.open_chat(s.who.user_id, max_chats) {
+                Some(counted) => s._counted = Some(counted),
+                None => return s.refuse_too_many_chats().await,
+            }
+        }
         match mode {
             EngineMode::Client => {
                 s.client_voice = s.state.client_voice.clone().map(speak::ClientVoice::new);
@@ -432,6 +445,15 @@ impl Session {
         }
     }
 
+    async fn refuse_too_many_chats(&mut self) {
+        let max = self.state.settings.limits.max_concurrent_chats_per_account;
+        let msg = format!(
+            "this account already has {max} open chats, the most allowed at once \
+             (limits.max_concurrent_chats_per_account); end one before starting another"
+        );
+        self.refuse("E0203", "too_many_chats", msg).await;
+    }
+
     async fn refuse_unknown_group(&mut self) {
         let msg = format!(
             "chat group {} was not found for this account; pass the chat_group_id from a \
@@ -564,66 +586,92 @@ impl Session {
                 }
                 msg = self.socket.recv() => msg,
             };
-            let step = match msg {
-                None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "socket read failed");
-                    return if is_capacity_error(&e) {
-                        End::TooBig
-                    } else if is_utf8_error(&e) {
-                        End::InvalidUtf8
-                    } else {
-                        End::ClientClosed
-                    };
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Binary(b))) => {
-                    self.idle_at = Instant::now() + inactivity;
-                    idle.as_mut().reset(self.idle_at);
-                    self.check_key().await.and(
+            let step =
+                match msg {
+                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "socket read failed");
+                        return if is_capacity_error(&e) {
+                            End::TooBig
+                        } else if is_utf8_error(&e) {
+                            End::InvalidUtf8
+                        } else {
+                            End::ClientClosed
+                        };
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_) | Message::Text(_))) if !self.within_rate() => {
                         self.client_error(
-                            "E0101",
-                            "invalid_message",
+                            "E0105",
+                            "rate_limited",
                             format!(
+                            "this account sent more than {} messages per second over its chats \
+                             (limits.max_messages_per_second_per_account); this message was \
+                             dropped, slow down",
+                            self.state.settings.limits.max_messages_per_second_per_account
+                        ),
+                        )
+                        .await
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        self.idle_at = Instant::now() + inactivity;
+                        idle.as_mut().reset(self.idle_at);
+                        self.check_key().await.and(
+                            self.client_error(
+                                "E0101",
+                                "invalid_message",
+                                format!(
                                 "binary frames ({} bytes) are not accepted; send JSON text frames \
                                  (audio goes base64-encoded in an audio_input message)",
                                 b.len()
                             ),
+                            )
+                            .await,
                         )
-                        .await,
-                    )
-                }
-                Some(Ok(Message::Text(t))) => {
-                    self.idle_at = Instant::now() + inactivity;
-                    idle.as_mut().reset(self.idle_at);
-                    self.rejected = false;
-                    let step = self.handle_text(t.as_str()).await;
-                    if std::mem::take(&mut self.key_check_due) && step.is_ok() {
-                        let recorder = self.state.recorder.clone();
-                        let op = WriteOp::CheckKey {
-                            api_key_id: self.who.api_key_id,
-                        };
-                        checks.push(async move { recorder.submit(op).await });
-                        if checks.len() > MAX_PENDING_CHECKS {
-                            if let Some(checked) = checks.next().await {
-                                if let Err(end) = self.outcome(checked) {
-                                    return end;
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        self.idle_at = Instant::now() + inactivity;
+                        idle.as_mut().reset(self.idle_at);
+                        self.rejected = false;
+                        let step = self.handle_text(t.as_str()).await;
+                        if std::mem::take(&mut self.key_check_due) && step.is_ok() {
+                            let recorder = self.state.recorder.clone();
+                            let op = WriteOp::CheckKey {
+                                api_key_id: self.who.api_key_id,
+                            };
+                            checks.push(async move { recorder.submit(op).await });
+                            if checks.len() > MAX_PENDING_CHECKS {
+                                if let Some(checked) = checks.next().await {
+                                    if let Err(end) = self.outcome(checked) {
+                                        return end;
+                                    }
                                 }
                             }
                         }
-                    }
-                    match up.as_deref_mut() {
-                        Some(u) if step.is_ok() && !self.rejected => {
-                            self.forward_up(u, t.as_str()).await
+                        match up.as_deref_mut() {
+                            Some(u) if step.is_ok() && !self.rejected => {
+                                self.forward_up(u, t.as_str()).await
+                            }
+                            _ => step,
                         }
-                        _ => step,
                     }
-                }
-            };
+                };
             if let Err(end) = step {
                 return end;
             }
         }
+    }
+
+    /// Takes one client message from the account's rate budget.
+    fn within_rate(&self) -> bool {
+        let per_second = self
+            .state
+            .settings
+            .limits
+            .max_messages_per_second_per_account;
+        self.state
+            .account_limits
+            .allow_message(self.who.user_id, per_second)
     }
 
     async fn handle_text(&mut self, text: &str) -> Result<(), End> {

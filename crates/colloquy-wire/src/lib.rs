@@ -7,10 +7,12 @@ pub mod enums;
 pub mod error;
 pub mod rest;
 pub mod socket;
+pub mod socket_error;
 
 pub use enums::*;
 pub use error::ErrorResponse;
 pub use rest::*;
+pub use socket_error::SocketError;
 
 /// The 48 emotion names of `EmotionScores` (spec §6.6), in the SDK's order.
 pub const EMOTION_NAMES: [&str; 48] = [

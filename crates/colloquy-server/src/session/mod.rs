@@ -354,6 +354,7 @@ impl Session {
                     instance_id: self.state.instance_id,
                 },
                 events,
+                max_active_chats: None,
             }
         } else {
             WriteOp::CheckKey {
@@ -366,7 +367,7 @@ impl Session {
                 self.refuse_unknown_group().await;
                 return false;
             }
-            Ok(OpOutcome::ChatClosed) => {
+            Ok(OpOutcome::ChatClosed | OpOutcome::TooManyChats) => {
                 self.refuse(
                     "I0100",
                     "storage_failure",
@@ -969,6 +970,7 @@ impl Session {
             Ok(OpOutcome::KeyRevoked) => Err(End::KeyRevoked),
             Ok(OpOutcome::GroupNotFound) => Err(End::StoreFailed),
             Ok(OpOutcome::ChatClosed) => Err(End::ChatClosed),
+            Ok(OpOutcome::TooManyChats) => Err(End::StoreFailed),
             Err(RecordError::Closed) => Err(End::Shutdown),
             Err(e) => {
                 tracing::error!(chat_id = %self.chat_id, error = %e, "recording failed");

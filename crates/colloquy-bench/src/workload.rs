@@ -80,6 +80,7 @@ pub async fn prepare_chats(
                 metadata: None,
                 related_event_id: None,
             }],
+            max_active_chats: None,
         })
         .collect();
     store.apply_batch(&ops).await?;

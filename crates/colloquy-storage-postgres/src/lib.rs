@@ -14,6 +14,7 @@ use colloquy_wire::{ChatStatus, EventRole, EventType, ReconstructionStatus};
 use rows::*;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -39,11 +40,26 @@ pub struct PostgresStore {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Maps a sqlx error: a unique violation is a conflict; a lost or refused connection, and
+/// the server's connection, resource, operator and system errors (SQLSTATE classes 08, 53,
+/// 57, 58), mean the database is unavailable rather than that the request is at fault.
 fn db(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        if d.is_unique_violation() {
-            return StoreError::Conflict(d.message().to_string());
+    match &e {
+        sqlx::Error::Database(d) => {
+            if d.is_unique_violation() {
+                return StoreError::Conflict(d.message().to_string());
+            }
+            let class = d.code().map(|c| c.chars().take(2).collect::<String>());
+            if matches!(class.as_deref(), Some("08" | "53" | "57" | "58")) {
+                return StoreError::Unavailable(Box::new(e));
+            }
         }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => return StoreError::Unavailable(Box::new(e)),
+        _ => {}
     }
     StoreError::Database(Box::new(e))
 }
@@ -109,7 +125,9 @@ fn push_chat_filter(
         qb.push(" AND status = ").push_bind(s.as_str());
     }
     if let Some(cfg) = &filter.config_id {
-        qb.push(" AND config_id = ").push_bind(cfg.clone());
+        // As stored (a NUL would also fail the query on PostgreSQL).
+        qb.push(" AND config_id = ")
+            .push_bind(storable_text(cfg).into_owned());
     }
     if let Some(from) = filter.started_from {
         qb.push(" AND start_timestamp >= ").push_bind(from);
@@ -428,7 +446,7 @@ impl Store for PostgresStore {
             qb.push(" WHERE g.user_id = ").push_bind(user_id);
             if let Some(cfg) = config_id {
                 qb.push(" AND g.most_recent_config_id = ")
-                    .push_bind(cfg.to_string());
+                    .push_bind(storable_text(cfg).into_owned());
             }
         };
         let d = dir(page.ascending);
@@ -656,6 +674,7 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         let (status, filename, error) = result.record_fields();
+        let (filename, error) = (storable(filename), storable(error));
         sqlx::query(
             "UPDATE audio_reconstructions SET status = $1, filename = $2, error = $3, \
              modified_at = $4 WHERE chat_id = $5",
@@ -785,9 +804,9 @@ struct EventColumns<'a> {
     timestamp: Vec<i64>,
     role: Vec<&'static str>,
     event_type: Vec<&'static str>,
-    message_text: Vec<Option<&'a str>>,
-    emotion_features: Vec<Option<&'a str>>,
-    metadata: Vec<Option<&'a str>>,
+    message_text: Vec<Option<Cow<'a, str>>>,
+    emotion_features: Vec<Option<Cow<'a, str>>>,
+    metadata: Vec<Option<Cow<'a, str>>>,
     related_event_id: Vec<Option<Uuid>>,
     /// Per chat: events added and the latest event time.
     counters: BTreeMap<Uuid, (i64, i64)>,
@@ -803,9 +822,10 @@ impl<'a> EventColumns<'a> {
             self.timestamp.push(e.timestamp);
             self.role.push(e.role.as_str());
             self.event_type.push(e.event_type.as_str());
-            self.message_text.push(e.message_text.as_deref());
-            self.emotion_features.push(e.emotion_features.as_deref());
-            self.metadata.push(e.metadata.as_deref());
+            self.message_text.push(storable(e.message_text.as_deref()));
+            self.emotion_features
+                .push(storable(e.emotion_features.as_deref()));
+            self.metadata.push(storable(e.metadata.as_deref()));
             self.related_event_id.push(e.related_event_id);
             let c = self.counters.entry(chat_id).or_insert((0, i64::MIN));
             c.0 += 1;
@@ -860,12 +880,11 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// The body of [`Store::apply_batch`], inside its transaction.
+/// The body of [`Store::apply_batch`], inside its transaction; the decisions are
+/// [`BatchRules`]'.
 async fn apply_in_tx(conn: &mut PgConnection, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
     // 1. Which of the batch's keys are revoked: one query for the whole batch.
-    let mut keys: Vec<Uuid> = ops.iter().map(WriteOp::api_key_id).collect();
-    keys.sort_unstable();
-    keys.dedup();
+    let keys = batch_keys(ops);
     let revoked: HashSet<Uuid> = if keys.is_empty() {
         HashSet::new()
     } else {
@@ -879,20 +898,27 @@ async fn apply_in_tx(conn: &mut PgConnection, ops: &[WriteOp]) -> StoreResult<Ve
         ids.into_iter().collect()
     };
 
-    // 2. The groups of chats appended to, locked in id order (as are resumed groups below):
-    //    every later write of the batch touches rows it already holds, or rows it created,
-    //    so concurrent batches wait on each other in one global order and never deadlock.
-    let mut existing: Vec<Uuid> = ops
+    // 2. Every lock of the batch is taken here, each kind in one global order, so
+    //    concurrent batches wait on each other and never deadlock. First the accounts
+    //    whose active chats are counted (a limited `StartChat`): an account's count and
+    //    its new chat commit before any other transaction counts again, on any server.
+    let mut accounts: Vec<i64> = limited_accounts(ops, &revoked)
         .iter()
-        .filter_map(|op| match op {
-            WriteOp::AppendEvents { chat_id, .. } | WriteOp::EndChat { chat_id, .. } => {
-                Some(*chat_id)
-            }
-            _ => None,
-        })
+        .map(|u| account_lock_key(*u))
         .collect();
-    existing.sort_unstable();
-    existing.dedup();
+    accounts.sort_unstable();
+    accounts.dedup();
+    if !accounts.is_empty() {
+        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM UNNEST($1::int8[]) AS k")
+            .bind(&accounts)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    //    Then the chats appended to, with their groups, in id order (as are resumed groups
+    //    below): every later write of the batch touches rows it already holds, or rows it
+    //    created.
+    let existing = chats_written(ops);
     let mut groups: HashMap<Uuid, Uuid> = HashMap::with_capacity(existing.len());
     if !existing.is_empty() {
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
@@ -931,60 +957,48 @@ async fn apply_in_tx(conn: &mut PgConnection, ops: &[WriteOp]) -> StoreResult<Ve
     }
 
     // 3. Apply the ops in order; collect events and per-chat counters.
+    let mut rules = BatchRules::new(revoked, groups);
     let mut outcomes = Vec::with_capacity(ops.len());
     let mut events = EventColumns::default();
     for op in ops {
-        let is_revoked = revoked.contains(&op.api_key_id());
-        let outcome = match op {
-            WriteOp::CheckKey { .. } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else {
-                    OpOutcome::Applied
-                }
-            }
-            WriteOp::StartChat {
-                chat, events: evs, ..
+        let outcome = match rules.step(op) {
+            Step::Report(outcome) => outcome,
+            Step::Start {
+                chat,
+                events: evs,
+                limit,
             } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
+                let full = match limit {
+                    Some(limit) => !may_start_chat(limit, active_chats(conn, chat.user_id).await?),
+                    None => false,
+                };
+                if full {
+                    OpOutcome::TooManyChats
                 } else if !start_chat(conn, chat).await? {
                     OpOutcome::GroupNotFound
                 } else {
-                    let group = match chat.group {
-                        GroupChoice::New(g) | GroupChoice::Resume(g) => g,
-                    };
-                    groups.insert(chat.id, group);
+                    let group = rules.started(chat);
                     events.push(chat.id, group, evs);
                     OpOutcome::Applied
                 }
             }
-            WriteOp::AppendEvents {
+            Step::Append {
                 chat_id,
+                group_id,
                 events: evs,
-                ..
             } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else if let Some(g) = groups.get(chat_id) {
-                    events.push(*chat_id, *g, evs);
-                    OpOutcome::Applied
-                } else {
-                    OpOutcome::ChatClosed
-                }
+                events.push(chat_id, group_id, evs);
+                OpOutcome::Applied
             }
-            WriteOp::EndChat {
+            Step::End {
                 chat_id,
+                group_id,
                 status,
                 end_timestamp,
                 events: evs,
-                ..
+                outcome,
             } => {
-                let Some(g) = groups.remove(chat_id) else {
-                    outcomes.push(OpOutcome::ChatClosed);
-                    continue;
-                };
-                events.push(*chat_id, g, evs);
+                events.push(chat_id, group_id, evs);
                 sqlx::query(
                     "UPDATE chats SET status = $1, end_timestamp = $2 \
                      WHERE id = $3 AND status = 'ACTIVE'",
@@ -995,11 +1009,7 @@ async fn apply_in_tx(conn: &mut PgConnection, ops: &[WriteOp]) -> StoreResult<Ve
                 .execute(&mut *conn)
                 .await
                 .map_err(db)?;
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else {
-                    OpOutcome::Applied
-                }
+                outcome
             }
         };
         outcomes.push(outcome);
@@ -1010,9 +1020,28 @@ async fn apply_in_tx(conn: &mut PgConnection, ops: &[WriteOp]) -> StoreResult<Ve
     Ok(outcomes)
 }
 
+/// The key of the transaction-scoped advisory lock under which an account's active chats
+/// are counted: the account id folded to 64 bits.
+fn account_lock_key(user_id: Uuid) -> i64 {
+    let (high, low) = user_id.as_u64_pair();
+    (high ^ low) as i64
+}
+
+/// The account's `ACTIVE` chats, those started or ended earlier in the transaction included.
+async fn active_chats(conn: &mut PgConnection, user_id: Uuid) -> StoreResult<u64> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM chats WHERE user_id = $1 AND status = 'ACTIVE'")
+            .bind(user_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+    Ok(n as u64)
+}
+
 /// Inserts a chat and creates or joins its group; false when the group to resume is not
 /// the account's.
 async fn start_chat(conn: &mut PgConnection, chat: &NewChat) -> StoreResult<bool> {
+    let config_id = storable(chat.config_id.as_deref());
     let group = match chat.group {
         GroupChoice::New(g) => {
             sqlx::query(
@@ -1024,7 +1053,7 @@ async fn start_chat(conn: &mut PgConnection, chat: &NewChat) -> StoreResult<bool
             .bind(chat.user_id)
             .bind(chat.start_timestamp)
             .bind(chat.id)
-            .bind(&chat.config_id)
+            .bind(&config_id)
             .bind(chat.config_version)
             .execute(&mut *conn)
             .await
@@ -1043,7 +1072,7 @@ async fn start_chat(conn: &mut PgConnection, chat: &NewChat) -> StoreResult<bool
             )
             .bind(chat.start_timestamp)
             .bind(chat.id)
-            .bind(&chat.config_id)
+            .bind(&config_id)
             .bind(chat.config_version)
             .bind(g)
             .bind(chat.user_id)
@@ -1065,8 +1094,8 @@ async fn start_chat(conn: &mut PgConnection, chat: &NewChat) -> StoreResult<bool
     .bind(chat.user_id)
     .bind(group)
     .bind(chat.start_timestamp)
-    .bind(&chat.metadata)
-    .bind(&chat.config_id)
+    .bind(storable(chat.metadata.as_deref()))
+    .bind(&config_id)
     .bind(chat.config_version)
     .bind(chat.instance_id)
     .execute(&mut *conn)

@@ -328,3 +328,82 @@ async fn concurrent_reapers_close_each_chat_once() {
     })
     .await;
 }
+
+/// Two servers (two pools) start chats for the same accounts at once, in batches that
+/// list the accounts in opposite orders: each account ends with exactly its limit of
+/// active chats, and no batch deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_active_chat_limit_holds_across_servers() {
+    with_database(|url| async move {
+        let servers = [open(&url).await, open(&url).await];
+        let alice = new_account(&*servers[0], true).await;
+        let bob = new_account(&*servers[0], true).await;
+        const LIMIT: u32 = 3;
+        let start = |who: &Principal| WriteOp::StartChat {
+            api_key_id: who.api_key_id,
+            chat: NewChat {
+                id: Uuid::new_v4(),
+                user_id: who.user_id,
+                group: GroupChoice::New(Uuid::new_v4()),
+                start_timestamp: 1,
+                metadata: None,
+                config_id: None,
+                config_version: None,
+                instance_id: Uuid::new_v4(),
+            },
+            events: vec![event(0, 1, EventType::ChatStartMessage)],
+            max_active_chats: Some(LIMIT),
+        };
+        let mut tasks = Vec::new();
+        for t in 0..8usize {
+            let store = servers[t % 2].clone();
+            let ops = if t % 2 == 0 {
+                vec![start(&alice), start(&bob)]
+            } else {
+                vec![start(&bob), start(&alice)]
+            };
+            tasks.push(tokio::spawn(async move {
+                let out = store.apply_batch(&ops).await.expect("apply batch");
+                let applied = |who: Uuid| {
+                    ops.iter()
+                        .zip(&out)
+                        .filter(|(op, o)| {
+                            matches!(op, WriteOp::StartChat { chat, .. } if chat.user_id == who)
+                                && **o == OpOutcome::Applied
+                        })
+                        .count()
+                };
+                (applied(alice.user_id), applied(bob.user_id))
+            }));
+        }
+        let (mut a, mut b) = (0, 0);
+        for t in tasks {
+            let (x, y) = t.await.unwrap();
+            a += x;
+            b += y;
+        }
+        assert_eq!((a, b), (LIMIT as usize, LIMIT as usize));
+        for who in [alice, bob] {
+            let active = servers[1]
+                .list_chats(
+                    who.user_id,
+                    &ChatFilter {
+                        status: Some(ChatStatus::Active),
+                        ..Default::default()
+                    },
+                    PageRequest {
+                        number: 0,
+                        size: 100,
+                        ascending: true,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(active.total, u64::from(LIMIT));
+        }
+        for s in servers {
+            s.close().await;
+        }
+    })
+    .await;
+}

@@ -253,7 +253,9 @@ fn push_chat_filter(
         qb.push(" AND status = ").push_bind(s.as_str());
     }
     if let Some(cfg) = &filter.config_id {
-        qb.push(" AND config_id = ").push_bind(cfg.clone());
+        // As stored (a NUL would also fail the query on PostgreSQL).
+        qb.push(" AND config_id = ")
+            .push_bind(storable_text(cfg).into_owned());
     }
     if let Some(from) = filter.started_from {
         qb.push(" AND start_timestamp >= ").push_bind(from);
@@ -515,10 +517,11 @@ impl Store for SqliteStore {
         let outcomes = self.writer.apply(ops.to_vec()).await?;
         if let Some(wal) = &self.wal {
             let wal = wal.clone();
+            // The batch is committed: the store is failing, not the batch.
             tokio::task::spawn_blocking(move || wal.sync_data())
                 .await
-                .map_err(|e| StoreError::Database(Box::new(e)))?
-                .map_err(|e| StoreError::Database(Box::new(e)))?;
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         }
         Ok(outcomes)
     }
@@ -602,9 +605,10 @@ impl Store for SqliteStore {
         let uid = user_id.to_string();
         let mut q = sqlx::query(&sql).bind(&uid);
         let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(&uid);
-        if let Some(cfg) = config_id {
-            q = q.bind(cfg);
-            c = c.bind(cfg);
+        let config_id = storable(config_id);
+        if let Some(cfg) = &config_id {
+            q = q.bind(cfg.as_ref());
+            c = c.bind(cfg.as_ref());
         }
         let rows = q
             .bind(page.size as i64)
@@ -767,6 +771,7 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         let (status, filename, error) = result.record_fields();
+        let (filename, error) = (storable(filename), storable(error));
         sqlx::query(
             "UPDATE audio_reconstructions SET status = ?, filename = ?, error = ?, modified_at = ? \
              WHERE chat_id = ?",

@@ -12,7 +12,10 @@
 //! write lock ([`crate::SqliteStore`]).
 
 use crate::{padded, queue_events, Counters, PendingEvent};
-use colloquy_storage::{GroupChoice, NewChat, OpOutcome, StoreError, StoreResult, WriteOp};
+use colloquy_storage::{
+    batch_keys, chats_written, may_start_chat, storable, BatchRules, GroupChoice, NewChat,
+    OpOutcome, Step, StoreError, StoreResult, WriteOp,
+};
 use rusqlite::types::Null;
 use rusqlite::{params, Connection, OpenFlags, Statement, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
@@ -33,20 +36,37 @@ pub(crate) struct BatchWriter {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// Maps a rusqlite error as the sqlx side does: a unique violation is a conflict.
+/// Maps a rusqlite error as the sqlx side does: a unique violation is a conflict. A
+/// database that is locked, out of disk or memory, or failing to read or write its files
+/// is unavailable: no operation of the batch is at fault.
 fn db(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
         {
             return StoreError::Conflict(msg.clone().unwrap_or_else(|| f.to_string()));
         }
+        if matches!(
+            f.code,
+            DatabaseBusy
+                | DatabaseLocked
+                | OutOfMemory
+                | ReadOnly
+                | SystemIoFailure
+                | DiskFull
+                | CannotOpen
+                | FileLockingProtocolFailed
+                | NotADatabase
+        ) {
+            return StoreError::Unavailable(Box::new(e));
+        }
     }
     StoreError::Database(Box::new(e))
 }
 
 fn gone() -> StoreError {
-    StoreError::Database("the SQLite writer thread has stopped".into())
+    StoreError::Unavailable("the SQLite writer thread has stopped".into())
 }
 
 impl BatchWriter {
@@ -218,89 +238,65 @@ fn run(conn: &mut Connection, sql: &mut SqlShapes, ops: &[WriteOp]) -> StoreResu
     Ok(outcomes)
 }
 
-/// The body of a batch, inside its transaction.
+/// The body of a batch, inside its transaction; the decisions are [`BatchRules`]'.
 fn apply(conn: &Connection, sql: &mut SqlShapes, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
     // 1. Which of the batch's keys are revoked: one query for the whole batch.
-    let keys: Vec<Uuid> = ops
-        .iter()
-        .map(WriteOp::api_key_id)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
     let mut revoked = HashSet::new();
-    select_by_ids(conn, sql, Shape::RevokedKeys, &keys, |ids| {
+    select_by_ids(conn, sql, Shape::RevokedKeys, &batch_keys(ops), |ids| {
         revoked.insert(ids[0]);
     })?;
 
     // 2. The groups of the active chats appended to (chats started here are added below).
     let mut groups: HashMap<Uuid, Uuid> = HashMap::new();
-    let existing: Vec<Uuid> = ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::AppendEvents { chat_id, .. } | WriteOp::EndChat { chat_id, .. } => {
-                Some(*chat_id)
-            }
-            _ => None,
-        })
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    select_by_ids(conn, sql, Shape::ActiveChats, &existing, |ids| {
+    select_by_ids(conn, sql, Shape::ActiveChats, &chats_written(ops), |ids| {
         groups.insert(ids[0], ids[1]);
     })?;
 
-    // 3. Apply the ops in order; collect events and per-chat counters.
+    // 3. Apply the ops in order; collect events and per-chat counters. The write lock
+    // (`BEGIN IMMEDIATE`) makes an account's count of active chats exact.
+    let mut rules = BatchRules::new(revoked, groups);
     let mut outcomes = Vec::with_capacity(ops.len());
     let mut pending: Vec<PendingEvent> = Vec::new();
     let mut counters: HashMap<Uuid, Counters> = HashMap::new();
     for op in ops {
-        let is_revoked = revoked.contains(&op.api_key_id());
-        let outcome = match op {
-            WriteOp::CheckKey { .. } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else {
-                    OpOutcome::Applied
-                }
-            }
-            WriteOp::StartChat { chat, events, .. } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
+        let outcome = match rules.step(op) {
+            Step::Report(outcome) => outcome,
+            Step::Start {
+                chat,
+                events,
+                limit,
+            } => {
+                let full = match limit {
+                    Some(limit) => !may_start_chat(limit, active_chats(conn, chat.user_id)?),
+                    None => false,
+                };
+                if full {
+                    OpOutcome::TooManyChats
                 } else if !start_chat(conn, chat)? {
                     OpOutcome::GroupNotFound
                 } else {
-                    let group = match chat.group {
-                        GroupChoice::New(g) | GroupChoice::Resume(g) => g,
-                    };
-                    groups.insert(chat.id, group);
+                    let group = rules.started(chat);
                     queue_events(&mut pending, &mut counters, chat.id, group, events);
                     OpOutcome::Applied
                 }
             }
-            WriteOp::AppendEvents {
-                chat_id, events, ..
-            } => {
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else if let Some(g) = groups.get(chat_id) {
-                    queue_events(&mut pending, &mut counters, *chat_id, *g, events);
-                    OpOutcome::Applied
-                } else {
-                    OpOutcome::ChatClosed
-                }
-            }
-            WriteOp::EndChat {
+            Step::Append {
                 chat_id,
+                group_id,
+                events,
+            } => {
+                queue_events(&mut pending, &mut counters, chat_id, group_id, events);
+                OpOutcome::Applied
+            }
+            Step::End {
+                chat_id,
+                group_id,
                 status,
                 end_timestamp,
                 events,
-                ..
+                outcome,
             } => {
-                let Some(g) = groups.remove(chat_id) else {
-                    outcomes.push(OpOutcome::ChatClosed);
-                    continue;
-                };
-                queue_events(&mut pending, &mut counters, *chat_id, g, events);
+                queue_events(&mut pending, &mut counters, chat_id, group_id, events);
                 conn.prepare_cached(
                     "UPDATE chats SET status = ?, end_timestamp = ? \
                      WHERE id = ? AND status = 'ACTIVE'",
@@ -309,11 +305,7 @@ fn apply(conn: &Connection, sql: &mut SqlShapes, ops: &[WriteOp]) -> StoreResult
                     s.execute(params![status.as_str(), end_timestamp, chat_id.to_string()])
                 })
                 .map_err(db)?;
-                if is_revoked {
-                    OpOutcome::KeyRevoked
-                } else {
-                    OpOutcome::Applied
-                }
+                outcome
             }
         };
         outcomes.push(outcome);
@@ -378,9 +370,9 @@ fn bind_event(
     stmt.raw_bind_parameter(at + 5, e.timestamp)?;
     stmt.raw_bind_parameter(at + 6, e.role.as_str())?;
     stmt.raw_bind_parameter(at + 7, e.event_type.as_str())?;
-    stmt.raw_bind_parameter(at + 8, e.message_text.as_deref())?;
-    stmt.raw_bind_parameter(at + 9, e.emotion_features.as_deref())?;
-    stmt.raw_bind_parameter(at + 10, e.metadata.as_deref())?;
+    stmt.raw_bind_parameter(at + 8, storable(e.message_text.as_deref()).as_deref())?;
+    stmt.raw_bind_parameter(at + 9, storable(e.emotion_features.as_deref()).as_deref())?;
+    stmt.raw_bind_parameter(at + 10, storable(e.metadata.as_deref()).as_deref())?;
     stmt.raw_bind_parameter(at + 11, e.related_event_id.map(|u| u.to_string()))
 }
 
@@ -403,11 +395,21 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// The account's `ACTIVE` chats, those started or ended earlier in the transaction included.
+fn active_chats(conn: &Connection, user_id: Uuid) -> StoreResult<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM chats WHERE user_id = ? AND status = 'ACTIVE'")
+        .and_then(|mut s| s.query_row([user_id.to_string()], |r| r.get::<_, i64>(0)))
+        .map(|n| n as u64)
+        .map_err(db)
+}
+
 /// Inserts a chat and creates or joins its group; false when the group to resume is not
 /// the account's.
 fn start_chat(conn: &Connection, chat: &NewChat) -> StoreResult<bool> {
     let uid = chat.user_id.to_string();
     let cid = chat.id.to_string();
+    let config_id = storable(chat.config_id.as_deref());
+    let metadata = storable(chat.metadata.as_deref());
     let group = match chat.group {
         GroupChoice::New(g) => {
             conn.prepare_cached(
@@ -422,7 +424,7 @@ fn start_chat(conn: &Connection, chat: &NewChat) -> StoreResult<bool> {
                     chat.start_timestamp,
                     chat.start_timestamp,
                     cid,
-                    chat.config_id,
+                    config_id,
                     chat.config_version
                 ])
             })
@@ -443,7 +445,7 @@ fn start_chat(conn: &Connection, chat: &NewChat) -> StoreResult<bool> {
                     s.execute(params![
                         chat.start_timestamp,
                         cid,
-                        chat.config_id,
+                        config_id,
                         chat.config_version,
                         g.to_string(),
                         uid
@@ -468,8 +470,8 @@ fn start_chat(conn: &Connection, chat: &NewChat) -> StoreResult<bool> {
             group.to_string(),
             chat.start_timestamp,
             chat.start_timestamp,
-            chat.metadata,
-            chat.config_id,
+            metadata,
+            config_id,
             chat.config_version,
             chat.instance_id.to_string()
         ])

@@ -22,6 +22,8 @@ pub async fn run_all(store: &dyn Store) {
     deletion(store).await;
     search(store).await;
     large_batches(store).await;
+    nul_characters(store).await;
+    active_chat_limit(store).await;
 }
 
 fn page(number: u32, size: u32, ascending: bool) -> PageRequest {
@@ -78,6 +80,41 @@ fn event(seq: i64, ts: i64, role: EventRole, ty: EventType, text: &str) -> NewEv
     }
 }
 
+/// A `StartChat` in a new group (or resuming `group`) with a `CHAT_START_MESSAGE`, and the
+/// new chat's id.
+fn start_op(
+    who: &Principal,
+    group: GroupChoice,
+    start: i64,
+    config: Option<&str>,
+    instance: Uuid,
+    max_active_chats: Option<u32>,
+) -> (Uuid, WriteOp) {
+    let chat_id = Uuid::new_v4();
+    let op = WriteOp::StartChat {
+        api_key_id: who.api_key_id,
+        chat: NewChat {
+            id: chat_id,
+            user_id: who.user_id,
+            group,
+            start_timestamp: start,
+            metadata: Some("{}".into()),
+            config_id: config.map(str::to_string),
+            config_version: config.map(|_| 3),
+            instance_id: instance,
+        },
+        events: vec![event(
+            0,
+            start,
+            EventRole::System,
+            EventType::ChatStartMessage,
+            "",
+        )],
+        max_active_chats,
+    };
+    (chat_id, op)
+}
+
 /// Starts a chat in a new group (or resumes `group`) with a `CHAT_START_MESSAGE`.
 pub async fn start_chat(
     store: &dyn Store,
@@ -87,30 +124,8 @@ pub async fn start_chat(
     config: Option<&str>,
     instance: Uuid,
 ) -> (Uuid, OpOutcome) {
-    let chat_id = Uuid::new_v4();
-    let out = store
-        .apply_batch(&[WriteOp::StartChat {
-            api_key_id: who.api_key_id,
-            chat: NewChat {
-                id: chat_id,
-                user_id: who.user_id,
-                group,
-                start_timestamp: start,
-                metadata: Some("{}".into()),
-                config_id: config.map(str::to_string),
-                config_version: config.map(|_| 3),
-                instance_id: instance,
-            },
-            events: vec![event(
-                0,
-                start,
-                EventRole::System,
-                EventType::ChatStartMessage,
-                "",
-            )],
-        }])
-        .await
-        .expect("start chat");
+    let (chat_id, op) = start_op(who, group, start, config, instance, None);
+    let out = store.apply_batch(&[op]).await.expect("start chat");
     (chat_id, out[0])
 }
 
@@ -576,8 +591,18 @@ async fn failed_batch_changes_nothing(store: &dyn Store) {
         chat_id,
         events,
     };
+    let new_group = Uuid::new_v4();
+    let (c, start_c) = start_op(
+        &who,
+        GroupChoice::New(new_group),
+        1_001,
+        None,
+        instance,
+        Some(10),
+    );
     let failed = store
         .apply_batch(&[
+            start_c,
             append(b, vec![say(1, "zanzibar")]),
             // seq 0 is the chat's CHAT_START_MESSAGE already.
             append(a, vec![say(1, "zanzibar"), say(0, "zanzibar")]),
@@ -600,6 +625,23 @@ async fn failed_batch_changes_nothing(store: &dyn Store) {
             "nothing of the failed batch is stored"
         );
     }
+    assert!(
+        store.get_chat(who.user_id, c).await.unwrap().is_none(),
+        "the chat started in the failed batch is not stored"
+    );
+    assert!(
+        store
+            .get_chat_group(who.user_id, new_group)
+            .await
+            .unwrap()
+            .is_none(),
+        "nor its group"
+    );
+    let chats = store
+        .list_chats(who.user_id, &ChatFilter::default(), page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(chats.total, 2);
     let search = ChatFilter {
         search: Some("zanzibar".into()),
         ..Default::default()
@@ -1483,4 +1525,236 @@ async fn search(store: &dyn Store) {
         vec![theirs],
         "others' chats stay"
     );
+}
+
+/// Text that did not come from a client message (upstream or language-model text,
+/// metadata, a config id) may hold NUL characters: every backend stores them as U+FFFD
+/// ([`storable_text`]) instead of failing the batch, and reads back the same text.
+async fn nul_characters(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let bystander = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let group = Uuid::new_v4();
+    let chat_id = Uuid::new_v4();
+    let (theirs, _) = start_chat(
+        store,
+        &bystander,
+        GroupChoice::New(Uuid::new_v4()),
+        1,
+        None,
+        instance,
+    )
+    .await;
+    let said = NewEvent {
+        metadata: Some("{\"from\":\"up\0stream\"}".into()),
+        emotion_features: Some("{\"Joy\0\":0.5}".into()),
+        ..event(
+            1,
+            2,
+            EventRole::Agent,
+            EventType::AgentMessage,
+            "zebra\0quagga\0",
+        )
+    };
+    let out = store
+        .apply_batch(&[
+            WriteOp::StartChat {
+                api_key_id: who.api_key_id,
+                chat: NewChat {
+                    id: chat_id,
+                    user_id: who.user_id,
+                    group: GroupChoice::New(group),
+                    start_timestamp: 1,
+                    metadata: Some("{\"k\":\"v\0\"}".into()),
+                    config_id: Some("cfg\0".into()),
+                    config_version: Some(1),
+                    instance_id: instance,
+                },
+                events: vec![event(
+                    0,
+                    1,
+                    EventRole::System,
+                    EventType::ChatStartMessage,
+                    "\0",
+                )],
+                max_active_chats: None,
+            },
+            WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id,
+                events: vec![said.clone()],
+            },
+            // Another account's operation in the same batch is applied.
+            WriteOp::AppendEvents {
+                api_key_id: bystander.api_key_id,
+                chat_id: theirs,
+                events: vec![event(1, 2, EventRole::User, EventType::UserMessage, "hi")],
+            },
+        ])
+        .await
+        .expect("text with NUL characters is stored");
+    assert_eq!(out, vec![OpOutcome::Applied; 3]);
+
+    let chat = store.get_chat(who.user_id, chat_id).await.unwrap().unwrap();
+    assert_eq!(chat.metadata.as_deref(), Some("{\"k\":\"v\u{FFFD}\"}"));
+    assert_eq!(chat.config_id.as_deref(), Some("cfg\u{FFFD}"));
+    let g = store
+        .get_chat_group(who.user_id, group)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(g.most_recent_config_id.as_deref(), Some("cfg\u{FFFD}"));
+    let events = store
+        .list_chat_events(chat_id, page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 2);
+    assert_eq!(events.items[0].message_text.as_deref(), Some("\u{FFFD}"));
+    let e = &events.items[1];
+    assert_eq!(e.id, said.id);
+    assert_eq!(
+        e.message_text.as_deref(),
+        Some("zebra\u{FFFD}quagga\u{FFFD}")
+    );
+    assert_eq!(
+        e.metadata.as_deref(),
+        Some("{\"from\":\"up\u{FFFD}stream\"}")
+    );
+    assert_eq!(e.emotion_features.as_deref(), Some("{\"Joy\u{FFFD}\":0.5}"));
+    let theirs = store
+        .get_chat(bystander.user_id, theirs)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.event_count, 2);
+
+    // Filters read the text as it is stored, a NUL included.
+    for config in ["cfg\0", "cfg\u{FFFD}"] {
+        let filter = ChatFilter {
+            config_id: Some(config.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            found(store, &who, filter).await,
+            vec![chat_id],
+            "{config:?}"
+        );
+        let groups = store
+            .list_chat_groups(who.user_id, Some(config), page(0, 10, true))
+            .await
+            .unwrap();
+        assert_eq!(groups.total, 1, "{config:?}");
+    }
+    // The replacement character separates words.
+    assert_eq!(found(store, &who, searching("quagga")).await, vec![chat_id]);
+    assert_eq!(found(store, &who, searching("zebra")).await, vec![chat_id]);
+}
+
+/// `max_active_chats` on `StartChat`: an account at its limit starts nothing more
+/// ([`OpOutcome::TooManyChats`], nothing stored) until one of its chats ends; chats started
+/// or ended earlier in the same batch count.
+async fn active_chat_limit(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let other = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let start = |who: &Principal, group: GroupChoice, limit: Option<u32>| {
+        start_op(who, group, 10, None, instance, limit)
+    };
+    let new = || GroupChoice::New(Uuid::new_v4());
+    let apply = |ops: Vec<WriteOp>| async move { store.apply_batch(&ops).await.unwrap() };
+
+    let (first, op) = start(&who, new(), Some(2));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::Applied]);
+    let (_, op) = start(&who, new(), Some(2));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::Applied]);
+    let group = new();
+    let (third, op) = start(&who, group, Some(2));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::TooManyChats]);
+    assert!(store.get_chat(who.user_id, third).await.unwrap().is_none());
+    assert!(store
+        .get_chat_group(who.user_id, group.id())
+        .await
+        .unwrap()
+        .is_none());
+    let listed = store
+        .list_chats(who.user_id, &ChatFilter::default(), page(0, 10, true))
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 2, "nothing of the refused chat is stored");
+    // Resuming a group is refused alike, and leaves the group as it was.
+    let before = store
+        .get_chat_group(who.user_id, {
+            let c = store.get_chat(who.user_id, first).await.unwrap().unwrap();
+            c.chat_group_id
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, op) = start(&who, GroupChoice::Resume(before.id), Some(2));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::TooManyChats]);
+    let after = store
+        .get_chat_group(who.user_id, before.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, before);
+    // A higher limit, no limit, or another account: applied.
+    let (_, op) = start(&who, new(), Some(3));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::Applied]);
+    let (_, op) = start(&who, new(), None);
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::Applied]);
+    let (_, op) = start(&other, new(), Some(1));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::Applied]);
+    // At the limit again: four active chats.
+    let (_, op) = start(&who, new(), Some(4));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::TooManyChats]);
+
+    // Ending a chat makes room.
+    end_chat(store, &who, first, 20).await;
+    let (_, op) = start(&who, new(), Some(4));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::Applied]);
+    let (_, op) = start(&who, new(), Some(4));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::TooManyChats]);
+
+    // In one batch: the first of two starts takes the last place; an end earlier in the
+    // batch makes room for a start after it, not before it.
+    let third = new_account(store, true).await;
+    let (a, op_a) = start(&third, new(), Some(1));
+    let (b, op_b) = start(&third, new(), Some(1));
+    assert_eq!(
+        apply(vec![op_a, op_b]).await,
+        vec![OpOutcome::Applied, OpOutcome::TooManyChats]
+    );
+    assert!(store.get_chat(third.user_id, b).await.unwrap().is_none());
+    let (c, op_c) = start(&third, new(), Some(1));
+    let (d, op_d) = start(&third, new(), Some(1));
+    let end_a = WriteOp::EndChat {
+        api_key_id: third.api_key_id,
+        chat_id: a,
+        status: ChatStatus::UserEnded,
+        end_timestamp: 30,
+        events: vec![event(
+            1,
+            30,
+            EventRole::System,
+            EventType::ChatEndMessage,
+            "",
+        )],
+    };
+    assert_eq!(
+        apply(vec![op_c, end_a, op_d]).await,
+        vec![
+            OpOutcome::TooManyChats,
+            OpOutcome::Applied,
+            OpOutcome::Applied
+        ]
+    );
+    assert!(store.get_chat(third.user_id, c).await.unwrap().is_none());
+    let d = store.get_chat(third.user_id, d).await.unwrap().unwrap();
+    assert_eq!((d.status, d.event_count), (ChatStatus::Active, 1));
+
+    // A revoked key is reported as such before the limit is looked at.
+    store.revoke_api_key(third.api_key_id, 40).await.unwrap();
+    let (_, op) = start(&third, new(), Some(1));
+    assert_eq!(apply(vec![op]).await, vec![OpOutcome::KeyRevoked]);
 }

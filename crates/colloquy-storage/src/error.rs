@@ -11,6 +11,10 @@ pub enum StoreError {
     /// The database could not be reached or failed.
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database cannot be reached or ran out of a resource (connections, disk): the
+    /// request itself is not at fault, and trying again at once would fail alike.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Migrations failed or the schema is newer than this binary.
     #[error("migration error: {0}")]
     Migration(String),

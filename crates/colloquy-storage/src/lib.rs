@@ -7,11 +7,16 @@
 //! operations of many sessions into one transaction (group commit) and only acknowledges an
 //! operation to its session once the batch is committed.
 
+mod batch;
 pub mod conformance;
 mod error;
 mod model;
 mod search;
 
+pub use batch::{
+    batch_keys, chats_written, limited_accounts, may_start_chat, storable, storable_text,
+    BatchRules, Step,
+};
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use search::{search_terms, MAX_SEARCH_TERMS};
@@ -95,6 +100,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`WriteOp::EndChat`], which always closes its chat (and still reports the revocation).
     /// Appending to or ending a chat that is not `ACTIVE` (or does not exist) applies nothing
     /// and reports [`OpOutcome::ChatClosed`], so one stale session never fails a whole batch.
+    /// A [`WriteOp::StartChat`] with `max_active_chats` over an account already at its
+    /// limit applies nothing and reports [`OpOutcome::TooManyChats`]; the count is exact
+    /// however many batches (and servers) start chats at once.
+    /// Text is stored through [`storable_text`] (NUL becomes U+FFFD on every backend).
+    /// The rules are [`BatchRules`]'.
+    /// On an error nothing of the batch is stored.
     async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>>;
 
     // ----- reads -----

@@ -289,6 +289,15 @@ pub enum GroupChoice {
     Resume(Uuid),
 }
 
+impl GroupChoice {
+    /// The group's id, new or resumed.
+    pub fn id(&self) -> Uuid {
+        match *self {
+            GroupChoice::New(g) | GroupChoice::Resume(g) => g,
+        }
+    }
+}
+
 /// A chat to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewChat {
@@ -321,6 +330,10 @@ pub enum WriteOp {
         chat: NewChat,
         /// First events.
         events: Vec<NewEvent>,
+        /// When set, the chat is not created if the account (`chat.user_id`) already has
+        /// this many `ACTIVE` chats, counting those started earlier in the same batch
+        /// ([`OpOutcome::TooManyChats`]).
+        max_active_chats: Option<u32>,
     },
     /// Append events to an active chat.
     AppendEvents {
@@ -374,6 +387,8 @@ pub enum OpOutcome {
     GroupNotFound,
     /// Not applied: the chat is no longer `ACTIVE` (for example crash recovery closed it).
     ChatClosed,
+    /// Not applied: the account already has its `max_active_chats` `ACTIVE` chats.
+    TooManyChats,
 }
 
 /// A reconstruction job claimed by a worker.

@@ -257,6 +257,13 @@ impl ClientMessage {
                 ))
             }
         };
+        // A NUL can only come from a `\u0000` escape (JSON forbids raw control characters
+        // in strings), so frames without one are not walked.
+        if text.contains("\\u0000") && CLIENT_MESSAGE_TYPES.contains(&ty.as_str()) {
+            if let Some(at) = nul_in(&map, &ty) {
+                return Err(ParseError::BadShape(at.explain()));
+            }
+        }
         let value = Value::Object(map);
         fn body<T: serde::de::DeserializeOwned>(ty: &str, value: Value) -> Result<T, ParseError> {
             serde_json::from_value(value)
@@ -294,6 +301,63 @@ impl ClientMessage {
             ClientMessage::ResumeAssistantMessage => "resume_assistant_message",
         }
     }
+}
+
+/// Where a client message holds a NUL character (U+0000).
+///
+/// JSON allows `\u0000` in a string, but PostgreSQL cannot store it in text, so a message
+/// carrying one is refused before anything of it is used: the other backend, SQLite, would
+/// store it, and the two must agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NulAt {
+    /// In the string value at this path.
+    Value(String),
+    /// In a key of the object at this path.
+    Key(String),
+}
+
+impl NulAt {
+    fn explain(&self) -> String {
+        match self {
+            NulAt::Value(path) => format!(
+                "`{path}` contains a NUL character (\\u0000), which cannot be stored; remove it"
+            ),
+            NulAt::Key(path) => format!(
+                "a key of `{path}` contains a NUL character (\\u0000), which cannot be \
+                 stored; remove it"
+            ),
+        }
+    }
+}
+
+/// The first NUL character in any string of the message (object keys included), with its
+/// path from the message type: `user_input.text`, `session_settings.tools[0].name`.
+fn nul_in(map: &Map<String, Value>, ty: &str) -> Option<NulAt> {
+    fn object(map: &Map<String, Value>, path: &str) -> Option<NulAt> {
+        for (key, value) in map {
+            if key.contains('\0') {
+                return Some(NulAt::Key(path.to_string()));
+            }
+            let found = walk(value, &mut || format!("{path}.{key}"));
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+    // The path is only spelled out once a NUL is found.
+    fn walk(value: &Value, path: &mut dyn FnMut() -> String) -> Option<NulAt> {
+        match value {
+            Value::String(s) if s.contains('\0') => Some(NulAt::Value(path())),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| walk(item, &mut || format!("{}[{i}]", path()))),
+            Value::Object(map) => object(map, &path()),
+            _ => None,
+        }
+    }
+    object(map, ty)
 }
 
 /// `ChatMessage` inside `user_message` / `assistant_message`.
@@ -452,6 +516,76 @@ mod tests {
         assert!(e.message().contains("unknown message type `dance`"));
         let e = ClientMessage::parse("[1]").unwrap_err();
         assert_eq!(e.code(), "E0101");
+    }
+
+    #[test]
+    fn refuses_nul_characters_naming_the_field() {
+        let refused = |frame: &str| {
+            let e = ClientMessage::parse(frame).unwrap_err();
+            assert_eq!(e.code(), "E0101", "{frame}");
+            assert_eq!(e.slug(), "invalid_message");
+            e.message().to_string()
+        };
+        assert_eq!(
+            refused(r#"{"type":"user_input","text":"a\u0000b"}"#),
+            "`user_input.text` contains a NUL character (\\u0000), which cannot be stored; \
+             remove it"
+        );
+        let m = refused(r#"{"type":"session_settings","system_prompt":"\u0000"}"#);
+        assert!(
+            m.starts_with("`session_settings.system_prompt` contains a NUL"),
+            "{m}"
+        );
+        let m = refused(r#"{"type":"tool_response","tool_call_id":"t","content":"x\u0000"}"#);
+        assert!(
+            m.starts_with("`tool_response.content` contains a NUL"),
+            "{m}"
+        );
+        let m = refused(
+            r#"{"type":"session_settings","tools":[{"type":"function","name":"ok",
+                "parameters":"{}"},{"type":"function","name":"b\u0000d","parameters":"{}"}]}"#,
+        );
+        assert!(
+            m.starts_with("`session_settings.tools[1].name` contains a NUL"),
+            "{m}"
+        );
+        let m = refused(r#"{"type":"session_settings","metadata":{"a":{"deep":["\u0000"]}}}"#);
+        assert!(
+            m.starts_with("`session_settings.metadata.a.deep[0]` contains a NUL"),
+            "{m}"
+        );
+        // Object keys, and fields no message type knows.
+        let m = refused(r#"{"type":"session_settings","variables":{"k\u0000":"v"}}"#);
+        assert!(
+            m.starts_with("a key of `session_settings.variables` contains a NUL"),
+            "{m}"
+        );
+        let m = refused(r#"{"type":"user_input","text":"hi","extra\u0000":1}"#);
+        assert!(m.starts_with("a key of `user_input` contains a NUL"), "{m}");
+        let m = refused(r#"{"type":"user_input","text":"hi","custom_session_id":"\u0000"}"#);
+        assert!(
+            m.starts_with("`user_input.custom_session_id` contains"),
+            "{m}"
+        );
+        let m = refused(r#"{"type":"audio_input","data":"AAAA\u0000"}"#);
+        assert!(m.starts_with("`audio_input.data` contains"), "{m}");
+    }
+
+    #[test]
+    fn other_escapes_and_control_characters_pass() {
+        // An escaped backslash followed by `u0000` is not a NUL, nor is any other control
+        // character.
+        let (m, _) =
+            ClientMessage::parse(r#"{"type":"user_input","text":"\\u0000 \u0001 \t"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::UserInput(TextInput {
+                text: "\\u0000 \u{1} \t".into()
+            })
+        );
+        // An unknown type is reported as such, whatever it carries.
+        let e = ClientMessage::parse(r#"{"type":"dance","x":"\u0000"}"#).unwrap_err();
+        assert!(e.message().contains("unknown message type `dance`"));
     }
 
     #[test]

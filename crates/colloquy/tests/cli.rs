@@ -618,6 +618,7 @@ async fn chat_with_scores(srv: &Srv) -> String {
                     ),
                     ev(4, 5_000, EventType::UserMessage, "typed", ""),
                 ],
+                max_active_chats: None,
             },
             WriteOp::EndChat {
                 api_key_id: who.api_key_id,

@@ -463,6 +463,7 @@ async fn seed(store: &dyn Store, args: &Args) -> anyhow::Result<Seeded> {
                     EventType::ChatStartMessage,
                     String::new(),
                 )],
+                max_active_chats: None,
             });
             let talk = (1..per_chat - 1)
                 .map(|j| {

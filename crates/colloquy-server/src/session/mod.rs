@@ -393,6 +393,8 @@ impl Session {
                     instance_id: self.state.instance_id,
                 },
                 events,
+                max_active_chats: Some(self.state.settings.limits.max_concurrent_chats_per_account)
+                    .filter(|&max| max > 0),
             }
         } else {
             WriteOp::CheckKey {
@@ -403,6 +405,10 @@ impl Session {
             Ok(OpOutcome::Applied) => {}
             Ok(OpOutcome::GroupNotFound) => {
                 self.refuse_unknown_group().await;
+                return false;
+            }
+            Ok(OpOutcome::TooManyChats) => {
+                self.refuse_too_many_chats().await;
                 return false;
             }
             Ok(OpOutcome::ChatClosed) => {
@@ -1123,6 +1129,7 @@ impl Session {
             Ok(OpOutcome::KeyRevoked) => Err(End::KeyRevoked),
             Ok(OpOutcome::GroupNotFound) => Err(End::StoreFailed),
             Ok(OpOutcome::ChatClosed) => Err(End::ChatClosed),
+            Ok(OpOutcome::TooManyChats) => Err(End::StoreFailed),
             Err(RecordError::Closed) => Err(End::Shutdown),
             Err(e) => {
                 tracing::error!(chat_id = %self.chat_id, error = %e, "recording failed");

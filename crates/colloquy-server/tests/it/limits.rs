@@ -142,3 +142,15 @@ async fn concurrent_chats_of_an_account_without_retention_are_limited() {
     concurrent_chats_are_limited(&srv, false).await;
     srv.stop(None).await;
 }
+
+#[tokio::test]
+async fn concurrent_chats_of_an_account_are_limited_on_each_backend() {
+    on_each_backend(
+        |s| s.limits.max_concurrent_chats_per_account = 2,
+        |srv| async move {
+            concurrent_chats_are_limited(&srv, true).await;
+            srv
+        },
+    )
+    .await;
+}

@@ -6,6 +6,7 @@ mod client_voice;
 mod disk_full;
 mod expression;
 mod harness;
+mod isolation;
 mod limits;
 mod pipeline;
 mod relay;

@@ -94,7 +94,7 @@ pub async fn authenticate(
 }
 
 /// The authenticated caller of a REST endpoint.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {

@@ -246,7 +246,7 @@ impl Store for PostgresStore {
 
     async fn principal_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<Principal>> {
         let row = sqlx::query(
-            "SELECT k.user_id, k.id, a.data_retention FROM api_keys k \
+            "SELECT k.user_id, k.id, a.data_retention, k.prefix FROM api_keys k \
              JOIN accounts a ON a.id = k.user_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         )
         .bind(key_hash)
@@ -289,7 +289,7 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> StoreResult<Option<Principal>> {
         let row = sqlx::query(
-            "SELECT k.user_id, k.id, a.data_retention FROM access_tokens t \
+            "SELECT k.user_id, k.id, a.data_retention, k.prefix FROM access_tokens t \
              JOIN api_keys k ON k.id = t.api_key_id JOIN accounts a ON a.id = k.user_id \
              WHERE t.token_hash = $1 AND t.expires_at > $2 AND k.revoked_at IS NULL",
         )
@@ -306,14 +306,14 @@ impl Store for PostgresStore {
         key_hash: &str,
     ) -> StoreResult<Option<(Principal, String)>> {
         let row = sqlx::query(
-            "SELECT k.user_id, k.id, a.data_retention, k.secret_hash FROM api_keys k \
+            "SELECT k.user_id, k.id, a.data_retention, k.prefix, k.secret_hash FROM api_keys k \
              JOIN accounts a ON a.id = k.user_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         )
         .bind(key_hash)
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| Ok((principal(&r)?, col(&r, 3)?))).transpose()
+        row.map(|r| Ok((principal(&r)?, col(&r, 4)?))).transpose()
     }
 
     async fn heartbeat_instance(&self, instance_id: Uuid, now_ms: i64) -> StoreResult<()> {

@@ -26,12 +26,13 @@ where
     s.parse().map_err(corrupt)
 }
 
-/// `user_id, api_key_id, data_retention`.
+/// `user_id, api_key_id, data_retention, prefix`.
 pub fn principal(r: &PgRow) -> StoreResult<Principal> {
     Ok(Principal {
         user_id: col(r, 0)?,
         api_key_id: col(r, 1)?,
         data_retention: col(r, 2)?,
+        key_prefix: col(r, 3)?,
     })
 }
 

@@ -369,7 +369,7 @@ impl Store for SqliteStore {
 
     async fn principal_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<Principal>> {
         let row = sqlx::query(
-            "SELECT k.user_id, k.id, a.data_retention FROM api_keys k \
+            "SELECT k.user_id, k.id, a.data_retention, k.prefix FROM api_keys k \
              JOIN accounts a ON a.id = k.user_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         )
         .bind(key_hash)
@@ -412,7 +412,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Option<Principal>> {
         let row = sqlx::query(
-            "SELECT k.user_id, k.id, a.data_retention FROM access_tokens t \
+            "SELECT k.user_id, k.id, a.data_retention, k.prefix FROM access_tokens t \
              JOIN api_keys k ON k.id = t.api_key_id JOIN accounts a ON a.id = k.user_id \
              WHERE t.token_hash = ? AND t.expires_at > ? AND k.revoked_at IS NULL",
         )
@@ -429,14 +429,14 @@ impl Store for SqliteStore {
         key_hash: &str,
     ) -> StoreResult<Option<(Principal, String)>> {
         let row = sqlx::query(
-            "SELECT k.user_id, k.id, a.data_retention, k.secret_hash FROM api_keys k \
+            "SELECT k.user_id, k.id, a.data_retention, k.prefix, k.secret_hash FROM api_keys k \
              JOIN accounts a ON a.id = k.user_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         )
         .bind(key_hash)
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        row.map(|r| Ok((principal(&r)?, col(&r, 3)?))).transpose()
+        row.map(|r| Ok((principal(&r)?, col(&r, 4)?))).transpose()
     }
 
     async fn heartbeat_instance(&self, instance_id: Uuid, now_ms: i64) -> StoreResult<()> {

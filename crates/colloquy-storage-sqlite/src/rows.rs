@@ -38,12 +38,13 @@ where
     s.parse().map_err(corrupt)
 }
 
-/// `user_id, api_key_id, data_retention`.
+/// `user_id, api_key_id, data_retention, prefix`.
 pub fn principal(r: &SqliteRow) -> StoreResult<Principal> {
     Ok(Principal {
         user_id: uuid_col(r, 0)?,
         api_key_id: uuid_col(r, 1)?,
         data_retention: r.try_get(2).map_err(corrupt)?,
+        key_prefix: r.try_get(3).map_err(corrupt)?,
     })
 }
 

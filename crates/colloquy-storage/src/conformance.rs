@@ -63,6 +63,7 @@ pub async fn new_account(store: &dyn Store, retention: bool) -> Principal {
         user_id,
         api_key_id: key_id,
         data_retention: retention,
+        key_prefix: key_id.to_string()[..8].to_string(),
     }
 }
 
@@ -135,11 +136,11 @@ async fn keys_and_auth(store: &dyn Store) {
     assert_eq!(store.count_accounts().await.unwrap(), before + 1);
     let hash = format!("hash-{}", who.api_key_id);
     let p = store.principal_by_key_hash(&hash).await.unwrap();
-    assert_eq!(p, Some(who), "a live key resolves to its principal");
+    assert_eq!(p, Some(who.clone()), "a live key resolves to its principal");
     assert_eq!(store.principal_by_key_hash("nope").await.unwrap(), None);
 
     let (p, secret) = store.secret_hash_for_key(&hash).await.unwrap().unwrap();
-    assert_eq!(p, who);
+    assert_eq!(p, who.clone());
     assert_eq!(secret, format!("secret-{}", who.api_key_id));
 
     store
@@ -148,7 +149,7 @@ async fn keys_and_auth(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         store.principal_by_token_hash("tok-1", 9_999).await.unwrap(),
-        Some(who)
+        Some(who.clone())
     );
     assert_eq!(
         store

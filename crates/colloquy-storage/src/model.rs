@@ -7,7 +7,7 @@ use colloquy_wire::{
 use uuid::Uuid;
 
 /// Who is calling: the owner of a live API key or access token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The account (`user_id` on the wire).
     pub user_id: Uuid,
@@ -15,6 +15,9 @@ pub struct Principal {
     pub api_key_id: Uuid,
     /// False for accounts with data retention disabled: nothing of theirs is stored.
     pub data_retention: bool,
+    /// The key's prefix as `colloquy keys list` shows it (chooses per-key settings such as
+    /// `[engine.keys."<prefix>"]`).
+    pub key_prefix: String,
 }
 
 /// A new account.

@@ -18,24 +18,11 @@ pub mod pipeline;
 pub mod relay;
 
 pub use crate::config::EngineMode;
-use crate::state::AppState;
+use crate::config::EngineSettings;
 use colloquy_storage::Principal;
 
-/// The engine mode of a chat opened by `who`: its key's override, else the global mode.
-pub async fn mode_for(state: &AppState, who: &Principal) -> EngineMode {
-    let engine = &state.settings.engine;
-    if engine.keys.is_empty() {
-        return engine.mode;
-    }
-    let prefix = match state.store.list_api_keys().await {
-        Ok(keys) => keys
-            .into_iter()
-            .find(|k| k.id == who.api_key_id)
-            .map(|k| k.prefix),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read API keys for [engine.keys]; using the global engine mode");
-            None
-        }
-    };
-    engine.mode_for(prefix.as_deref())
+/// The engine mode of a chat opened by `who`: its key's override (by the key's prefix, from
+/// the authenticated principal), else the global mode.
+pub fn mode_for(engine: &EngineSettings, who: &Principal) -> EngineMode {
+    engine.mode_for(Some(&who.key_prefix))
 }

@@ -83,7 +83,7 @@ pub async fn chat_socket(
         }
     };
     let params = ConnectParams::parse(&pairs);
-    let mode = crate::engine::mode_for(&state, &principal).await;
+    let mode = crate::engine::mode_for(&state.settings.engine, &principal);
     let limit = state.settings.chat.max_message_bytes;
     // Every `send` flushes; a message only queued with `feed` waits in a buffer of up to
     // 16 KiB (less with a small message limit) for the next flush, so that two messages

@@ -4,6 +4,7 @@
 mod audio;
 mod client_voice;
 mod expression;
+mod fuzz;
 mod harness;
 mod pipeline;
 mod relay;

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
@@ -1777,7 +1778,8 @@ async fn text_round_trip(
 /// the two, and the session must go on.
 #[tokio::test]
 #[ignore = "fails today on PostgreSQL: a NUL in a stored text fails the whole write batch, so \
-            the session ends with I0100 and close 1011 (being changed to an E0101 refusal)"]
+            the session ends with I0100 and close 1011 (being changed to an E0101 refusal); at \
+            connect, session_settings[system_prompt] with a NUL is refused with I0100 and 1011"]
 async fn fuzz_nul_text_is_refused_or_stored_identically() {
     on_each_backend(fuzz_settings, |srv| async move {
         let key = srv.key(true).await;
@@ -1838,6 +1840,43 @@ async fn fuzz_nul_text_is_refused_or_stored_identically() {
                 Ok(r) => report.push(r),
                 Err(e) => failures.push(e),
             }
+        }
+        // Connect-time settings carry text too: refused (E0200 naming the parameter, no chat)
+        // or stored unchanged.
+        let mut req = srv
+            .ws_url("session_settings[system_prompt]=before%00after")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("X-Hume-Api-Key", key.api_key.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let first = recv_json(&mut ws).await;
+        if first["type"] == "chat_metadata" {
+            ws.close(None).await.unwrap();
+            let _ = recv_close(&mut ws).await;
+            let chat_id = first["chat_id"].as_str().unwrap();
+            let events = srv.all_events(&key.api_key, chat_id, 100).await;
+            match events.iter().find(|e| e["type"] == "SYSTEM_PROMPT") {
+                Some(e) if e["message_text"] == nul => {
+                    report.push("connect-time system_prompt: stored unchanged".into())
+                }
+                other => failures.push(format!(
+                    "connect-time system_prompt: accepted, but stored as {other:?}"
+                )),
+            }
+        } else if first["code"] == "E0200"
+            && first["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("system_prompt")
+        {
+            report.push(format!("connect-time system_prompt: refused: {first}"));
+        } else {
+            failures.push(format!(
+                "connect-time system_prompt: neither a chat nor E0200 naming the parameter: \
+                 {first}, then {:?}",
+                recv_until_close(&mut ws, Duration::from_secs(5)).await
+            ));
         }
         let backend = backend_name(&srv);
         println!("NUL texts on {backend}: {report:#?}");

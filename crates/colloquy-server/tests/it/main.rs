@@ -5,6 +5,7 @@ mod audio;
 mod client_voice;
 mod disk_full;
 mod expression;
+mod fuzz;
 mod harness;
 mod isolation;
 mod limits;

@@ -60,6 +60,13 @@ impl ConnectParams {
         let mut p = ConnectParams::default();
         let mut settings = Map::new();
         for (k, v) in pairs {
+            if k.contains('\0') || v.contains('\0') {
+                return Err(format!(
+                    "query parameter `{}` contains a NUL character (%00), which cannot be \
+                     stored; remove it",
+                    k.replace('\0', "\\0")
+                ));
+            }
             match k.as_str() {
                 "config_id" => {
                     p.config_id = Some(
@@ -199,5 +206,16 @@ mod tests {
         let err = ConnectParams::parse(&pairs("session_settings[audio][encoding]=mp3&session_settings[audio][channels]=1&session_settings[audio][sample_rate]=8000")).unwrap_err();
         assert!(err.contains("linear16"), "{err}");
         assert!(ConnectParams::parse(&pairs("fernSdkVersion=1&api_key=x")).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_refused_naming_the_parameter() {
+        let pairs = vec![(
+            "session_settings[system_prompt]".to_string(),
+            "a\0b".to_string(),
+        )];
+        let err = ConnectParams::parse(&pairs).unwrap_err();
+        assert!(err.contains("`session_settings[system_prompt]`"), "{err}");
+        assert!(err.contains("NUL"), "{err}");
     }
 }

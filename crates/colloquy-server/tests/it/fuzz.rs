@@ -1777,9 +1777,6 @@ async fn text_round_trip(
 /// the field); storing it unchanged is acceptable too. Both backends must agree with one of
 /// the two, and the session must go on.
 #[tokio::test]
-#[ignore = "fails today on PostgreSQL: a NUL in a stored text fails the whole write batch, so \
-            the session ends with I0100 and close 1011 (being changed to an E0101 refusal); at \
-            connect, session_settings[system_prompt] with a NUL is refused with I0100 and 1011"]
 async fn fuzz_nul_text_is_refused_or_stored_identically() {
     on_each_backend(fuzz_settings, |srv| async move {
         let key = srv.key(true).await;
@@ -1951,9 +1948,6 @@ async fn fuzz_huge_text_is_stored_or_refused() {
 /// account chat without pause while another account sends texts PostgreSQL refuses (a NUL,
 /// a text whose search index entry is over 1 MiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: fails today on PostgreSQL: a failed batch ends every session with an \
-            operation in it (I0100, close 1011), whoever sent the bad message (recorder.rs answers \
-            every job of the batch with the error)"]
 async fn fuzz_a_bad_write_ends_no_other_accounts_chat() {
     on_each_backend(
         |s| s.engine.client.speak = false,

@@ -5,8 +5,9 @@
 //! * Capture time: [`StreamProbe`] validates chunks cheaply; [`write_record`] appends
 //!   them to a per-voice record log.
 //! * Reconstruction: [`reconstruct`] reads the logs back one record at a time.
-//! * Live decoding: [`WebmOpusStream`] decodes a WebM/Opus stream as its chunks arrive
-//!   (the pipeline engine's turn detection); [`WavChunkDecoder`] does the same for WAV.
+//! * Live decoding: [`InputDecoder`] turns each `audio_input` chunk into mono samples
+//!   whatever its format (the pipeline engine's turn detection); [`WebmOpusStream`]
+//!   decodes a WebM/Opus stream as its chunks arrive, [`WavChunkDecoder`] a WAV stream.
 //! * Building blocks for other crates: [`decode_wav`] (a complete WAV file to mono) and
 //!   [`StreamResampler`] (streaming band-limited resampling between any two rates).
 //!
@@ -47,6 +48,7 @@ use std::io::Read;
 use std::io::{Seek, Write};
 use std::path::PathBuf;
 
+pub use decode::input::{InputDecoder, MonoChunk};
 pub use decode::pcm::linear16_to_mono;
 pub use decode::wav::{decode_wav, WavChunkDecoder};
 pub use decode::webm::EBML_MAGIC;

@@ -178,44 +178,7 @@ impl Default for ClientSettings {
     }
 }
 
-/// `[engine.expression]`: an expression-measurement service speaking Hume's streaming
-/// protocol (e.g. `wss://api.hume.ai/v0/stream/models`), which scores the emotions of the
-/// user's speech in pipeline chats. Without `url` there are no scores.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExpressionSettings {
-    /// `ws://` or `wss://` URL of the streaming socket.
-    pub url: Option<String>,
-    /// Sent as the `X-Hume-Api-Key` header.
-    pub api_key: Option<String>,
-    /// Seconds to open the socket.
-    pub connect_timeout_secs: u64,
-    /// Seconds to measure one utterance (the `user_message` waits at most this long
-    /// after its transcript; without an answer it goes out without scores).
-    pub timeout_secs: u64,
-}
-
-impl Default for ExpressionSettings {
-    fn default() -> Self {
-        Self {
-            url: None,
-            api_key: None,
-            connect_timeout_secs: 5,
-            timeout_secs: 5,
-        }
-    }
-}
-
-impl fmt::Debug for ExpressionSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExpressionSettings")
-            .field("url", &self.url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("connect_timeout_secs", &self.connect_timeout_secs)
-            .field("timeout_secs", &self.timeout_secs)
-            .finish()
-    }
-}
+pub use colloquy_speech::expression::ExpressionSettings;
 
 /// `[engine.pipeline]`: OpenAI-compatible services that answer the chat.
 #[derive(Debug, Clone, Serialize, Deserialize)]

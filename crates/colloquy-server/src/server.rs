@@ -237,7 +237,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .clone()
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{addr}"));
-    let (pipeline, client_voice) = crate::engine::pipeline::shared_engines(&settings.engine);
+    let (pipeline, client_voice) = crate::engine::pipeline::turn::shared_engines(&settings.engine);
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,

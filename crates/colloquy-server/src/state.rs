@@ -1,7 +1,7 @@
 //! State shared by every request and session.
 
 use crate::config::Settings;
-use crate::engine::pipeline::Services;
+use crate::engine::pipeline::turn::Services;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
 use crate::signing::UrlSigner;

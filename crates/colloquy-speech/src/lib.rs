@@ -20,12 +20,16 @@
 //!    (`/audio/speech`) or the offline [`voice::EspeakVoice`] — and sent as `audio_output`
 //!    chunks made with [`wav::wav_chunks`] (each a complete WAV file).
 //!
+//! With an expression-measurement service ([`expression::ExpressionClient`], Hume's
+//! streaming protocol), each utterance is also scored for emotions.
+//!
 //! [`pcm::Pcm`] (mono `i16` + sample rate) is the audio type throughout; `Pcm::resample`
 //! converts rates (EVI clients expect 48 kHz `audio_output`).
 //!
 //! The offline voice loads the system's espeak-ng library at run time (Debian/Ubuntu:
 //! `libespeak-ng1` and `espeak-ng-data`); building needs nothing but Rust.
 
+pub mod expression;
 pub mod openai;
 pub mod pcm;
 pub mod prompt;

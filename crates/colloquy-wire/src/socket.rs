@@ -185,20 +185,22 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The socket error it is answered with.
+    pub fn error(&self) -> crate::SocketError {
+        match self {
+            ParseError::NotJson(_) => crate::SocketError::InvalidJson,
+            ParseError::BadShape(_) => crate::SocketError::InvalidMessage,
+        }
+    }
+
     /// The error code sent on the socket.
     pub fn code(&self) -> &'static str {
-        match self {
-            ParseError::NotJson(_) => "E0100",
-            ParseError::BadShape(_) => "E0101",
-        }
+        self.error().code()
     }
 
     /// The error slug sent on the socket.
     pub fn slug(&self) -> &'static str {
-        match self {
-            ParseError::NotJson(_) => "invalid_json",
-            ParseError::BadShape(_) => "invalid_message",
-        }
+        self.error().slug()
     }
 
     /// Human-readable explanation.

@@ -4,6 +4,7 @@
 //! output timeline, in time order and never overlapping each other. Sources decode
 //! lazily, one record (or one packet / block) at a time.
 
+pub(crate) mod input;
 pub(crate) mod pcm;
 pub(crate) mod wav;
 pub(crate) mod webm;

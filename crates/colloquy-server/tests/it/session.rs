@@ -490,3 +490,50 @@ async fn bad_credentials_fail_the_upgrade_with_401() {
     }
     srv.stop(None).await;
 }
+
+/// A chat's `request_id` (in `chat_metadata`, `error` messages and the stored chat's
+/// metadata) is the upgrade request's `x-request-id`, so a user's bug report quoting either
+/// finds the session's log lines.
+#[tokio::test]
+async fn the_chat_request_id_is_the_upgrade_request_id() {
+    let (srv, _) = TestServer::start(Backend::Sqlite, |_| {}).await.unwrap();
+    let key = srv.key(true).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        srv.ws_url(""),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("X-Hume-Api-Key", key.api_key.parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let header = response
+        .headers()
+        .get("x-request-id")
+        .expect("an x-request-id header on the upgrade")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let meta = recv_json(&mut ws).await;
+    assert_eq!(meta["request_id"], header.as_str(), "{meta}");
+    send_json(&mut ws, json!({"type": "no_such_type"})).await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(err["request_id"], header.as_str(), "{err}");
+    futures::SinkExt::close(&mut ws).await.unwrap();
+    let _ = recv_close(&mut ws).await;
+    let chat = srv.stored_chat(&key, &meta).await;
+    let stored: Value = serde_json::from_str(chat.metadata.as_deref().unwrap()).unwrap();
+    assert_eq!(stored["request_id"], header.as_str());
+    // A client's own x-request-id is kept as the chat's.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        srv.ws_url(""),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("X-Hume-Api-Key", key.api_key.parse().unwrap());
+    req.headers_mut()
+        .insert("x-request-id", "my-trace-42".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "my-trace-42");
+    let meta = recv_json(&mut ws).await;
+    assert_eq!(meta["request_id"], "my-trace-42");
+    srv.stop(None).await;
+}

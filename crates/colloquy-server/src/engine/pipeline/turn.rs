@@ -1,4 +1,4 @@
-//! The pipeline engine: Colloquy answers the chat itself through OpenAI-compatible services.
+//! The pipeline's services and its turns: Colloquy answers the chat through OpenAI-compatible services.
 //!
 //! A **turn** is one streamed answer of the language model: its text is split into
 //! sentences, each sentence is spoken by the voice (the TTS service, or the built-in
@@ -8,7 +8,7 @@
 //! the [`Turn`] cancels it (the HTTP streams close). See `docs/engines.md`.
 
 use crate::config::{EngineMode, EngineSettings, PipelineSettings};
-use crate::engine::expression::{ExpressionClient, Scores};
+use colloquy_speech::expression::{ExpressionClient, Scores};
 use colloquy_speech::{
     wav_chunks, ChatClient, ChatRequest, EspeakOptions, EspeakVoice, LlmDelta, Pcm,
     SentenceSplitter, SpeechClient, TranscriptEvent, TranscriptionClient, VadConfig, Voice,

@@ -25,12 +25,13 @@
 //! and the next utterance opens a new one. A failure never produces scores: the caller
 //! gets `None` and the user's message goes out without prosody (see `docs/engines.md`).
 
-use crate::config::ExpressionSettings;
+use crate::{encode_wav, Pcm};
 use base64::Engine;
-use colloquy_speech::{encode_wav, Pcm};
 use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -38,6 +39,45 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// `[engine.expression]`: an expression-measurement service speaking Hume's streaming
+/// protocol (e.g. `wss://api.hume.ai/v0/stream/models`), which scores the emotions of the
+/// user's speech in pipeline chats. Without `url` there are no scores.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpressionSettings {
+    /// `ws://` or `wss://` URL of the streaming socket.
+    pub url: Option<String>,
+    /// Sent as the `X-Hume-Api-Key` header.
+    pub api_key: Option<String>,
+    /// Seconds to open the socket.
+    pub connect_timeout_secs: u64,
+    /// Seconds to measure one utterance (the `user_message` waits at most this long
+    /// after its transcript; without an answer it goes out without scores).
+    pub timeout_secs: u64,
+}
+
+impl Default for ExpressionSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            api_key: None,
+            connect_timeout_secs: 5,
+            timeout_secs: 5,
+        }
+    }
+}
+
+impl fmt::Debug for ExpressionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpressionSettings")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
 
 /// Emotion name → score (the EVI `EmotionScores` shape when the service measures the 48
 /// prosody emotions).
@@ -374,7 +414,7 @@ mod tests {
         assert_eq!(wavs.len(), 3);
         let lens: Vec<usize> = wavs
             .iter()
-            .map(|w| colloquy_speech::decode_wav(w).unwrap().samples.len())
+            .map(|w| crate::decode_wav(w).unwrap().samples.len())
             .collect();
         // 11 s in three pieces of 3.67 s, not 5 + 5 + 1.
         assert!(

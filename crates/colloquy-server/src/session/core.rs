@@ -1,0 +1,218 @@
+//! What every chat session has, whatever its engine: the client's socket, the chat's ids,
+//! its settings and audio, and the recording of its events (group-committed through the
+//! [`crate::recorder::Recorder`], each client message re-checking the session's key).
+
+use super::ending::End;
+use super::limits::OpenChat;
+use super::settings;
+use crate::capture::VoiceRecorder;
+use crate::clock::now_ms;
+use crate::recorder::RecordError;
+use crate::state::AppState;
+use axum::extract::ws::WebSocket;
+use colloquy_audio::StreamProbe;
+use colloquy_storage::{NewEvent, OpOutcome, Principal, WriteOp};
+use colloquy_wire::socket::SessionSettings;
+use colloquy_wire::{EventRole, EventType};
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The engine-independent state of one chat session.
+pub struct Core {
+    pub(crate) state: AppState,
+    pub(crate) socket: WebSocket,
+    pub(crate) who: Principal,
+    pub(crate) chat_id: Uuid,
+    pub(crate) group_id: Uuid,
+    /// The `request_id` of `chat_metadata` and `error` messages: the upgrade request's
+    /// `x-request-id`.
+    pub(crate) request_id: String,
+    /// Epoch ms the socket was accepted.
+    pub(crate) start_ms: i64,
+    last_ts: i64,
+    next_seq: i64,
+    /// Session settings in effect (connect-time ones merged with later messages).
+    pub(crate) settings: SessionSettings,
+    /// `audio_input` chunks accepted so far.
+    pub(crate) user_chunks: u64,
+    /// Validates the user's audio stream across chunks.
+    pub(crate) user_probe: Option<StreamProbe>,
+    pub(crate) user_audio: Option<VoiceRecorder>,
+    /// Assistant speech (`audio_output` of an engine).
+    pub(crate) assistant_audio: Option<VoiceRecorder>,
+    /// Set when the current client message was refused with an `error`.
+    pub(crate) rejected: bool,
+    /// The current client message still needs its key check (see `check_key_or_defer`).
+    pub(crate) key_check_due: bool,
+    /// The engine lets key checks of messages that record nothing finish in the background.
+    pub(crate) defer_key_checks: bool,
+    /// What went wrong, for endings that need explaining (upstream failures).
+    pub(crate) end_detail: Option<String>,
+    /// When the chat ends for inactivity unless the client does something first.
+    pub(crate) idle_at: Instant,
+    /// When the chat reaches `chat.max_duration_secs`.
+    pub(crate) max_at: Instant,
+    /// A send to the client timed out: the socket is abandoned, nothing more is sent.
+    pub(crate) stalled: bool,
+    /// Captured audio that was lost, to tell the client (`I0101`).
+    pub(crate) capture_notices: Vec<String>,
+    /// Counts this chat among its account's open chats on this server, for
+    /// retention-disabled accounts under `limits.max_concurrent_chats_per_account`.
+    pub(crate) counted: Option<OpenChat>,
+}
+
+impl Core {
+    /// A session on an accepted socket; the chat is not stored yet.
+    pub fn new(state: AppState, who: Principal, socket: WebSocket, request_id: String) -> Self {
+        let start_ms = now_ms();
+        let chat = &state.settings.chat;
+        let now = Instant::now();
+        Core {
+            idle_at: now + Duration::from_secs(chat.inactivity_timeout_secs),
+            max_at: now + Duration::from_secs(chat.max_duration_secs),
+            state,
+            socket,
+            who,
+            chat_id: Uuid::now_v7(),
+            group_id: Uuid::now_v7(),
+            request_id,
+            start_ms,
+            last_ts: start_ms,
+            next_seq: 0,
+            settings: SessionSettings::default(),
+            user_chunks: 0,
+            user_probe: None,
+            user_audio: None,
+            assistant_audio: None,
+            rejected: false,
+            key_check_due: false,
+            defer_key_checks: false,
+            end_detail: None,
+            stalled: false,
+            capture_notices: Vec::new(),
+            counted: None,
+        }
+    }
+
+    /// A new event with the next sequence number and a non-decreasing timestamp.
+    pub(crate) fn event(&mut self, role: EventRole, event_type: EventType, text: &str) -> NewEvent {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        NewEvent {
+            id: Uuid::now_v7(),
+            seq,
+            timestamp: self.next_ts(),
+            role,
+            event_type,
+            message_text: Some(text.to_string()),
+            emotion_features: None,
+            metadata: None,
+            related_event_id: None,
+        }
+    }
+
+    /// Now as an event timestamp (never before the previous one).
+    pub(crate) fn next_ts(&mut self) -> i64 {
+        self.last_ts = self.last_ts.max(now_ms());
+        self.last_ts
+    }
+
+    /// Milliseconds since the chat started.
+    pub(crate) fn offset_now(&mut self) -> i64 {
+        self.next_ts() - self.start_ms
+    }
+
+    /// The events a `session_settings` message records.
+    pub(crate) fn settings_events(&mut self, s: &SessionSettings) -> Vec<NewEvent> {
+        let mut events = vec![self.event(
+            EventRole::User,
+            EventType::SessionSettings,
+            &settings::event_text(s),
+        )];
+        if let Some(prompt) = &s.system_prompt {
+            events.push(self.event(EventRole::System, EventType::SystemPrompt, prompt));
+        }
+        events
+    }
+
+    /// Merges new settings into the session's: given fields replace earlier ones.
+    pub(crate) fn apply_settings(&mut self, s: SessionSettings) {
+        let cur = &mut self.settings;
+        macro_rules! take {
+            ($($f:ident),*) => { $( if s.$f.is_some() { cur.$f = s.$f; } )* };
+        }
+        take!(
+            audio,
+            builtin_tools,
+            context,
+            custom_session_id,
+            event_limit,
+            language_model_api_key,
+            metadata,
+            system_prompt,
+            tools,
+            variables,
+            voice_id
+        );
+    }
+
+    /// Commits events (or, when nothing is retained, re-checks the key).
+    pub(crate) async fn record(&mut self, events: Vec<NewEvent>) -> Result<(), End> {
+        let op = if self.who.data_retention {
+            WriteOp::AppendEvents {
+                api_key_id: self.who.api_key_id,
+                chat_id: self.chat_id,
+                events,
+            }
+        } else {
+            self.check_key_op()
+        };
+        self.submit(op).await
+    }
+
+    pub(crate) fn check_key_op(&self) -> WriteOp {
+        WriteOp::CheckKey {
+            api_key_id: self.who.api_key_id,
+        }
+    }
+
+    /// Re-checks that the session's key is still live.
+    pub(crate) async fn check_key(&mut self) -> Result<(), End> {
+        self.submit(self.check_key_op()).await
+    }
+
+    /// The key check of a message that records nothing. When the engine defers them (a
+    /// relayed chat forwards the message at once, a pipeline chat hands an audio chunk to
+    /// turn detection at once) the check finishes in the background of the loop, so neither
+    /// waits for the database; a revoked key still ends the session as soon as that check
+    /// answers.
+    pub(crate) async fn check_key_or_defer(&mut self) -> Result<(), End> {
+        if self.defer_key_checks {
+            self.key_check_due = true;
+            return Ok(());
+        }
+        self.check_key().await
+    }
+
+    async fn submit(&mut self, op: WriteOp) -> Result<(), End> {
+        let result = self.state.recorder.submit(op).await;
+        self.outcome(result)
+    }
+
+    /// What a committed (or refused) operation means for the session.
+    pub(crate) fn outcome(&self, result: Result<OpOutcome, RecordError>) -> Result<(), End> {
+        match result {
+            Ok(OpOutcome::Applied) => Ok(()),
+            Ok(OpOutcome::KeyRevoked) => Err(End::KeyRevoked),
+            Ok(OpOutcome::GroupNotFound) => Err(End::StoreFailed),
+            Ok(OpOutcome::ChatClosed) => Err(End::ChatClosed),
+            Ok(OpOutcome::TooManyChats) => Err(End::StoreFailed),
+            Err(RecordError::Closed) => Err(End::Shutdown),
+            Err(e) => {
+                tracing::error!(error = %e, "recording failed");
+                Err(End::StoreFailed)
+            }
+        }
+    }
+}

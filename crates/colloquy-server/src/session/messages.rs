@@ -1,0 +1,264 @@
+//! What each client message does: validated, recorded (committed before any answer), echoed
+//! where the protocol echoes, then handed to the engine ([`Engine::on_client`]). A refused
+//! message gets an `error` and reaches neither the store nor the engine.
+//!
+//! [`Engine::on_client`]: crate::engine::Engine::on_client
+
+use super::ending::End;
+use super::Session;
+use crate::engine::{Accepted, ClientEvent};
+use base64::Engine as _;
+use colloquy_audio::{Linear16Format, StreamProbe};
+use colloquy_wire::socket::{
+    ChatMessage, ClientMessage, Inference, MillisecondInterval, ServerMessage,
+};
+use colloquy_wire::{EventRole, EventType, SocketError};
+use serde_json::json;
+
+/// Longest `user_input` / `assistant_input` text accepted, in bytes. What was said is
+/// full-text indexed, and PostgreSQL cannot index a text whose words take more than 1 MiB,
+/// so longer texts are refused on every backend alike.
+pub const MAX_TEXT_BYTES: usize = 256 * 1024;
+
+impl Session {
+    /// One text frame from the client.
+    pub(super) async fn handle_text(&mut self, text: &str) -> Result<(), End> {
+        let core = &mut self.core;
+        let limit = core.state.settings.chat.max_message_bytes;
+        if text.len() > limit {
+            core.check_key().await?;
+            return core
+                .client_error(
+                    SocketError::MessageTooLarge,
+                    format!(
+                        "the message is {} bytes; the limit is {limit} bytes (chat.max_message_bytes). \
+                         Send audio in smaller chunks (about 20-100 ms each)",
+                        text.len()
+                    ),
+                )
+                .await;
+        }
+        let msg = match ClientMessage::parse(text) {
+            Ok((m, _)) => m,
+            Err(e) => {
+                core.check_key().await?;
+                return core.client_error(e.error(), e.message().to_string()).await;
+            }
+        };
+        let said = match &msg {
+            ClientMessage::UserInput(i) => Some(("user_input", &i.text)),
+            ClientMessage::AssistantInput(i) => Some(("assistant_input", &i.text)),
+            _ => None,
+        };
+        if let Some((kind, said)) = said.filter(|(_, t)| t.len() > MAX_TEXT_BYTES) {
+            core.check_key().await?;
+            return core
+                .client_error(
+                    SocketError::InvalidMessage,
+                    format!(
+                        "`{kind}.text` is {} bytes; at most {MAX_TEXT_BYTES} bytes of text are \
+                         accepted in one message, so split it into several",
+                        said.len()
+                    ),
+                )
+                .await;
+        }
+        let accepted = |event| Accepted { raw: text, event };
+        if self.engine.records_inputs_itself() {
+            if let ClientMessage::UserInput(_) | ClientMessage::AssistantInput(_) = msg {
+                // The engine records its own replies (the upstream's user_message /
+                // assistant_message).
+                core.check_key_or_defer().await?;
+                return self
+                    .engine
+                    .on_client(core, accepted(ClientEvent::Unrecorded))
+                    .await;
+            }
+        }
+        match msg {
+            ClientMessage::UserInput(input) => {
+                let offset = core.offset_now();
+                let ev = core.event(EventRole::User, EventType::UserMessage, &input.text);
+                core.record(vec![ev]).await?;
+                core.send_or_end(&ServerMessage::UserMessage {
+                    message: ChatMessage {
+                        role: "user".into(),
+                        content: Some(input.text.clone()),
+                    },
+                    models: Inference::default(),
+                    time: MillisecondInterval {
+                        begin: offset,
+                        end: offset,
+                    },
+                    from_text: true,
+                    interim: false,
+                })
+                .await?;
+                self.engine
+                    .on_client(core, accepted(ClientEvent::UserText(&input.text)))
+                    .await
+            }
+            ClientMessage::AssistantInput(input) => {
+                let ev = core.event(EventRole::Agent, EventType::AgentMessage, &input.text);
+                let id = ev.id.to_string();
+                core.record(vec![ev]).await?;
+                // Queued: without speech it leaves with `assistant_end` in one write; an
+                // engine that speaks sends it first.
+                core.feed(&ServerMessage::AssistantMessage {
+                    id: id.clone(),
+                    message: ChatMessage {
+                        role: "assistant".into(),
+                        content: Some(input.text.clone()),
+                    },
+                    models: Inference::default(),
+                    from_text: true,
+                    is_quick_response: false,
+                })
+                .await?;
+                let event = ClientEvent::AssistantText {
+                    id: &id,
+                    text: &input.text,
+                };
+                self.engine.on_client(core, accepted(event)).await?;
+                core.send_or_end(&ServerMessage::AssistantEnd {}).await
+            }
+            ClientMessage::SessionSettings(s) => {
+                if let Err(msg) = super::settings::validate(&s) {
+                    core.check_key().await?;
+                    return core.client_error(SocketError::InvalidMessage, msg).await;
+                }
+                if s.audio.is_some() && s.audio != core.settings.audio && core.user_chunks > 0 {
+                    core.check_key().await?;
+                    return core
+                        .client_error(
+                            SocketError::InvalidMessage,
+                            "session_settings.audio cannot change once audio has been sent in \
+                             this chat; reconnect (resuming the chat group) to use another format"
+                                .into(),
+                        )
+                        .await;
+                }
+                let events = core.settings_events(&s);
+                core.record(events).await?;
+                core.apply_settings(s);
+                self.engine
+                    .on_client(core, accepted(ClientEvent::Settings))
+                    .await
+            }
+            ClientMessage::AudioInput(audio) => {
+                let bytes = match base64::engine::general_purpose::STANDARD
+                    .decode(audio.data.trim())
+                {
+                    Ok(b) if !b.is_empty() => b,
+                    Ok(_) => {
+                        core.check_key().await?;
+                        return core
+                            .client_error(
+                                SocketError::InvalidAudio,
+                                "audio_input.data is empty; send base64-encoded audio".into(),
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        core.check_key().await?;
+                        return core
+                            .client_error(
+                                SocketError::InvalidAudio,
+                                format!("audio_input.data is not valid base64 ({e}); encode the audio bytes with standard base64"),
+                            )
+                            .await;
+                    }
+                };
+                let expected = core.settings.audio.as_ref().map(|a| Linear16Format {
+                    sample_rate: a.sample_rate,
+                    channels: a.channels as u16,
+                });
+                let probe = core
+                    .user_probe
+                    .get_or_insert_with(|| StreamProbe::new(expected));
+                if let Err(e) = probe.feed(&bytes) {
+                    core.check_key().await?;
+                    return core
+                        .client_error(
+                            SocketError::InvalidAudio,
+                            format!(
+                                "this audio_input chunk could not be decoded and was not recorded: {e}"
+                            ),
+                        )
+                        .await;
+                }
+                let offset = core.offset_now();
+                if core.user_chunks == 0 {
+                    let ev = core.event(EventRole::User, EventType::UserRecordingStartMessage, "");
+                    core.record(vec![ev]).await?;
+                } else {
+                    core.check_key_or_defer().await?;
+                }
+                core.user_chunks += 1;
+                // A capture failure is not a bad message: the engine still gets the chunk.
+                core.capture_user_audio(offset, &bytes).await;
+                self.engine
+                    .on_client(core, accepted(ClientEvent::Audio(&bytes)))
+                    .await
+            }
+            ClientMessage::ToolResponse(r) => {
+                let meta = serde_json::to_value(&r).map(|mut v| {
+                    v["type"] = json!("tool_response");
+                    v.to_string()
+                });
+                let mut ev =
+                    core.event(EventRole::Tool, EventType::FunctionCallResponse, &r.content);
+                ev.metadata = meta.ok();
+                core.record(vec![ev]).await?;
+                let event = ClientEvent::ToolResult {
+                    tool_call_id: &r.tool_call_id,
+                    content: r.content.clone(),
+                };
+                self.engine.on_client(core, accepted(event)).await
+            }
+            ClientMessage::ToolError(r) => {
+                let meta = serde_json::to_value(&r).map(|mut v| {
+                    v["type"] = json!("tool_error");
+                    v.to_string()
+                });
+                let mut ev = core.event(EventRole::Tool, EventType::FunctionCallResponse, &r.error);
+                ev.metadata = meta.ok();
+                core.record(vec![ev]).await?;
+                let event = ClientEvent::ToolResult {
+                    tool_call_id: &r.tool_call_id,
+                    content: format!("error: {}", r.error),
+                };
+                self.engine.on_client(core, accepted(event)).await
+            }
+            ClientMessage::PauseAssistantMessage | ClientMessage::ResumeAssistantMessage => {
+                let paused = matches!(msg, ClientMessage::PauseAssistantMessage);
+                let ty = if paused {
+                    EventType::PauseOnset
+                } else {
+                    EventType::ResumeOnset
+                };
+                let ev = core.event(EventRole::User, ty, "");
+                core.record(vec![ev]).await?;
+                self.engine
+                    .on_client(core, accepted(ClientEvent::Pause(paused)))
+                    .await
+            }
+        }
+    }
+
+    /// A binary frame: refused (audio goes base64-encoded in `audio_input`).
+    pub(super) async fn binary_frame(&mut self, len: usize) -> Result<(), End> {
+        let checked = self.core.check_key().await;
+        let told = self
+            .core
+            .client_error(
+                SocketError::InvalidMessage,
+                format!(
+                    "binary frames ({len} bytes) are not accepted; send JSON text frames \
+                     (audio goes base64-encoded in an audio_input message)"
+                ),
+            )
+            .await;
+        checked.and(told)
+    }
+}

@@ -82,9 +82,36 @@ pub fn emotion_scores(features: &str) -> Option<std::collections::BTreeMap<Strin
     (!scores.is_empty()).then_some(scores)
 }
 
+/// Emotion scores ranked strongest first; equal scores by name.
+pub fn rank_emotions(scores: impl IntoIterator<Item = (String, f64)>) -> Vec<(String, f64)> {
+    let mut ranked: Vec<(String, f64)> = scores.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked
+}
+
+/// Each emotion's mean over the score sets (e.g. the [`emotion_scores`] of a chat's user
+/// messages) that score it — a set without the emotion does not count as a zero — ranked by
+/// [`rank_emotions`]: strongest first, equal means by name.
+pub fn mean_emotions<'a>(
+    scores: impl IntoIterator<Item = &'a std::collections::BTreeMap<String, f64>>,
+) -> Vec<(String, f64)> {
+    let mut sums: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    for set in scores {
+        for (name, score) in set {
+            let sum = sums.entry(name).or_default();
+            sum.0 += score;
+            sum.1 += 1;
+        }
+    }
+    rank_emotions(
+        sums.into_iter()
+            .map(|(name, (sum, n))| (name.to_string(), sum / n as f64)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::emotion_scores;
+    use super::{emotion_scores, mean_emotions, rank_emotions};
 
     #[test]
     fn emotion_scores_are_the_numbers_of_an_object() {
@@ -99,5 +126,33 @@ mod tests {
             s.into_iter().collect::<Vec<_>>(),
             vec![("Awe".to_string(), 1.0), ("Joy".to_string(), 0.5)]
         );
+    }
+
+    #[test]
+    fn ranking_is_strongest_first_then_by_name() {
+        let ranked = rank_emotions([
+            ("Joy".to_string(), 0.25),
+            ("Awe".to_string(), 0.5),
+            ("Calmness".to_string(), 0.25),
+            ("Anger".to_string(), -0.0),
+            ("Boredom".to_string(), 0.0),
+        ]);
+        let names: Vec<&str> = ranked.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Awe", "Calmness", "Joy", "Boredom", "Anger"]);
+    }
+
+    #[test]
+    fn means_count_only_the_sets_that_score_the_emotion() {
+        let a = emotion_scores(r#"{"Joy":0.9,"Calmness":0.1,"Anger":0.3}"#).unwrap();
+        let b = emotion_scores(r#"{"Joy":0.1,"Calmness":0.8,"Anger":0.3,"Zest":1}"#).unwrap();
+        let c = emotion_scores(r#"{"Awe":0.45}"#).unwrap();
+        let means = mean_emotions([&a, &b, &c]);
+        let names: Vec<&str> = means.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Zest", "Joy", "Awe", "Calmness", "Anger"]);
+        assert_eq!(means[0].1, 1.0, "Zest is scored once");
+        assert!((means[1].1 - 0.5).abs() < 1e-12);
+        assert!((means[3].1 - 0.45).abs() < 1e-12);
+        assert!((means[4].1 - 0.3).abs() < 1e-12);
+        assert!(mean_emotions([]).is_empty());
     }
 }

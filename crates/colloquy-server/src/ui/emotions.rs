@@ -4,8 +4,8 @@
 
 use super::format;
 use colloquy_storage::EventRecord;
-use colloquy_wire::{emotion_scores, EventType};
-use std::collections::{BTreeMap, HashMap};
+use colloquy_wire::{emotion_scores, mean_emotions, rank_emotions, EventType};
+use std::collections::BTreeMap;
 
 /// Lines drawn on the chart.
 pub const CHART_SERIES: usize = 5;
@@ -21,8 +21,7 @@ const BOTTOM: f64 = 40.0;
 
 /// The `n` highest scores, highest first (ties by name).
 pub fn top_scores(scores: &BTreeMap<String, f64>, n: usize) -> Vec<(String, f64)> {
-    let mut v: Vec<(String, f64)> = scores.iter().map(|(k, s)| (k.clone(), *s)).collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut v = rank_emotions(scores.iter().map(|(k, s)| (k.clone(), *s)));
     v.truncate(n);
     v
 }
@@ -176,19 +175,8 @@ fn summarize(points: Vec<(i64, BTreeMap<String, f64>)>, span_ms: i64) -> Emotion
         };
     }
     // Mean over the messages that scored the emotion.
-    let mut sums: HashMap<&str, (f64, usize)> = HashMap::new();
-    for (_, scores) in &points {
-        for (k, v) in scores {
-            let e = sums.entry(k.as_str()).or_insert((0.0, 0));
-            e.0 += v;
-            e.1 += 1;
-        }
-    }
-    let means: BTreeMap<String, f64> = sums
-        .into_iter()
-        .map(|(k, (s, n))| (k.to_string(), s / n as f64))
-        .collect();
-    let ranked = top_scores(&means, CHART_SERIES);
+    let mut ranked = mean_emotions(points.iter().map(|(_, scores)| scores));
+    ranked.truncate(CHART_SERIES);
     let top = ranked
         .iter()
         .take(TOP_EMOTIONS)

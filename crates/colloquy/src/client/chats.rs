@@ -45,14 +45,19 @@ pub async fn run(args: ChatsArgs) -> anyhow::Result<()> {
         .take(args.limit.unwrap_or(usize::MAX))
         .try_collect()
         .await?;
-    if args.json {
-        return output::print_json(&chats);
+    print(&chats, args.json)
+}
+
+/// Prints `chats` as JSON or as the table (`No chats.` on stderr when there are none).
+pub fn print(chats: &[ReturnChat], json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::print_json(chats);
     }
     if chats.is_empty() {
         eprintln!("No chats.");
         return Ok(());
     }
-    output::print(&table(&chats, output::local_date_time).render())?;
+    output::print(&table(chats, output::local_date_time).render())?;
     Ok(())
 }
 

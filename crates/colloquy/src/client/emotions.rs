@@ -65,20 +65,7 @@ pub fn scored_user_messages(events: &[ReturnChatEvent], start: i64) -> Vec<Score
 
 /// Each emotion's mean over the messages that score it, strongest first (ties by name).
 pub fn averages(messages: &[Scored]) -> Vec<(String, f64)> {
-    let mut sums: BTreeMap<&str, (f64, u32)> = BTreeMap::new();
-    for m in messages {
-        for (name, score) in &m.scores {
-            let e = sums.entry(name).or_default();
-            e.0 += score;
-            e.1 += 1;
-        }
-    }
-    let mut out: Vec<(String, f64)> = sums
-        .into_iter()
-        .map(|(name, (sum, n))| (name.to_string(), sum / f64::from(n)))
-        .collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    out
+    colloquy_wire::mean_emotions(messages.iter().map(|m| &m.scores))
 }
 
 /// The emotion columns: the known 48 in the API's order, then any others by name.

@@ -44,15 +44,7 @@ pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
             chats.reverse();
         }
         chats.truncate(limit);
-        if args.json {
-            return output::print_json(&chats);
-        }
-        if chats.is_empty() {
-            eprintln!("No chats.");
-            return Ok(());
-        }
-        output::print(&super::chats::table(&chats, output::local_date_time).render())?;
-        return Ok(());
+        return super::chats::print(&chats, args.json);
     }
     let query = ChatGroupListQuery {
         config_id: args.config_id,

@@ -5,6 +5,7 @@ mod audio;
 mod client_voice;
 mod expression;
 mod harness;
+mod hostile;
 mod pipeline;
 mod relay;
 mod rest;

@@ -1,4 +1,4 @@
-//! Hostile clients: absurd `Range` values.
+//! Hostile clients: absurd `Range` values, the token endpoint probed without credentials.
 
 use crate::harness::*;
 use serde_json::Value;
@@ -77,5 +77,70 @@ async fn every_range_value_gets_200_206_or_416() {
             }
         }
     }
+    srv.stop(None).await;
+}
+
+/// `POST /oauth2-cc/token` with optional Basic credentials and form body.
+async fn token(srv: &TestServer, basic: Option<(&str, &str)>, form: Option<&str>) -> (u16, Value) {
+    let mut req = srv
+        .http
+        .post(format!("{}/oauth2-cc/token", srv.base))
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some((user, pass)) = basic {
+        req = req.basic_auth(user, Some(pass));
+    }
+    if let Some(f) = form {
+        req = req.body(f.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_token_endpoint_checks_credentials_before_the_form() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let good = Some((key.api_key.as_str(), key.secret_key.as_str()));
+    let wrong = Some((key.api_key.as_str(), "not-the-secret"));
+    let unknown = Some(("no-such-key", "x"));
+    for basic in [None, wrong, unknown] {
+        for form in [
+            None,
+            Some(""),
+            Some("grant_type=password"),
+            Some("grant_type=client_credentials"),
+        ] {
+            let (status, body) = token(&srv, basic, form).await;
+            assert_eq!(status, 401, "{basic:?} {form:?}: {body}");
+            assert_eq!(body["code"], "unauthorized");
+        }
+    }
+    // Not Basic, or not base64 of `key:secret`: wrong credentials too.
+    for authorization in ["Bearer abc", "Basic !!!", "Basic bm9jb2xvbg=="] {
+        let resp = srv
+            .http
+            .post(format!("{}/oauth2-cc/token", srv.base))
+            .header("authorization", authorization)
+            .body("grant_type=password")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{authorization}");
+    }
+    let (status, body) = token(&srv, good, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, body) = token(&srv, good, Some("grant_type=password")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let (status, body) = token(&srv, good, Some("grant_type=client_credentials")).await;
+    assert_eq!(status, 200, "{body}");
     srv.stop(None).await;
 }

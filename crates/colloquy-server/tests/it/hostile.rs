@@ -1,7 +1,11 @@
-//! Hostile clients: absurd `Range` values, the token endpoint probed without credentials.
+//! Hostile clients: absurd `Range` values, the token endpoint probed without credentials,
+//! slow headers (the header-read timeout).
 
 use crate::harness::*;
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn every_range_value_gets_200_206_or_416() {
@@ -142,5 +146,118 @@ async fn the_token_endpoint_checks_credentials_before_the_form() {
     );
     let (status, body) = token(&srv, good, Some("grant_type=client_credentials")).await;
     assert_eq!(status, 200, "{body}");
+    srv.stop(None).await;
+}
+
+/// Sends the start of a request, then one header line a second, until the server closes
+/// the connection; how long that took.
+async fn dribble(addr: std::net::SocketAddr, give_up: Duration) -> Duration {
+    let start = Instant::now();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let mut line = 0;
+    while start.elapsed() < give_up {
+        match tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => continue, // an error response before the close
+            Err(_) => {
+                line += 1;
+                if tcp
+                    .write_all(format!("X-Slow-{line}: 1\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return start.elapsed();
+                }
+            }
+        }
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_websockets_are_not() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |s| {
+        s.limits.header_read_timeout_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let addr = srv.running().addr;
+    let key = srv.key(true).await;
+    // A chat opened before the slow clients, idle for longer than the timeout meanwhile.
+    let (mut ws, _) = srv.connect(&key.api_key, "").await;
+    // 200 slow clients at once: each is closed within the timeout (+2 s of slack).
+    let slow: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(dribble(addr, Duration::from_secs(10))))
+        .collect();
+    for s in slow {
+        let took = s.await.unwrap();
+        assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    }
+    // A normal request still works.
+    let resp = srv
+        .http
+        .get(format!("{}/healthz", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The chat, idle for > 1 s, is still open and answers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send_json(
+        &mut ws,
+        json!({"type": "user_input", "text": "still there?"}),
+    )
+    .await;
+    let echo = recv_json(&mut ws).await;
+    assert_eq!(echo["type"], "user_message", "{echo}");
+    // A kept-alive connection idle for longer than the timeout is closed by the server;
+    // the client just opens another one.
+    let resp = srv
+        .http
+        .get(format!("{}/healthz", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    srv.stop(None).await;
+}
+
+#[tokio::test]
+async fn a_request_sent_at_once_is_not_cut_off() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |s| {
+        s.limits.header_read_timeout_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut tcp = TcpStream::connect(srv.running().addr).await.unwrap();
+    // Two requests on one connection, the second after a pause shorter than the timeout.
+    for _ in 0..2 {
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Idle past the timeout: closed.
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf))
+        .await
+        .expect("closed within the timeout")
+        .unwrap_or(0);
+    assert!(
+        n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        &buf[..n]
+    );
     srv.stop(None).await;
 }

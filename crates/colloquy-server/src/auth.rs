@@ -37,7 +37,7 @@ pub fn find_credentials(
 ) -> Result<Option<Credentials>, ApiError> {
     if let Some(v) = headers.get(API_KEY_HEADER) {
         let key = v.to_str().map_err(|_| {
-            ApiError::Unauthorized("the X-Hume-Api-Key header is not valid text".into())
+            ApiError::BadCredentials("the X-Hume-Api-Key header is not valid text".into())
         })?;
         return Ok(Some(Credentials::ApiKey(key.trim().to_string())));
     }
@@ -84,10 +84,10 @@ pub async fn authenticate(
         }
     };
     found.ok_or_else(|| match credentials {
-        Some(Credentials::Token(_)) => ApiError::Unauthorized(
+        Some(Credentials::Token(_)) => ApiError::BadCredentials(
             "invalid or expired access token: fetch a new one from POST /oauth2-cc/token".into(),
         ),
-        _ => ApiError::Unauthorized(
+        _ => ApiError::BadCredentials(
             "invalid API key: it does not exist or was revoked (`colloquy keys list` shows your keys)"
                 .into(),
         ),
@@ -122,6 +122,8 @@ impl FromRequestParts<AppState> for Caller {
         (status = 200, body = AccessTokenResponse),
         (status = 400, body = colloquy_wire::ErrorResponse),
         (status = 401, body = colloquy_wire::ErrorResponse),
+        (status = 429, body = colloquy_wire::ErrorResponse,
+            description = "Too many failed authentications from this address"),
     ),
     security(("basic" = []))
 )]
@@ -171,12 +173,13 @@ pub async fn token(
     }))
 }
 
-/// Checks `Authorization: Basic base64(api_key:secret_key)`: missing, malformed or wrong
-/// credentials are [`ApiError::Unauthorized`].
+/// Checks `Authorization: Basic base64(api_key:secret_key)`. No Basic credentials is
+/// [`ApiError::Unauthorized`]; malformed or wrong ones are [`ApiError::BadCredentials`]
+/// (counted by the failed-authentication limit).
 async fn basic_credentials(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     const HOW: &str = "send `Authorization: Basic base64(<api_key>:<secret_key>)` with a live \
                        key and its secret key";
-    let wrong = || ApiError::Unauthorized(format!("wrong client credentials: {HOW}"));
+    let wrong = || ApiError::BadCredentials(format!("wrong client credentials: {HOW}"));
     let Some(authorization) = headers.get(AUTHORIZATION) else {
         return Err(ApiError::Unauthorized(format!(
             "missing client credentials: {HOW}"

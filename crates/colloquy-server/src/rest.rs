@@ -61,7 +61,7 @@ fn direction(page: PageRequest) -> PaginationDirection {
 #[utoipa::path(get, path = "/v0/evi/chats", tag = "chats",
     params(PageParams, ChatListFilters),
     responses((status = 200, body = ReturnPagedChats), (status = 400, body = ErrorResponse),
-              (status = 401, body = ErrorResponse)),
+              (status = 401, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chats(
     State(state): State<AppState>,
@@ -90,7 +90,8 @@ pub async fn list_chats(
 #[utoipa::path(get, path = "/v0/evi/chats/{id}", tag = "chats",
     params(("id" = String, Path, description = "Chat id (UUID)"), PageParams),
     responses((status = 200, body = ReturnChatPagedEvents), (status = 400, body = ErrorResponse),
-              (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)),
+              (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+              (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chat_events(
     State(state): State<AppState>,
@@ -128,7 +129,7 @@ pub async fn list_chat_events(
     params(("id" = String, Path, description = "Chat id (UUID)")),
     responses((status = 200, body = ReturnChatAudioReconstruction),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_chat_audio(
     State(state): State<AppState>,
@@ -150,7 +151,7 @@ pub async fn get_chat_audio(
     params(PageParams, ("config_id" = Option<String>, Query,
         description = "Only groups whose most recent chat used this config (UUID)")),
     responses((status = 200, body = ReturnPagedChatGroups), (status = 400, body = ErrorResponse),
-              (status = 401, body = ErrorResponse)),
+              (status = 401, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chat_groups(
     State(state): State<AppState>,
@@ -179,7 +180,7 @@ pub async fn list_chat_groups(
         ("status" = Option<ChatStatus>, Query, description = "Only chats with this status")),
     responses((status = 200, body = ReturnChatGroupPagedChats),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_chat_group(
     State(state): State<AppState>,
@@ -216,7 +217,7 @@ pub async fn get_chat_group(
     params(("id" = String, Path, description = "Chat group id (UUID)"), PageParams),
     responses((status = 200, body = ReturnChatGroupPagedEvents),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chat_group_events(
     State(state): State<AppState>,
@@ -247,7 +248,7 @@ pub async fn list_chat_group_events(
     params(("id" = String, Path, description = "Chat group id (UUID)"), PageParams),
     responses((status = 200, body = ReturnChatGroupPagedAudioReconstructions),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_chat_group_audio(
     State(state): State<AppState>,
@@ -352,7 +353,7 @@ async fn erase_objects(state: &AppState, user_id: Uuid, chats: &[Uuid]) -> Resul
     params(("id" = String, Path, description = "Chat id (UUID)")),
     responses((status = 204, description = "Erased everywhere it was stored"),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete_chat(
     State(state): State<AppState>,
@@ -374,7 +375,7 @@ pub async fn delete_chat(
     params(("id" = String, Path, description = "Chat group id (UUID)")),
     responses((status = 204, description = "Erased everywhere it was stored"),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete_chat_group(
     State(state): State<AppState>,

@@ -2,12 +2,13 @@
 
 use crate::config::{redact_url, Settings};
 use crate::error::ApiError;
+use crate::limits::AuthFailureLimiter;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
 use crate::state::{AppState, Inner};
 use crate::worker::{spawn_workers, WorkerContext};
-use crate::{auth, download, openapi, rest, session, telemetry, ui};
+use crate::{auth, download, limits, openapi, rest, session, telemetry, ui};
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -99,12 +100,8 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 
 /// The whole HTTP + WebSocket application.
 pub fn build_router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(ui::home))
-        .route("/ui/", get(ui::home))
-        .nest("/ui", ui::router())
-        .route("/healthz", get(healthz))
-        .route("/openapi.json", get(openapi_json))
+    // Routes that take credentials, behind the failed-authentication limit.
+    let authenticated = Router::new()
         .route("/oauth2-cc/token", post(auth::token))
         .route("/v0/evi/chat", get(session::chat_socket))
         .route("/v0/assistant/chat", get(session::chat_socket))
@@ -127,6 +124,17 @@ pub fn build_router(state: AppState) -> Router {
             "/v0/evi/chat_groups/{id}/audio",
             get(rest::get_chat_group_audio),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_auth_failures,
+        ));
+    Router::new()
+        .route("/", get(ui::home))
+        .route("/ui/", get(ui::home))
+        .nest("/ui", ui::router())
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
+        .merge(authenticated)
         .route("/v0/evi/audio/{*key}", get(download::download))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -304,6 +312,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{addr}"));
     let (pipeline, client_voice) = crate::engine::pipeline::shared_engines(&settings.engine);
+    let auth_failures_per_minute = settings.limits.auth_failures_per_minute;
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -317,6 +326,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         jobs_enqueued: Arc::new(Notify::new()),
         pipeline,
         client_voice,
+        auth_failures: AuthFailureLimiter::new(auth_failures_per_minute),
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let workers = spawn_workers(

@@ -2,6 +2,7 @@
 
 use crate::config::Settings;
 use crate::engine::pipeline::Services;
+use crate::limits::AuthFailureLimiter;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
@@ -43,6 +44,8 @@ pub struct Inner {
     pub pipeline: Option<Services>,
     /// The voice speaking `assistant_input` in client mode (`None`: text only).
     pub client_voice: Option<Arc<dyn Voice>>,
+    /// Failed authentications per client address (`[limits] auth_failures_per_minute`).
+    pub auth_failures: AuthFailureLimiter,
 }
 
 impl AppState {

@@ -1,11 +1,14 @@
-//! Hostile clients: absurd `Range` values, the token endpoint probed without credentials,
-//! slow headers (the header-read timeout).
+//! Hostile clients: absurd `Range` values, credential guessing (the failed-authentication
+//! limit), slow headers (the header-read timeout).
 
 use crate::harness::*;
+use colloquy_server::ui::session::{csrf_token, SIGN_IN_COOKIE};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
 async fn every_range_value_gets_200_206_or_416() {
@@ -259,5 +262,229 @@ async fn a_request_sent_at_once_is_not_cut_off() {
         "{:?}",
         &buf[..n]
     );
+    srv.stop(None).await;
+}
+
+/// `GET /v0/evi/chats` with `X-Hume-Api-Key: key`: status, `Retry-After`, body.
+async fn chats(srv: &TestServer, key: &str) -> (u16, Option<u64>, Value) {
+    let resp = srv
+        .http
+        .get(format!("{}/v0/evi/chats", srv.base))
+        .header("X-Hume-Api-Key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The HTTP status of a refused socket upgrade (`None` if the socket opened).
+async fn upgrade_status(srv: &TestServer, key: &str) -> Option<u16> {
+    let mut req = srv.ws_url("").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("X-Hume-Api-Key", key.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => None,
+        Err(tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+        Err(e) => panic!("unexpected socket error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_past_the_limit_get_429_and_right_ones_keep_working() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    assert_eq!(
+        srv.running().state.settings.limits.auth_failures_per_minute,
+        60,
+        "the default limit"
+    );
+    let key = srv.key(true).await;
+    for i in 0..60 {
+        let (status, retry, body) = chats(&srv, &format!("guess-{i}")).await;
+        assert_eq!((status, retry), (401, None), "attempt {i}: {body}");
+    }
+    // The 61st failure in the minute, and every one after it.
+    let (status, retry, body) = chats(&srv, "guess-60").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "too_many_requests");
+    assert_eq!(body["error"], "Too Many Requests");
+    let retry = retry.expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("wait {retry} seconds")),
+        "{body}"
+    );
+    // A repeat of a failed key (refused without a lookup) and a new guess.
+    for guess in ["guess-3", "guess-61"] {
+        let (status, retry, _) = chats(&srv, guess).await;
+        assert_eq!(status, 429, "{guess}");
+        assert!(retry.is_some());
+    }
+    // The right key still works from the same address, on REST and the socket.
+    let (status, _, body) = chats(&srv, &key.api_key).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upgrade_status(&srv, &key.api_key).await, None);
+    // Wrong credentials anywhere else are refused the same way.
+    assert_eq!(upgrade_status(&srv, "guess-ws").await, Some(429));
+    let resp = srv
+        .http
+        .get(format!("{}/v0/evi/chat_groups", srv.base))
+        .bearer_auth("no-such-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let (status, body) = token(
+        &srv,
+        Some((&key.api_key, "not-the-secret")),
+        Some("grant_type=client_credentials"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("too_many_requests"))
+    );
+    // ...while the right client credentials and tokens keep working.
+    let (status, body) = token(
+        &srv,
+        Some((&key.api_key, &key.secret_key)),
+        Some("grant_type=client_credentials"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let resp = srv
+        .http
+        .get(format!("{}/v0/evi/chats", srv.base))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // No credentials at all is not a failed authentication: still 401.
+    let resp = srv
+        .http
+        .get(format!("{}/v0/evi/chats", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // The web UI's sign-in form counts and refuses the same way (HTML, 429).
+    let page = srv
+        .http
+        .get(format!("{}/ui/sign-in", srv.base))
+        .send()
+        .await
+        .unwrap();
+    let nonce = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{SIGN_IN_COOKIE}=")))
+        .and_then(|v| v.split(';').next())
+        .expect("sign-in cookie")
+        .to_string();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |api_key: String| {
+        let nonce = nonce.clone();
+        let http = no_redirects.clone();
+        let url = format!("{}/ui/sign-in", srv.base);
+        async move {
+            http.post(url)
+                .header("cookie", format!("{SIGN_IN_COOKIE}={nonce}"))
+                .form(&[("api_key", api_key), ("csrf", csrf_token(&nonce))])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = sign_in("guess-ui".into()).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many failed sign-ins"));
+    let ok = sign_in(key.api_key.clone()).await;
+    assert_eq!(ok.status(), 303, "the right key signs in");
+    srv.stop(None).await;
+}
+
+#[tokio::test]
+async fn ui_sign_in_failures_count_towards_the_limit() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |s| {
+        s.limits.auth_failures_per_minute = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let page = srv
+        .http
+        .get(format!("{}/ui/sign-in", srv.base))
+        .send()
+        .await
+        .unwrap();
+    let nonce = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{SIGN_IN_COOKIE}=")))
+        .and_then(|v| v.split(';').next())
+        .expect("sign-in cookie")
+        .to_string();
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let resp = srv
+            .http
+            .post(format!("{}/ui/sign-in", srv.base))
+            .header("cookie", format!("{SIGN_IN_COOKIE}={nonce}"))
+            .form(&[
+                ("api_key", format!("guess-{i}")),
+                ("csrf", csrf_token(&nonce)),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    // The API sees the same address over the limit.
+    let (status, _, _) = chats(&srv, "guess-api").await;
+    assert_eq!(status, 429);
+    srv.stop(None).await;
+}
+
+#[tokio::test]
+async fn a_limit_of_zero_counts_nothing() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |s| {
+        s.limits.auth_failures_per_minute = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    for i in 0..100 {
+        let (status, retry, _) = chats(&srv, &format!("guess-{i}")).await;
+        assert_eq!((status, retry), (401, None), "attempt {i}");
+    }
+    assert_eq!(upgrade_status(&srv, "guess-ws").await, Some(401));
+    assert_eq!(srv.running().state.auth_failures.tracked(), 0);
     srv.stop(None).await;
 }

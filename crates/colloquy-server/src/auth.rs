@@ -107,6 +107,23 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The form of `POST /oauth2-cc/token` (documentation only: the handler parses the body
+/// itself, after checking the credentials).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRequest {
+    /// The only grant supported.
+    grant_type: GrantType,
+}
+
+/// OAuth 2 grant types of the token endpoint.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    /// Client credentials (the API key and its secret key, as HTTP Basic).
+    ClientCredentials,
+}
+
 /// `POST /oauth2-cc/token`: exchanges `Authorization: Basic base64(api_key:secret_key)` and
 /// `grant_type=client_credentials` for a 30-minute bearer token.
 ///
@@ -116,8 +133,7 @@ impl FromRequestParts<AppState> for Caller {
     post,
     path = "/oauth2-cc/token",
     tag = "auth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "grant_type=client_credentials"),
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, body = AccessTokenResponse),
         (status = 400, body = colloquy_wire::ErrorResponse),

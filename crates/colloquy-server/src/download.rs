@@ -86,8 +86,8 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>
 /// Download a reconstructed MP4 through a signed link (the `signed_audio_url`).
 #[utoipa::path(get, path = "/v0/evi/audio/{user_id}/{chat_id}/reconstructed_audio.mp4", tag = "audio",
     params(
-        ("user_id" = String, Path, description = "Owner id (UUID)"),
-        ("chat_id" = String, Path, description = "Chat id (UUID)"),
+        ("user_id" = uuid::Uuid, Path, description = "Owner id (UUID)"),
+        ("chat_id" = uuid::Uuid, Path, description = "Chat id (UUID)"),
         ("expires" = i64, Query, description = "Expiry of the link, epoch milliseconds"),
         ("signature" = String, Query, description = "HMAC-SHA256 of the link, hex"),
         ("Range" = Option<String>, Header, description = "A single byte range, e.g. bytes=0-1023"),

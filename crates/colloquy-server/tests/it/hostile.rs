@@ -1,5 +1,5 @@
 //! Hostile clients: absurd `Range` values, credential guessing (the failed-authentication
-//! limit), slow headers (the header-read timeout).
+//! limit), slow headers (the header-read timeout), odd but valid query parameters.
 
 use crate::harness::*;
 use colloquy_server::ui::session::{csrf_token, SIGN_IN_COOKIE};
@@ -486,5 +486,84 @@ async fn a_limit_of_zero_counts_nothing() {
     }
     assert_eq!(upgrade_status(&srv, "guess-ws").await, Some(401));
     assert_eq!(srv.running().state.auth_failures.tracked(), 0);
+    srv.stop(None).await;
+}
+
+#[tokio::test]
+async fn empty_filters_mean_not_given() {
+    on_each_backend(
+        |_| {},
+        |srv| async move {
+            let key = srv.key(true).await;
+            let (_, meta) = srv.connect(&key.api_key, "").await;
+            let group = meta["chat_group_id"].as_str().unwrap().to_string();
+            for path in [
+                "/v0/evi/chats?config_id=".to_string(),
+                "/v0/evi/chats?status=&search=&config_id=".to_string(),
+                "/v0/evi/chats?status=%20&config_id=%20".to_string(),
+                "/v0/evi/chats?page_number=&page_size=&ascending_order=".to_string(),
+                "/v0/evi/chat_groups?config_id=".to_string(),
+                format!("/v0/evi/chat_groups/{group}?status="),
+            ] {
+                let (status, body) = srv.get(&key.api_key, &path).await;
+                assert_eq!(status, 200, "{path}: {body}");
+                let items = body
+                    .get("chats_page")
+                    .or_else(|| body.get("chat_groups_page"))
+                    .or_else(|| body.get("chats"))
+                    .and_then(Value::as_array)
+                    .unwrap_or_else(|| panic!("{path}: {body}"));
+                assert_eq!(items.len(), 1, "{path}: the filter was not applied");
+            }
+            // A value that is there but wrong is still refused.
+            for path in ["/v0/evi/chats?config_id=x", "/v0/evi/chats?status=x"] {
+                let (status, _) = srv.get(&key.api_key, path).await;
+                assert_eq!(status, 400, "{path}");
+            }
+            srv
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_document_declares_uuids_and_empty_values() {
+    let Some((srv, _)) = TestServer::start(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let (status, doc) = srv.get("", "/openapi.json").await;
+    assert_eq!(status, 200);
+    let mut ids = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let at = format!("{method} {path} {name}");
+                if p["in"] == "path" || name == "config_id" {
+                    ids += 1;
+                    assert_eq!(p["schema"]["type"], "string", "{at}");
+                    assert_eq!(p["schema"]["format"], "uuid", "{at}");
+                }
+                let optional_query = p["in"] == "query" && p["required"] != true;
+                assert_eq!(
+                    p.get("allowEmptyValue") == Some(&Value::Bool(true)),
+                    optional_query,
+                    "{at}: allowEmptyValue on exactly the optional query parameters"
+                );
+            }
+        }
+    }
+    assert!(ids >= 11, "{ids} ids");
+    let page_number = doc["paths"]["/v0/evi/chats"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "page_number")
+        .unwrap();
+    assert_eq!(page_number["schema"]["maximum"], u32::MAX);
+    let token = &doc["paths"]["/oauth2-cc/token"]["post"];
+    assert!(token["responses"]["429"].is_object());
+    let form = &doc["components"]["schemas"]["GrantType"];
+    assert_eq!(form["enum"], serde_json::json!(["client_credentials"]));
     srv.stop(None).await;
 }

@@ -174,3 +174,44 @@ def test_revoked_key_ends_open_socket_and_rest_access(server, account, other_acc
     (other_entry,) = [k for k in json.loads(listed) if other_account.api_key.startswith(k["prefix"])]
     assert other_entry["revoked_at"] is None
     assert meta.chat_id
+
+
+def test_wrong_keys_past_the_limit_get_429_while_the_right_key_works(dedicated):
+    """[limits] auth_failures_per_minute: past the limit, failing attempts from the address
+    are refused with 429 and Retry-After (as an ErrorResponse); correct credentials from the
+    same address keep working, on REST and on the socket."""
+    srv = dedicated("auth-limit", env={"COLLOQUY_LIMITS__AUTH_FAILURES_PER_MINUTE": "3"})
+    account = srv.create_account()
+    contract = srv.contract()
+    bad = HumeClient(
+        api_key="not-a-key",
+        base_url=srv.base_url,
+        httpx_client=httpx.Client(timeout=30, event_hooks={"response": [contract.on_response]}),
+    )
+    no_retries = {"max_retries": 0}  # the SDK would otherwise wait Retry-After and retry
+    statuses = []
+    for _ in range(4):
+        with pytest.raises(ApiError) as info:
+            bad.empathic_voice.chats.list_chats(request_options=no_retries)
+        statuses.append(info.value.status_code)
+    assert statuses == [401, 401, 401, 429]
+    err = info.value
+    assert err.body["code"] == "too_many_requests", err.body
+    retry_after = int(err.headers["retry-after"])
+    assert 1 <= retry_after <= 60
+    assert f"wait {retry_after} seconds" in err.body["message"]
+    assert _connect_status(HumeClient(api_key="not-a-key", base_url=srv.base_url)) == 429
+    r = httpx.post(
+        f"{srv.base_url}/oauth2-cc/token",
+        auth=(account.api_key, "wrong-secret"),
+        data={"grant_type": "client_credentials"},
+        timeout=10,
+    )
+    contract.on_response(r)
+    assert r.status_code == 429 and r.headers["retry-after"], r.text
+    # The right key, from the same address, at the same time.
+    assert list(account.client(contract).empathic_voice.chats.list_chats()) == []
+    with account.client().empathic_voice.chat.connect() as sock:
+        expect(sock, "chat_metadata")
+    assert account.fetch_token().status_code == 200
+    contract.assert_ok()

@@ -6,6 +6,7 @@ use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::keys::{constant_time_eq, hash_secret, random_token};
 use crate::state::AppState;
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -36,7 +37,7 @@ pub fn find_credentials(
 ) -> Result<Option<Credentials>, ApiError> {
     if let Some(v) = headers.get(API_KEY_HEADER) {
         let key = v.to_str().map_err(|_| {
-            ApiError::Unauthorized("the X-Hume-Api-Key header is not valid text".into())
+            ApiError::BadCredentials("the X-Hume-Api-Key header is not valid text".into())
         })?;
         return Ok(Some(Credentials::ApiKey(key.trim().to_string())));
     }
@@ -83,10 +84,10 @@ pub async fn authenticate(
         }
     };
     found.ok_or_else(|| match credentials {
-        Some(Credentials::Token(_)) => ApiError::Unauthorized(
+        Some(Credentials::Token(_)) => ApiError::BadCredentials(
             "invalid or expired access token: fetch a new one from POST /oauth2-cc/token".into(),
         ),
-        _ => ApiError::Unauthorized(
+        _ => ApiError::BadCredentials(
             "invalid API key: it does not exist or was revoked (`colloquy keys list` shows your keys)"
                 .into(),
         ),
@@ -106,29 +107,49 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The form of `POST /oauth2-cc/token` (documentation only: the handler parses the body
+/// itself, after checking the credentials).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRequest {
+    /// The only grant supported.
+    grant_type: GrantType,
+}
+
+/// OAuth 2 grant types of the token endpoint.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    /// Client credentials (the API key and its secret key, as HTTP Basic).
+    ClientCredentials,
+}
+
 /// `POST /oauth2-cc/token`: exchanges `Authorization: Basic base64(api_key:secret_key)` and
 /// `grant_type=client_credentials` for a 30-minute bearer token.
+///
+/// The credentials are checked first: without valid ones the answer is 401 whatever the
+/// body says, so the form's errors (400) are only shown to the key's owner.
 #[utoipa::path(
     post,
     path = "/oauth2-cc/token",
     tag = "auth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "grant_type=client_credentials"),
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, body = AccessTokenResponse),
         (status = 400, body = colloquy_wire::ErrorResponse),
         (status = 401, body = colloquy_wire::ErrorResponse),
+        (status = 429, body = colloquy_wire::ErrorResponse,
+            description = "Too many failed authentications from this address"),
     ),
     security(("basic" = []))
 )]
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: String,
+    body: Bytes,
 ) -> Result<Json<AccessTokenResponse>, ApiError> {
-    let grant: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
+    let principal = basic_credentials(&state, &headers).await?;
+    let grant: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     match grant
         .iter()
         .find(|(k, _)| k == "grant_type")
@@ -150,35 +171,6 @@ pub async fn token(
             })
         }
     }
-    let unauthorized = || {
-        ApiError::Unauthorized(
-            "send `Authorization: Basic base64(<api_key>:<secret_key>)` with a live key and its \
-             secret key"
-                .into(),
-        )
-    };
-    let basic = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        })
-        .ok_or_else(unauthorized)?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(basic.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(unauthorized)?;
-    let (api_key, secret) = decoded.split_once(':').ok_or_else(unauthorized)?;
-    let (principal, secret_hash) = state
-        .store
-        .secret_hash_for_key(&hash_secret(api_key))
-        .await?
-        .ok_or_else(unauthorized)?;
-    if !constant_time_eq(&hash_secret(secret), &secret_hash) {
-        return Err(unauthorized());
-    }
     let token = random_token(64);
     let now = now_ms();
     state
@@ -195,4 +187,41 @@ pub async fn token(
         token_type: "Bearer".into(),
         issued_at: now / 1000,
     }))
+}
+
+/// Checks `Authorization: Basic base64(api_key:secret_key)`. No Basic credentials is
+/// [`ApiError::Unauthorized`]; malformed or wrong ones are [`ApiError::BadCredentials`]
+/// (counted by the failed-authentication limit).
+async fn basic_credentials(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    const HOW: &str = "send `Authorization: Basic base64(<api_key>:<secret_key>)` with a live \
+                       key and its secret key";
+    let wrong = || ApiError::BadCredentials(format!("wrong client credentials: {HOW}"));
+    let Some(authorization) = headers.get(AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized(format!(
+            "missing client credentials: {HOW}"
+        )));
+    };
+    let basic = authorization
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .ok_or_else(wrong)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(wrong)?;
+    let (api_key, secret) = decoded.split_once(':').ok_or_else(wrong)?;
+    let (principal, secret_hash) = state
+        .store
+        .secret_hash_for_key(&hash_secret(api_key))
+        .await?
+        .ok_or_else(wrong)?;
+    if !constant_time_eq(&hash_secret(secret), &secret_hash) {
+        return Err(wrong());
+    }
+    Ok(principal)
 }

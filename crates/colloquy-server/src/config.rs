@@ -42,12 +42,13 @@ pub struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
     /// Failed authentication attempts one client address may make per minute; past that,
-    /// requests with credentials from that address are answered with 429 until the minute
-    /// window has room again (correct credentials from other addresses keep working).
-    /// 0 turns the limit off.
+    /// its failing attempts are answered with 429 (and `Retry-After`) instead of 401 until
+    /// the minute window has room again. Correct credentials keep working from every
+    /// address, that one included. 0 turns the limit off.
     pub auth_failures_per_minute: u32,
     /// Seconds a client has to send a request's headers once the connection is open (or
     /// between two requests of a kept-alive connection); then the connection is closed.
+    /// Upgraded chat sockets are not affected.
     pub header_read_timeout_secs: u64,
     /// Most chats one account may have open at once (all servers sharing the database);
     /// 0: no limit. A chat over the limit is refused with `E0203`.
@@ -658,10 +659,12 @@ send_timeout_secs = 10
 
 [limits]
 # Failed authentication attempts (wrong API key, secret or token) one client address may
-# make per minute; over that, requests with credentials from that address get 429 until the
-# window has room again. Correct credentials from other addresses keep working. 0: off.
+# make per minute; over that, its failing attempts get 429 with Retry-After instead of 401
+# until the window has room again. Correct credentials keep working from every address.
+# Counted per server process, IPv6 per /64. 0: off.
 auth_failures_per_minute = 60
-# Seconds a client has to send a request's headers (slow clients are disconnected).
+# Seconds a client has to send a request's headers, on a new connection or between two
+# requests of a kept-alive one; then the connection is closed (chat sockets are not affected).
 header_read_timeout_secs = 10
 # Most chats one account may have open at once over every server sharing the database
 # (0: no limit). A connect over the limit is refused with socket error E0203.

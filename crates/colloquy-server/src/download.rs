@@ -20,34 +20,61 @@ use std::ops::Range;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsatisfiable;
 
-/// Parses a single-range `Range: bytes=…` header against an object of `size` bytes.
-/// `Ok(None)` means the whole object.
+/// A position of a byte range: decimal digits only (no sign, no spaces). A value too large
+/// for `u64` is still a valid position, just beyond any file, so it saturates.
+fn position(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse().unwrap_or(u64::MAX))
+}
+
+/// Parses a single-range `Range: bytes=…` header (RFC 9110 §14.1.2) against an object of
+/// `size` bytes. `Ok(None)` means the whole object: no header, another range unit, several
+/// ranges, or a value that does not parse (such a header is ignored, never an error).
+/// A last position beyond the file is clamped to its last byte, a suffix longer than the
+/// file is the whole file; a first position at or beyond the end, a last position before
+/// the first, and a zero-length suffix are unsatisfiable.
 pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>, Unsatisfiable> {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    let Some(spec) = header
+        .map(str::trim)
+        .and_then(|h| h.split_once('='))
+        .filter(|(unit, _)| unit.trim().eq_ignore_ascii_case("bytes"))
+        .map(|(_, spec)| spec.trim())
+    else {
         return Ok(None);
     };
     if spec.contains(',') {
         return Ok(None); // multiple ranges: answer with the whole file
     }
-    let (start, end) = spec.split_once('-').ok_or(Unsatisfiable)?;
-    let range = match (start.trim(), end.trim()) {
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let range = match (first, last) {
         ("", suffix) => {
-            let n: u64 = suffix.parse().map_err(|_| Unsatisfiable)?;
+            let Some(n) = position(suffix) else {
+                return Ok(None);
+            };
             if n == 0 {
                 return Err(Unsatisfiable);
             }
             size.saturating_sub(n)..size
         }
-        (start, "") => start.parse::<u64>().map_err(|_| Unsatisfiable)?..size,
-        (start, end) => {
-            let (s, e): (u64, u64) = (
-                start.parse().map_err(|_| Unsatisfiable)?,
-                end.parse().map_err(|_| Unsatisfiable)?,
-            );
-            if e < s {
+        (first, "") => {
+            let Some(start) = position(first) else {
+                return Ok(None);
+            };
+            start..size
+        }
+        (first, last) => {
+            let (Some(start), Some(end)) = (position(first), position(last)) else {
+                return Ok(None);
+            };
+            if end < start {
                 return Err(Unsatisfiable);
             }
-            s..(e + 1).min(size)
+            // `end` is inclusive; clamped below `size`, `end + 1` cannot overflow.
+            start..end.min(size.saturating_sub(1)).saturating_add(1)
         }
     };
     if range.start >= size {
@@ -59,8 +86,8 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<Range<u64>>
 /// Download a reconstructed MP4 through a signed link (the `signed_audio_url`).
 #[utoipa::path(get, path = "/v0/evi/audio/{user_id}/{chat_id}/reconstructed_audio.mp4", tag = "audio",
     params(
-        ("user_id" = String, Path, description = "Owner id (UUID)"),
-        ("chat_id" = String, Path, description = "Chat id (UUID)"),
+        ("user_id" = uuid::Uuid, Path, description = "Owner id (UUID)"),
+        ("chat_id" = uuid::Uuid, Path, description = "Chat id (UUID)"),
         ("expires" = i64, Query, description = "Expiry of the link, epoch milliseconds"),
         ("signature" = String, Query, description = "HMAC-SHA256 of the link, hex"),
         ("Range" = Option<String>, Header, description = "A single byte range, e.g. bytes=0-1023"),
@@ -152,9 +179,76 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some(90..100)));
         assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some(90..100)));
         assert_eq!(parse_range(Some("bytes=50-500"), 100), Ok(Some(50..100)));
+        assert_eq!(parse_range(Some("bytes=99-99"), 100), Ok(Some(99..100)));
         assert_eq!(parse_range(Some("bytes=100-"), 100), Err(Unsatisfiable));
         assert_eq!(parse_range(Some("bytes=9-1"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(Unsatisfiable));
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
+        assert_eq!(parse_range(Some("Bytes=0-1"), 100), Ok(Some(0..2)));
+    }
+
+    #[test]
+    fn huge_positions_never_overflow() {
+        const MAX: &str = "18446744073709551615"; // u64::MAX
+        const HUGE: &str = "123456789012345678901234567890";
+        for last in [MAX, HUGE] {
+            // an end beyond the file is clamped to its last byte
+            assert_eq!(
+                parse_range(Some(&format!("bytes=0-{last}")), 100),
+                Ok(Some(0..100))
+            );
+            assert_eq!(
+                parse_range(Some(&format!("bytes=7-{last}")), 100),
+                Ok(Some(7..100))
+            );
+            // a suffix longer than the file is the whole file
+            assert_eq!(
+                parse_range(Some(&format!("bytes=-{last}")), 100),
+                Ok(Some(0..100))
+            );
+            // a start beyond the file is unsatisfiable
+            for spec in [format!("bytes={last}-"), format!("bytes={last}-{last}")] {
+                assert_eq!(parse_range(Some(&spec), 100), Err(Unsatisfiable), "{spec}");
+            }
+        }
+        assert_eq!(
+            parse_range(Some("bytes=0-18446744073709551615"), u64::MAX),
+            Ok(Some(0..u64::MAX))
+        );
+        assert_eq!(
+            parse_range(Some("bytes=18446744073709551614-"), u64::MAX),
+            Ok(Some(u64::MAX - 1..u64::MAX))
+        );
+    }
+
+    #[test]
+    fn unparseable_headers_are_ignored() {
+        for h in [
+            "bytes=",
+            "bytes=-",
+            "bytes=abc",
+            "bytes=5",
+            "bytes=a-5",
+            "bytes=5-b",
+            "bytes=+5-",
+            "bytes=-+5",
+            "bytes= 1 - 2",
+            "bytes=0x10-",
+            "bytes=1.5-2",
+            "bytes=--5",
+            "bytes",
+            "",
+        ] {
+            assert_eq!(parse_range(Some(h), 100), Ok(None), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn empty_files_satisfy_no_range() {
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=-5"), 0), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=0-0"), 0), Err(Unsatisfiable));
+        assert_eq!(parse_range(None, 0), Ok(None));
     }
 }

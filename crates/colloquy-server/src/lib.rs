@@ -12,6 +12,7 @@ pub mod download;
 pub mod engine;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod objects;
 pub mod openapi;
 pub mod params;

@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
         crate::auth::token,
         crate::server::healthz,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &EmptyQueryValues),
     tags(
         (name = "chats", description = "Chats and their events"),
         (name = "chat_groups", description = "Chat groups"),
@@ -53,6 +53,42 @@ impl Modify for Security {
             "basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
+    }
+}
+
+/// Declares `allowEmptyValue: true` on every optional query parameter: the server treats
+/// an empty value (`config_id=`) as the parameter not given (`crate::params::Query`), and
+/// the document says so, so generated clients and fuzzers agree with the server.
+///
+/// utoipa has no field for `allowEmptyValue` (deprecated, though still valid, in OpenAPI
+/// 3.1); specification extensions are serialized flat into the parameter object, so the
+/// keyword goes in that way.
+struct EmptyQueryValues;
+
+impl Modify for EmptyQueryValues {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::Required;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for p in operation.parameters.iter_mut().flatten() {
+                    if matches!(p.parameter_in, ParameterIn::Query)
+                        && !matches!(p.required, Required::True)
+                    {
+                        p.extensions
+                            .get_or_insert_with(Default::default)
+                            .insert("allowEmptyValue".into(), true.into());
+                    }
+                }
+            }
+        }
     }
 }
 

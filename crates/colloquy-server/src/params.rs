@@ -15,7 +15,7 @@ pub const DEFAULT_PAGE_SIZE: u32 = 10;
 pub struct Query(HashMap<String, String>);
 
 impl Query {
-    /// Decodes `a=1&b=2`; a repeated name is an error.
+    /// Decodes `a=1&b=2`; a repeated name is an error (even if one of its values is empty).
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let mut map = HashMap::new();
         for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned() {
@@ -29,8 +29,13 @@ impl Query {
         Ok(Query(map))
     }
 
+    /// The value of `name`; an empty (or blank) value is the same as none, so that
+    /// `config_id=` means "no config filter", as generated clients and forms send it.
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// `page_number`, `page_size`, `ascending_order`.
@@ -196,6 +201,15 @@ mod tests {
         let q = Query::parse(Some("status=done&config_id=nope")).unwrap();
         assert!(q.status().is_err());
         assert!(q.config_id().is_err());
+        // Empty values are not given.
+        let q = Query::parse(Some(
+            "status=&config_id=%20&search=&page_size=&page_number=&ascending_order=",
+        ))
+        .unwrap();
+        assert_eq!(q.status().unwrap(), None);
+        assert_eq!(q.config_id().unwrap(), None);
+        assert_eq!(q.search().unwrap(), None);
+        assert_eq!(q.page().unwrap(), page("").unwrap());
         assert!(path_uuid("chat", "your-chat-id").is_err());
     }
 }

@@ -14,13 +14,15 @@ use colloquy_storage::{ChatFilter, PageRequest, ReconstructionRecord};
 use colloquy_wire::*;
 use uuid::Uuid;
 
-/// Documentation of the paging parameters shared by every list endpoint.
+/// Documentation of the paging parameters shared by every list endpoint. Like every
+/// optional query parameter, an empty value (`page_size=`) is the same as none.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct PageParams {
     /// Zero-based page index (default 0). A page past the end is an empty page.
-    page_number: Option<u32>,
+    #[param(minimum = 0, maximum = 4294967295_u32)]
+    page_number: Option<i64>,
     /// Items per page, 1 to 100 (default 10).
     #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
@@ -28,18 +30,20 @@ pub struct PageParams {
     ascending_order: Option<bool>,
 }
 
-/// Filters of `GET /v0/evi/chats`.
+/// Filters of `GET /v0/evi/chats`. An empty value (`config_id=`) is no filter.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct ChatListFilters {
     /// Only chats that used this config (UUID).
-    config_id: Option<String>,
+    config_id: Option<Uuid>,
     /// Only chats with this status.
     status: Option<ChatStatus>,
     /// Colloquy extension (not in the hosted EVI API): only chats whose user or assistant
     /// messages contain every word given (case-insensitive; a word also matches words it
-    /// begins, so `hel` finds "Hello"). Punctuation only separates words. At most 16 words.
+    /// begins, so `hel` finds "Hello"). Punctuation only separates words. At most 16 words
+    /// and 1000 characters.
+    #[param(max_length = 1000)]
     search: Option<String>,
 }
 
@@ -61,7 +65,7 @@ fn direction(page: PageRequest) -> PaginationDirection {
 #[utoipa::path(get, path = "/v0/evi/chats", tag = "chats",
     params(PageParams, ChatListFilters),
     responses((status = 200, body = ReturnPagedChats), (status = 400, body = ErrorResponse),
-              (status = 401, body = ErrorResponse)),
+              (status = 401, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chats(
     State(state): State<AppState>,
@@ -88,9 +92,10 @@ pub async fn list_chats(
 
 /// List chat events (the bare chat resource path).
 #[utoipa::path(get, path = "/v0/evi/chats/{id}", tag = "chats",
-    params(("id" = String, Path, description = "Chat id (UUID)"), PageParams),
+    params(("id" = Uuid, Path, description = "Chat id (UUID)"), PageParams),
     responses((status = 200, body = ReturnChatPagedEvents), (status = 400, body = ErrorResponse),
-              (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)),
+              (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
+              (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chat_events(
     State(state): State<AppState>,
@@ -125,10 +130,10 @@ pub async fn list_chat_events(
 
 /// Get (and on first call, start) the audio reconstruction of a chat.
 #[utoipa::path(get, path = "/v0/evi/chats/{id}/audio", tag = "chats",
-    params(("id" = String, Path, description = "Chat id (UUID)")),
+    params(("id" = Uuid, Path, description = "Chat id (UUID)")),
     responses((status = 200, body = ReturnChatAudioReconstruction),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_chat_audio(
     State(state): State<AppState>,
@@ -147,10 +152,11 @@ pub async fn get_chat_audio(
 
 /// List chat groups.
 #[utoipa::path(get, path = "/v0/evi/chat_groups", tag = "chat_groups",
-    params(PageParams, ("config_id" = Option<String>, Query,
-        description = "Only groups whose most recent chat used this config (UUID)")),
+    params(PageParams, ("config_id" = Option<Uuid>, Query,
+        description = "Only groups whose most recent chat used this config (UUID). Empty: \
+                       no filter.")),
     responses((status = 200, body = ReturnPagedChatGroups), (status = 400, body = ErrorResponse),
-              (status = 401, body = ErrorResponse)),
+              (status = 401, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chat_groups(
     State(state): State<AppState>,
@@ -175,11 +181,12 @@ pub async fn list_chat_groups(
 
 /// Get a chat group with one page of its chats.
 #[utoipa::path(get, path = "/v0/evi/chat_groups/{id}", tag = "chat_groups",
-    params(("id" = String, Path, description = "Chat group id (UUID)"), PageParams,
-        ("status" = Option<ChatStatus>, Query, description = "Only chats with this status")),
+    params(("id" = Uuid, Path, description = "Chat group id (UUID)"), PageParams,
+        ("status" = Option<ChatStatus>, Query,
+            description = "Only chats with this status. Empty: no filter.")),
     responses((status = 200, body = ReturnChatGroupPagedChats),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_chat_group(
     State(state): State<AppState>,
@@ -213,10 +220,10 @@ pub async fn get_chat_group(
 
 /// List the events of every chat of a group.
 #[utoipa::path(get, path = "/v0/evi/chat_groups/{id}/events", tag = "chat_groups",
-    params(("id" = String, Path, description = "Chat group id (UUID)"), PageParams),
+    params(("id" = Uuid, Path, description = "Chat group id (UUID)"), PageParams),
     responses((status = 200, body = ReturnChatGroupPagedEvents),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_chat_group_events(
     State(state): State<AppState>,
@@ -244,10 +251,10 @@ pub async fn list_chat_group_events(
 
 /// Page over a group's chats, getting (and starting) each chat's audio reconstruction.
 #[utoipa::path(get, path = "/v0/evi/chat_groups/{id}/audio", tag = "chat_groups",
-    params(("id" = String, Path, description = "Chat group id (UUID)"), PageParams),
+    params(("id" = Uuid, Path, description = "Chat group id (UUID)"), PageParams),
     responses((status = 200, body = ReturnChatGroupPagedAudioReconstructions),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_chat_group_audio(
     State(state): State<AppState>,
@@ -349,10 +356,10 @@ async fn erase_objects(state: &AppState, user_id: Uuid, chats: &[Uuid]) -> Resul
 
 /// Delete a chat with its events, captured audio and reconstruction (not in the hosted API).
 #[utoipa::path(delete, path = "/v0/evi/chats/{id}", tag = "chats",
-    params(("id" = String, Path, description = "Chat id (UUID)")),
+    params(("id" = Uuid, Path, description = "Chat id (UUID)")),
     responses((status = 204, description = "Erased everywhere it was stored"),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete_chat(
     State(state): State<AppState>,
@@ -371,10 +378,10 @@ pub async fn delete_chat(
 
 /// Delete a chat group and all of its chats (not in the hosted API).
 #[utoipa::path(delete, path = "/v0/evi/chat_groups/{id}", tag = "chat_groups",
-    params(("id" = String, Path, description = "Chat group id (UUID)")),
+    params(("id" = Uuid, Path, description = "Chat group id (UUID)")),
     responses((status = 204, description = "Erased everywhere it was stored"),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 429, body = ErrorResponse)),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete_chat_group(
     State(state): State<AppState>,

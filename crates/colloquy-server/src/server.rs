@@ -2,19 +2,24 @@
 
 use crate::config::{redact_url, Settings};
 use crate::error::ApiError;
+use crate::limits::AuthFailureLimiter;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
 use crate::state::{AppState, Inner};
 use crate::worker::{spawn_workers, WorkerContext};
-use crate::{auth, download, openapi, rest, session, telemetry, ui};
+use crate::{auth, download, limits, openapi, rest, session, telemetry, ui};
 use anyhow::Context;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
 use axum::{Json, Router};
 use colloquy_storage::Store;
 use colloquy_storage_postgres::{PostgresSettings, PostgresStore};
 use colloquy_storage_sqlite::{SqliteSettings, SqliteStore};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
@@ -95,12 +100,8 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 
 /// The whole HTTP + WebSocket application.
 pub fn build_router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(ui::home))
-        .route("/ui/", get(ui::home))
-        .nest("/ui", ui::router())
-        .route("/healthz", get(healthz))
-        .route("/openapi.json", get(openapi_json))
+    // Routes that take credentials, behind the failed-authentication limit.
+    let authenticated = Router::new()
         .route("/oauth2-cc/token", post(auth::token))
         .route("/v0/evi/chat", get(session::chat_socket))
         .route("/v0/assistant/chat", get(session::chat_socket))
@@ -123,6 +124,17 @@ pub fn build_router(state: AppState) -> Router {
             "/v0/evi/chat_groups/{id}/audio",
             get(rest::get_chat_group_audio),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_auth_failures,
+        ));
+    Router::new()
+        .route("/", get(ui::home))
+        .route("/ui/", get(ui::home))
+        .nest("/ui", ui::router())
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
+        .merge(authenticated)
         .route("/v0/evi/audio/{*key}", get(download::download))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -133,6 +145,68 @@ pub fn build_router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state)
+}
+
+/// Serves `app` on `listener` over HTTP/1.1 until `shutdown` is cancelled, then waits for
+/// the open connections to finish their requests.
+///
+/// Like `axum::serve`, plus what it cannot be configured for: a client must send a request's
+/// headers within `header_read_timeout` of the connection opening or of the previous response
+/// (`None`: no limit), so slow-header clients (slowloris) cannot hold connections open. The
+/// timeout ends once the headers are in: request bodies, long responses and upgraded
+/// WebSockets are not limited by it. Each request carries the peer's
+/// `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Option<Duration>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    // No Nagle: socket replies are small frames written back to back (assistant_message
+    // then assistant_end), which Nagle would hold for the peer's delayed ACK (~40 ms).
+    let mut listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connections = TaskTracker::new();
+    loop {
+        // `accept` retries transient errors (e.g. too many open files) itself.
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let http = http.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let connection = http
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::trace!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 /// A running server.
@@ -238,6 +312,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{addr}"));
     let (pipeline, client_voice) = crate::engine::pipeline::turn::shared_engines(&settings.engine);
+    let auth_failures_per_minute = settings.limits.auth_failures_per_minute;
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -252,6 +327,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         pipeline,
         client_voice,
         account_limits: Arc::default(),
+        auth_failures: AuthFailureLimiter::new(auth_failures_per_minute),
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let workers = spawn_workers(
@@ -267,18 +343,11 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
     let tracker = state.sessions.clone();
     let app = build_router(state.clone());
     let token = state.shutdown.clone();
-    let task = tokio::spawn(async move {
-        // No Nagle: socket replies are small frames written back to back (assistant_message
-        // then assistant_end), which Nagle would hold for the peer's delayed ACK (~40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-    });
+    let header_read_timeout = match state.settings.limits.header_read_timeout_secs {
+        0 => None,
+        secs => Some(Duration::from_secs(secs)),
+    };
+    let task = tokio::spawn(serve(listener, app, header_read_timeout, token));
     tracing::info!(%addr, backend = state.store.backend(), %instance_id, "listening");
     Ok(RunningServer {
         addr,

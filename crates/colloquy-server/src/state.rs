@@ -2,6 +2,7 @@
 
 use crate::config::Settings;
 use crate::engine::pipeline::turn::Services;
+use crate::limits::AuthFailureLimiter;
 use crate::objects::Objects;
 use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
@@ -44,7 +45,9 @@ pub struct Inner {
     /// The voice speaking `assistant_input` in client mode (`None`: text only).
     pub client_voice: Option<Arc<dyn Voice>>,
     /// Per-account message rate and open chats of this server (`[limits]`).
-    pub account_limits: Arc<crate::session::limits::AccountLimits>,
+    pub account_limits: Arc<crate::limits::AccountLimits>,
+    /// Failed authentications per client address (`[limits] auth_failures_per_minute`).
+    pub auth_failures: AuthFailureLimiter,
 }
 
 impl AppState {

@@ -3,10 +3,10 @@
 //! [`crate::recorder::Recorder`], each client message re-checking the session's key).
 
 use super::ending::End;
-use super::limits::OpenChat;
 use super::settings;
 use crate::capture::VoiceRecorder;
 use crate::clock::now_ms;
+use crate::limits::OpenChat;
 use crate::recorder::RecordError;
 use crate::state::AppState;
 use axum::extract::ws::WebSocket;

@@ -21,7 +21,6 @@ pub mod connect;
 pub mod core;
 pub mod ending;
 pub mod lifecycle;
-pub mod limits;
 mod messages;
 mod output;
 pub mod settings;

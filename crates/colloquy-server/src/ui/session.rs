@@ -15,11 +15,12 @@ use super::error::UiError;
 use super::{render, Layout, Params};
 use crate::clock::now_ms;
 use crate::keys::{constant_time_eq, hash_secret, random_token};
+use crate::limits::{fingerprint_of, ClientIp};
 use crate::state::AppState;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, OriginalUri, RawQuery, State};
-use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{COOKIE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -287,9 +288,36 @@ pub async fn sign_in_page(
     )
 }
 
-/// `POST /ui/sign-in` (form: `api_key`, `csrf`, `next`).
+/// The sign-in form refused because the client's address has too many failed
+/// authentications (`[limits] auth_failures_per_minute`).
+fn too_many_sign_ins(
+    state: &AppState,
+    headers: &HeaderMap,
+    next: String,
+    retry_after_secs: u64,
+) -> Result<Response, UiError> {
+    let mut res = sign_in_form(
+        state,
+        headers,
+        StatusCode::TOO_MANY_REQUESTS,
+        next,
+        None,
+        Some(format!(
+            "Too many failed sign-ins from your address. Wait {retry_after_secs} seconds, then \
+             try again."
+        )),
+    )?;
+    res.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    Ok(res)
+}
+
+/// `POST /ui/sign-in` (form: `api_key`, `csrf`, `next`). A wrong key counts as a failed
+/// authentication of the client's address; past the limit the form is answered 429, and a
+/// key that already failed from the address is not looked up again.
 pub async fn sign_in(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, UiError> {
@@ -320,7 +348,21 @@ pub async fn sign_in(
             Some("Enter your API key.".into()),
         );
     };
+    let limited = ip.filter(|_| state.auth_failures.enabled()).map(|ip| {
+        let fp = fingerprint_of("/ui/sign-in", [(&b"api_key"[..], key.as_bytes())]);
+        (ip, fp)
+    });
+    if let Some((ip, Some(fp))) = &limited {
+        if let Some(secs) = state.auth_failures.repeated_failure(*ip, fp) {
+            return too_many_sign_ins(&state, &headers, next, secs);
+        }
+    }
     let Some(principal) = state.store.principal_by_key_hash(&hash_secret(key)).await? else {
+        if let Some((ip, fp)) = limited {
+            if let Some(secs) = state.auth_failures.record_failure(ip, fp) {
+                return too_many_sign_ins(&state, &headers, next, secs);
+            }
+        }
         return sign_in_form(
             &state,
             &headers,

@@ -7,6 +7,7 @@ mod disk_full;
 mod expression;
 mod fuzz;
 mod harness;
+mod hostile;
 mod isolation;
 mod limits;
 mod pipeline;

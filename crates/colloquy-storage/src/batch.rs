@@ -1,12 +1,12 @@
 //! The rules of [`crate::Store::apply_batch`], shared by every backend: which operations
 //! are applied, what each one reports, and how text is stored. A backend reads the facts
-//! (revoked keys, active chats, an account's active chat count) and writes; the decisions
-//! are taken here, once.
+//! (revoked keys, active chats, an account's active chat count) and runs its statements
+//! ([`BatchTx`]); the decisions are taken here, once ([`BatchRules::apply`]).
 
-use crate::{NewChat, NewEvent, OpOutcome, WriteOp};
+use crate::{GroupChoice, NewChat, NewEvent, OpOutcome, StoreResult, WriteOp};
 use colloquy_wire::ChatStatus;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
 /// Text as both backends store it: every NUL character (U+0000) replaced by U+FFFD.
@@ -69,6 +69,28 @@ pub fn limited_accounts(ops: &[WriteOp], revoked: &HashSet<Uuid>) -> Vec<Uuid> {
     users.sort_unstable();
     users.dedup();
     users
+}
+
+/// The distinct groups that live keys' `StartChat`s resume, sorted.
+pub fn resumed_groups(ops: &[WriteOp], revoked: &HashSet<Uuid>) -> Vec<Uuid> {
+    let mut groups: Vec<Uuid> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::StartChat {
+                api_key_id,
+                chat:
+                    NewChat {
+                        group: GroupChoice::Resume(g),
+                        ..
+                    },
+                ..
+            } if !revoked.contains(api_key_id) => Some(*g),
+            _ => None,
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
 }
 
 /// Whether an account that has `active` chats in progress may start one more.
@@ -200,6 +222,140 @@ impl BatchRules {
     }
 }
 
+/// The statements of a batch that a backend runs inside the batch's transaction, for
+/// [`BatchRules::apply`].
+// Used through generics only, so each backend's futures keep the auto traits they have
+// (PostgreSQL's are `Send`; SQLite's run to their end at once, on the writer thread).
+#[allow(async_fn_in_trait)]
+pub trait BatchTx {
+    /// The account's `ACTIVE` chats, those started or ended earlier in the transaction
+    /// included.
+    async fn active_chats(&mut self, user_id: Uuid) -> StoreResult<u64>;
+
+    /// Inserts the chat (`ACTIVE`) and creates or joins its group; false, with nothing
+    /// written, when the group to resume is not the account's.
+    async fn create_chat(&mut self, chat: &NewChat) -> StoreResult<bool>;
+
+    /// Sets the final status and end time of a chat that is still `ACTIVE`.
+    async fn end_chat(
+        &mut self,
+        chat_id: Uuid,
+        status: ChatStatus,
+        end_timestamp: i64,
+    ) -> StoreResult<()>;
+}
+
+/// An event of a batch on its way in, with its chat's group.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuedEvent<'a> {
+    /// The chat.
+    pub chat_id: Uuid,
+    /// Its group.
+    pub group_id: Uuid,
+    /// The event.
+    pub event: &'a NewEvent,
+}
+
+/// What a batch's events add to one chat's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatCounters {
+    /// Events added.
+    pub count: i64,
+    /// The earliest of their timestamps.
+    pub first: i64,
+    /// The latest of their timestamps.
+    pub last: i64,
+}
+
+/// The events a batch inserts, in order, and what they add to each chat's row.
+#[derive(Debug, Default)]
+pub struct QueuedEvents<'a> {
+    /// In the order of the operations.
+    pub events: Vec<QueuedEvent<'a>>,
+    /// By chat id.
+    pub chats: BTreeMap<Uuid, ChatCounters>,
+}
+
+impl<'a> QueuedEvents<'a> {
+    fn push(&mut self, chat_id: Uuid, group_id: Uuid, events: &'a [NewEvent]) {
+        for event in events {
+            self.events.push(QueuedEvent {
+                chat_id,
+                group_id,
+                event,
+            });
+            let c = self.chats.entry(chat_id).or_insert(ChatCounters {
+                count: 0,
+                first: i64::MAX,
+                last: i64::MIN,
+            });
+            c.count += 1;
+            c.first = c.first.min(event.timestamp);
+            c.last = c.last.max(event.timestamp);
+        }
+    }
+}
+
+impl BatchRules {
+    /// Runs the batch's operations in order: each one's statements through `tx`, its
+    /// events queued for the backend to insert after the last operation. Returns each
+    /// operation's outcome and the queued events.
+    pub async fn apply<'a, T: BatchTx>(
+        mut self,
+        ops: &'a [WriteOp],
+        tx: &mut T,
+    ) -> StoreResult<(Vec<OpOutcome>, QueuedEvents<'a>)> {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut queued = QueuedEvents::default();
+        for op in ops {
+            let outcome = match self.step(op) {
+                Step::Report(outcome) => outcome,
+                Step::Start {
+                    chat,
+                    events,
+                    limit,
+                } => {
+                    let full = match limit {
+                        Some(limit) => !may_start_chat(limit, tx.active_chats(chat.user_id).await?),
+                        None => false,
+                    };
+                    if full {
+                        OpOutcome::TooManyChats
+                    } else if !tx.create_chat(chat).await? {
+                        OpOutcome::GroupNotFound
+                    } else {
+                        let group = self.started(chat);
+                        queued.push(chat.id, group, events);
+                        OpOutcome::Applied
+                    }
+                }
+                Step::Append {
+                    chat_id,
+                    group_id,
+                    events,
+                } => {
+                    queued.push(chat_id, group_id, events);
+                    OpOutcome::Applied
+                }
+                Step::End {
+                    chat_id,
+                    group_id,
+                    status,
+                    end_timestamp,
+                    events,
+                    outcome,
+                } => {
+                    queued.push(chat_id, group_id, events);
+                    tx.end_chat(chat_id, status, end_timestamp).await?;
+                    outcome
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok((outcomes, queued))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +452,218 @@ mod tests {
             rules.step(&end),
             Step::Report(OpOutcome::ChatClosed)
         ));
+    }
+
+    #[test]
+    fn live_keys_resumed_groups() {
+        let (live, gone) = (Uuid::new_v4(), Uuid::new_v4());
+        let (g1, g2) = (Uuid::from_u128(2), Uuid::from_u128(1));
+        let resume = |key: Uuid, g: Uuid| {
+            let mut op = start(key, Uuid::new_v4(), None);
+            if let WriteOp::StartChat { chat, .. } = &mut op {
+                chat.group = GroupChoice::Resume(g);
+            }
+            op
+        };
+        let ops = [
+            resume(live, g1),
+            start(live, Uuid::new_v4(), None),
+            resume(live, g2),
+            resume(live, g1),
+            resume(gone, Uuid::new_v4()),
+        ];
+        assert_eq!(resumed_groups(&ops, &HashSet::from([gone])), vec![g2, g1]);
+    }
+
+    /// Polls a future that never waits to its end.
+    fn at_once<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => unreachable!("the fake transaction never waits"),
+        }
+    }
+
+    /// A transaction in memory: chats by owner, groups that are another account's, and
+    /// the statements run.
+    #[derive(Default)]
+    struct FakeTx {
+        owners: HashMap<Uuid, Uuid>,
+        active: HashSet<Uuid>,
+        foreign_groups: HashSet<Uuid>,
+        fail_counting: bool,
+        log: Vec<&'static str>,
+    }
+
+    impl BatchTx for FakeTx {
+        async fn active_chats(&mut self, user_id: Uuid) -> StoreResult<u64> {
+            self.log.push("count");
+            if self.fail_counting {
+                return Err(crate::StoreError::Database("count failed".into()));
+            }
+            Ok(self
+                .active
+                .iter()
+                .filter(|c| self.owners[*c] == user_id)
+                .count() as u64)
+        }
+
+        async fn create_chat(&mut self, chat: &NewChat) -> StoreResult<bool> {
+            self.log.push("create");
+            if let GroupChoice::Resume(g) = chat.group {
+                if self.foreign_groups.contains(&g) {
+                    return Ok(false);
+                }
+            }
+            self.owners.insert(chat.id, chat.user_id);
+            self.active.insert(chat.id);
+            Ok(true)
+        }
+
+        async fn end_chat(&mut self, chat_id: Uuid, _: ChatStatus, _: i64) -> StoreResult<()> {
+            self.log.push("end");
+            self.active.remove(&chat_id);
+            Ok(())
+        }
+    }
+
+    fn said(seq: i64, timestamp: i64) -> NewEvent {
+        NewEvent {
+            id: Uuid::new_v4(),
+            seq,
+            timestamp,
+            role: colloquy_wire::EventRole::User,
+            event_type: colloquy_wire::EventType::UserMessage,
+            message_text: None,
+            emotion_features: None,
+            metadata: None,
+            related_event_id: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_and_queues_its_events() {
+        let (key, revoked_key, user) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let foreign = Uuid::new_v4();
+        let with_events = |mut op: WriteOp, evs: Vec<NewEvent>| {
+            if let WriteOp::StartChat { events, .. } = &mut op {
+                *events = evs;
+            }
+            op
+        };
+        let a = with_events(start(key, user, Some(1)), vec![said(0, 10)]);
+        let WriteOp::StartChat { chat: chat_a, .. } = &a else {
+            unreachable!()
+        };
+        let b = start(key, user, Some(1));
+        let mut c = start(key, user, Some(1));
+        if let WriteOp::StartChat { chat, .. } = &mut c {
+            chat.group = GroupChoice::Resume(foreign);
+        }
+        let WriteOp::StartChat { chat: chat_c, .. } = &c else {
+            unreachable!()
+        };
+        let d = with_events(start(key, user, Some(1)), vec![said(0, 50)]);
+        let WriteOp::StartChat { chat: chat_d, .. } = &d else {
+            unreachable!()
+        };
+        let ops = vec![
+            a.clone(),
+            b.clone(),
+            WriteOp::AppendEvents {
+                api_key_id: key,
+                chat_id: chat_a.id,
+                events: vec![said(1, 30), said(2, 20)],
+            },
+            WriteOp::EndChat {
+                api_key_id: revoked_key,
+                chat_id: chat_a.id,
+                status: ChatStatus::UserEnded,
+                end_timestamp: 40,
+                events: vec![said(3, 40)],
+            },
+            c.clone(),
+            d.clone(),
+            WriteOp::AppendEvents {
+                api_key_id: revoked_key,
+                chat_id: chat_d.id,
+                events: vec![said(1, 60)],
+            },
+            WriteOp::CheckKey { api_key_id: key },
+        ];
+        let mut tx = FakeTx {
+            foreign_groups: HashSet::from([foreign]),
+            ..Default::default()
+        };
+        let rules = BatchRules::new(HashSet::from([revoked_key]), HashMap::new());
+        let (outcomes, queued) = at_once(rules.apply(&ops, &mut tx)).unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                OpOutcome::Applied,
+                OpOutcome::TooManyChats,
+                OpOutcome::Applied,
+                OpOutcome::KeyRevoked,
+                OpOutcome::GroupNotFound,
+                OpOutcome::Applied,
+                OpOutcome::KeyRevoked,
+                OpOutcome::Applied,
+            ]
+        );
+        assert_eq!(
+            tx.log,
+            ["count", "create", "count", "end", "count", "create", "count", "create"],
+            "the limit is looked at before each limited start; a full account creates nothing"
+        );
+        assert!(!tx.owners.contains_key(&chat_c.id));
+        assert_eq!(tx.active, HashSet::from([chat_d.id]));
+        let order: Vec<(Uuid, i64)> = queued
+            .events
+            .iter()
+            .map(|e| (e.chat_id, e.event.seq))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (chat_a.id, 0),
+                (chat_a.id, 1),
+                (chat_a.id, 2),
+                (chat_a.id, 3),
+                (chat_d.id, 0)
+            ],
+            "the revoked append is not queued; the revoked end is"
+        );
+        assert!(queued.events.iter().all(|e| e.group_id
+            == if e.chat_id == chat_a.id {
+                chat_a.group.id()
+            } else {
+                chat_d.group.id()
+            }));
+        assert_eq!(
+            queued.chats[&chat_a.id],
+            ChatCounters {
+                count: 4,
+                first: 10,
+                last: 40
+            }
+        );
+        assert_eq!(queued.chats[&chat_d.id].count, 1);
+        assert_eq!(queued.chats.len(), 2);
+    }
+
+    #[test]
+    fn a_failing_statement_fails_the_batch() {
+        let mut tx = FakeTx {
+            fail_counting: true,
+            ..Default::default()
+        };
+        let ops = [
+            start(Uuid::new_v4(), Uuid::new_v4(), None),
+            start(Uuid::new_v4(), Uuid::new_v4(), Some(3)),
+        ];
+        let result = at_once(BatchRules::default().apply(&ops, &mut tx));
+        assert!(result.is_err());
+        assert_eq!(tx.log, ["create", "count"]);
     }
 }

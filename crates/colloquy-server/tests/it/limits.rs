@@ -1,7 +1,6 @@
 //! `[limits]` on chat sockets: per-account message rate and concurrent chats.
 
 use crate::harness::*;
-use futures::SinkExt;
 use serde_json::json;
 use std::time::Duration;
 

@@ -3,13 +3,15 @@
 //! Backends (`colloquy-storage-sqlite`, `colloquy-storage-postgres`) implement [`Store`] and
 //! own their migrations. What their SQL agrees on (column lists, row decoding, the
 //! listings' filters and paging) is written once in [`sql`]. Every backend must pass the
-//! shared [`conformance`] suite.
+//! shared conformance suite (`conformance`, with the `test-support` feature): one test per
+//! scenario, generated in the backend's tests by `conformance_tests!`.
 //!
 //! Writes from chat sessions go through [`Store::apply_batch`]: the server groups the
 //! operations of many sessions into one transaction (group commit) and only acknowledges an
 //! operation to its session once the batch is committed.
 
 mod batch;
+#[cfg(feature = "test-support")]
 pub mod conformance;
 mod error;
 mod model;

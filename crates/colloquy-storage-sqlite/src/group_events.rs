@@ -8,7 +8,9 @@
 //! Only chats whose spans overlap (several sessions of one group at once) are merged by
 //! time in one query.
 
-use crate::{db, dir, rows::*, EVENT_COLUMNS};
+use crate::db;
+use crate::rows::{col, Row};
+use colloquy_storage::sql::{self, direction, EVENT_COLUMNS};
 use colloquy_storage::{EventRecord, Page, PageRequest, StoreResult};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
@@ -87,7 +89,7 @@ pub(crate) async fn page(
         runs.reverse();
     }
 
-    let d = dir(page.ascending);
+    let d = direction(page.ascending);
     let mut skip = page.offset();
     let mut want = i64::from(page.size);
     let mut items = Vec::new();
@@ -116,7 +118,7 @@ pub(crate) async fn page(
         want -= rows.len() as i64;
         skip = 0;
         for r in &rows {
-            items.push(event_row(r)?);
+            items.push(sql::event_record::<Row>(r)?);
         }
     }
     Ok(Page {

@@ -1,12 +1,12 @@
 //! The rules of [`crate::Store::apply_batch`], shared by every backend: which operations
 //! are applied, what each one reports, and how text is stored. A backend reads the facts
-//! (revoked keys, active chats, an account's active chat count) and writes; the decisions
-//! are taken here, once.
+//! (revoked keys, active chats, an account's active chat count) and runs its statements
+//! ([`BatchTx`]); the decisions are taken here, once ([`BatchRules::apply`]).
 
-use crate::{NewChat, NewEvent, OpOutcome, WriteOp};
+use crate::{GroupChoice, NewChat, NewEvent, OpOutcome, StoreResult, WriteOp};
 use colloquy_wire::ChatStatus;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
 /// Text as both backends store it: every NUL character (U+0000) replaced by U+FFFD.
@@ -69,6 +69,28 @@ pub fn limited_accounts(ops: &[WriteOp], revoked: &HashSet<Uuid>) -> Vec<Uuid> {
     users.sort_unstable();
     users.dedup();
     users
+}
+
+/// The distinct groups that live keys' `StartChat`s resume, sorted.
+pub fn resumed_groups(ops: &[WriteOp], revoked: &HashSet<Uuid>) -> Vec<Uuid> {
+    let mut groups: Vec<Uuid> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::StartChat {
+                api_key_id,
+                chat:
+                    NewChat {
+                        group: GroupChoice::Resume(g),
+                        ..
+                    },
+                ..
+            } if !revoked.contains(api_key_id) => Some(*g),
+            _ => None,
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
 }
 
 /// Whether an account that has `active` chats in progress may start one more.
@@ -200,101 +222,139 @@ impl BatchRules {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::GroupChoice;
+/// The statements of a batch that a backend runs inside the batch's transaction, for
+/// [`BatchRules::apply`].
+// Used through generics only, so each backend's futures keep the auto traits they have
+// (PostgreSQL's are `Send`; SQLite's run to their end at once, on the writer thread).
+#[allow(async_fn_in_trait)]
+pub trait BatchTx {
+    /// The account's `ACTIVE` chats, those started or ended earlier in the transaction
+    /// included.
+    async fn active_chats(&mut self, user_id: Uuid) -> StoreResult<u64>;
 
-    #[test]
-    fn nul_becomes_the_replacement_character() {
-        assert!(matches!(storable_text("plain"), Cow::Borrowed("plain")));
-        assert_eq!(storable_text("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
-        assert_eq!(storable(None), None);
-        assert_eq!(storable(Some("\0")).as_deref(), Some("\u{FFFD}"));
-    }
+    /// Inserts the chat (`ACTIVE`) and creates or joins its group; false, with nothing
+    /// written, when the group to resume is not the account's.
+    async fn create_chat(&mut self, chat: &NewChat) -> StoreResult<bool>;
 
-    fn start(key: Uuid, user: Uuid, limit: Option<u32>) -> WriteOp {
-        WriteOp::StartChat {
-            api_key_id: key,
-            chat: NewChat {
-                id: Uuid::new_v4(),
-                user_id: user,
-                group: GroupChoice::New(Uuid::new_v4()),
-                start_timestamp: 1,
-                metadata: None,
-                config_id: None,
-                config_version: None,
-                instance_id: Uuid::nil(),
-            },
-            events: vec![],
-            max_active_chats: limit,
+    /// Sets the final status and end time of a chat that is still `ACTIVE`.
+    async fn end_chat(
+        &mut self,
+        chat_id: Uuid,
+        status: ChatStatus,
+        end_timestamp: i64,
+    ) -> StoreResult<()>;
+}
+
+/// An event of a batch on its way in, with its chat's group.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuedEvent<'a> {
+    /// The chat.
+    pub chat_id: Uuid,
+    /// Its group.
+    pub group_id: Uuid,
+    /// The event.
+    pub event: &'a NewEvent,
+}
+
+/// What a batch's events add to one chat's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatCounters {
+    /// Events added.
+    pub count: i64,
+    /// The earliest of their timestamps.
+    pub first: i64,
+    /// The latest of their timestamps.
+    pub last: i64,
+}
+
+/// The events a batch inserts, in order, and what they add to each chat's row.
+#[derive(Debug, Default)]
+pub struct QueuedEvents<'a> {
+    /// In the order of the operations.
+    pub events: Vec<QueuedEvent<'a>>,
+    /// By chat id.
+    pub chats: BTreeMap<Uuid, ChatCounters>,
+}
+
+impl<'a> QueuedEvents<'a> {
+    fn push(&mut self, chat_id: Uuid, group_id: Uuid, events: &'a [NewEvent]) {
+        for event in events {
+            self.events.push(QueuedEvent {
+                chat_id,
+                group_id,
+                event,
+            });
+            let c = self.chats.entry(chat_id).or_insert(ChatCounters {
+                count: 0,
+                first: i64::MAX,
+                last: i64::MIN,
+            });
+            c.count += 1;
+            c.first = c.first.min(event.timestamp);
+            c.last = c.last.max(event.timestamp);
         }
     }
+}
 
-    #[test]
-    fn limits_and_revocations() {
-        assert!(may_start_chat(2, 1));
-        assert!(!may_start_chat(2, 2));
-        assert!(!may_start_chat(0, 0));
-        let (live, gone) = (Uuid::new_v4(), Uuid::new_v4());
-        let (a, b) = (Uuid::from_u128(2), Uuid::from_u128(1));
-        let ops = [
-            start(live, a, Some(1)),
-            start(live, b, Some(1)),
-            start(live, a, Some(3)),
-            start(live, Uuid::new_v4(), None),
-            start(gone, Uuid::new_v4(), Some(1)),
-        ];
-        let revoked = HashSet::from([gone]);
-        assert_eq!(limited_accounts(&ops, &revoked), vec![b, a]);
-        let mut rules = BatchRules::new(revoked, HashMap::new());
-        assert!(matches!(
-            rules.step(&ops[0]),
-            Step::Start { limit: Some(1), .. }
-        ));
-        assert!(matches!(
-            rules.step(&ops[4]),
-            Step::Report(OpOutcome::KeyRevoked)
-        ));
-    }
-
-    #[test]
-    fn chats_are_active_once_started_and_until_ended() {
-        let key = Uuid::new_v4();
-        let op = start(key, Uuid::new_v4(), None);
-        let WriteOp::StartChat { chat, .. } = &op else {
-            unreachable!()
-        };
-        let append = WriteOp::AppendEvents {
-            api_key_id: key,
-            chat_id: chat.id,
-            events: vec![],
-        };
-        let end = WriteOp::EndChat {
-            api_key_id: key,
-            chat_id: chat.id,
-            status: ChatStatus::UserEnded,
-            end_timestamp: 2,
-            events: vec![],
-        };
-        assert_eq!(chats_written(&[append.clone(), end.clone()]), vec![chat.id]);
-        let mut rules = BatchRules::default();
-        assert!(matches!(
-            rules.step(&append),
-            Step::Report(OpOutcome::ChatClosed)
-        ));
-        let group = rules.started(chat);
-        assert!(matches!(rules.step(&append), Step::Append { group_id, .. } if group_id == group));
-        assert!(matches!(
-            rules.step(&end),
-            Step::End {
-                outcome: OpOutcome::Applied,
-                ..
-            }
-        ));
-        assert!(matches!(
-            rules.step(&end),
-            Step::Report(OpOutcome::ChatClosed)
-        ));
+impl BatchRules {
+    /// Runs the batch's operations in order: each one's statements through `tx`, its
+    /// events queued for the backend to insert after the last operation. Returns each
+    /// operation's outcome and the queued events.
+    pub async fn apply<'a, T: BatchTx>(
+        mut self,
+        ops: &'a [WriteOp],
+        tx: &mut T,
+    ) -> StoreResult<(Vec<OpOutcome>, QueuedEvents<'a>)> {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut queued = QueuedEvents::default();
+        for op in ops {
+            let outcome = match self.step(op) {
+                Step::Report(outcome) => outcome,
+                Step::Start {
+                    chat,
+                    events,
+                    limit,
+                } => {
+                    let full = match limit {
+                        Some(limit) => !may_start_chat(limit, tx.active_chats(chat.user_id).await?),
+                        None => false,
+                    };
+                    if full {
+                        OpOutcome::TooManyChats
+                    } else if !tx.create_chat(chat).await? {
+                        OpOutcome::GroupNotFound
+                    } else {
+                        let group = self.started(chat);
+                        queued.push(chat.id, group, events);
+                        OpOutcome::Applied
+                    }
+                }
+                Step::Append {
+                    chat_id,
+                    group_id,
+                    events,
+                } => {
+                    queued.push(chat_id, group_id, events);
+                    OpOutcome::Applied
+                }
+                Step::End {
+                    chat_id,
+                    group_id,
+                    status,
+                    end_timestamp,
+                    events,
+                    outcome,
+                } => {
+                    queued.push(chat_id, group_id, events);
+                    tx.end_chat(chat_id, status, end_timestamp).await?;
+                    outcome
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok((outcomes, queued))
     }
 }
+
+#[cfg(test)]
+mod tests;

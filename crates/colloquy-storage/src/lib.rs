@@ -1,21 +1,26 @@
 //! Colloquy's storage trait: what every database backend must provide.
 //!
 //! Backends (`colloquy-storage-sqlite`, `colloquy-storage-postgres`) implement [`Store`] and
-//! own their migrations. Every backend must pass the shared [`conformance`] suite.
+//! own their migrations. What their SQL agrees on (column lists, row decoding, the
+//! listings' filters and paging) is written once in [`sql`]. Every backend must pass the
+//! shared conformance suite (`conformance`, with the `test-support` feature): one test per
+//! scenario, generated in the backend's tests by `conformance_tests!`.
 //!
 //! Writes from chat sessions go through [`Store::apply_batch`]: the server groups the
 //! operations of many sessions into one transaction (group commit) and only acknowledges an
 //! operation to its session once the batch is committed.
 
 mod batch;
+#[cfg(feature = "test-support")]
 pub mod conformance;
 mod error;
 mod model;
 mod search;
+pub mod sql;
 
 pub use batch::{
-    batch_keys, chats_written, limited_accounts, may_start_chat, storable, storable_text,
-    BatchRules, Step,
+    batch_keys, chats_written, limited_accounts, may_start_chat, resumed_groups, storable,
+    storable_text, BatchRules, BatchTx, ChatCounters, QueuedEvent, QueuedEvents, Step,
 };
 pub use error::{StoreError, StoreResult};
 pub use model::*;

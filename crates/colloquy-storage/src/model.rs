@@ -4,6 +4,7 @@ use colloquy_wire::{
     ChatStatus, EventRole, EventType, ReconstructionStatus, ReturnChat, ReturnChatEvent,
     ReturnChatGroup, ReturnConfigSpec,
 };
+use std::borrow::Cow;
 use uuid::Uuid;
 
 /// Who is calling: the owner of a live API key or access token.
@@ -428,9 +429,15 @@ pub enum JobResult {
 }
 
 impl JobResult {
-    /// The record's final status, `filename` and `error`.
-    pub fn record_fields(&self) -> (ReconstructionStatus, Option<&str>, Option<&str>) {
-        match self {
+    /// The record's final status, `filename` and `error`, as stored ([`crate::storable`]).
+    pub fn record_fields(
+        &self,
+    ) -> (
+        ReconstructionStatus,
+        Option<Cow<'_, str>>,
+        Option<Cow<'_, str>>,
+    ) {
+        let (status, filename, error) = match self {
             JobResult::Complete { filename, missing } => (
                 ReconstructionStatus::Complete,
                 Some(filename.as_str()),
@@ -439,7 +446,8 @@ impl JobResult {
             JobResult::Failed { reason } => {
                 (ReconstructionStatus::Error, None, Some(reason.as_str()))
             }
-        }
+        };
+        (status, crate::storable(filename), crate::storable(error))
     }
 }
 

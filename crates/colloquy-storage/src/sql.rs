@@ -1,0 +1,516 @@
+//! What the SQL of both backends agrees on, written once: the column lists they read and
+//! how each list decodes into a model ([`Decode`]), and the listings' filters, order and
+//! paging as [`Clause`]s of SQL and values, which each backend renders with its own
+//! placeholders, value types and full-text index.
+
+use crate::{
+    search_terms, storable_text, ApiKeyRecord, ChatFilter, ChatRecord, ClaimedJob, EventRecord,
+    GroupRecord, Page, PageRequest, Principal, ReconstructionRecord, StoreError, StoreResult,
+};
+use colloquy_wire::ChatStatus;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// Columns of a chat ([`chat_record`]), from `chats`.
+pub const CHAT_COLUMNS: &str =
+    "id, user_id, chat_group_id, status, start_timestamp, end_timestamp, \
+     event_count, metadata, config_id, config_version";
+
+/// Columns of an event ([`event_record`]), from `chat_events`.
+pub const EVENT_COLUMNS: &str = "id, chat_id, seq, timestamp, role, type, message_text, \
+     emotion_features, metadata, related_event_id";
+
+/// Columns of a group ([`group_record`]), from `chat_groups g`.
+pub const GROUP_COLUMNS: &str = "g.id, g.user_id, g.first_start_timestamp, \
+     g.most_recent_start_timestamp, g.num_chats, g.most_recent_chat_id, \
+     g.most_recent_config_id, g.most_recent_config_version, \
+     EXISTS (SELECT 1 FROM chats c WHERE c.chat_group_id = g.id AND c.status = 'ACTIVE') AS active";
+
+/// Columns of a principal ([`principal`]), from `api_keys k JOIN accounts a`.
+pub const PRINCIPAL_COLUMNS: &str = "k.user_id, k.id, a.data_retention, k.prefix";
+
+/// Columns of a key ([`api_key_record`]), from `api_keys k JOIN accounts a`.
+pub const API_KEY_COLUMNS: &str =
+    "k.id, k.user_id, k.name, k.prefix, k.created_at, k.revoked_at, a.data_retention";
+
+/// Columns of a reconstruction ([`reconstruction_record`]), from `audio_reconstructions`.
+pub const RECONSTRUCTION_COLUMNS: &str = "chat_id, user_id, status, filename, modified_at, error";
+
+/// Columns of a claimed job ([`claimed_job`]), from `audio_jobs j JOIN chats c`.
+pub const JOB_COLUMNS: &str =
+    "j.chat_id, j.user_id, j.attempts, c.start_timestamp, c.end_timestamp";
+
+/// The `metadata` of the `CHAT_END_MESSAGE` with which crash recovery ends an orphaned chat
+/// ([`crate::Store::close_orphaned_chats`]).
+pub const ORPHANED_CHAT_END_METADATA: &str = r#"{"reason":"server_failure"}"#;
+
+/// How a backend reads column `i` of its rows as the few types the models hold (SQLite
+/// keeps UUIDs as text, PostgreSQL as `uuid`). A value that does not decode is
+/// [`StoreError::Corrupt`].
+pub trait Decode {
+    /// The backend's row.
+    type Row;
+    /// A UUID.
+    fn uuid(r: &Self::Row, i: usize) -> StoreResult<Uuid>;
+    /// A UUID or NULL.
+    fn opt_uuid(r: &Self::Row, i: usize) -> StoreResult<Option<Uuid>>;
+    /// Text.
+    fn text(r: &Self::Row, i: usize) -> StoreResult<String>;
+    /// Text or NULL.
+    fn opt_text(r: &Self::Row, i: usize) -> StoreResult<Option<String>>;
+    /// An integer.
+    fn int(r: &Self::Row, i: usize) -> StoreResult<i64>;
+    /// An integer or NULL.
+    fn opt_int(r: &Self::Row, i: usize) -> StoreResult<Option<i64>>;
+    /// A boolean.
+    fn flag(r: &Self::Row, i: usize) -> StoreResult<bool>;
+
+    /// A status, role or type stored as its wire name.
+    fn name<T: FromStr>(r: &Self::Row, i: usize) -> StoreResult<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        Self::text(r, i)?.parse().map_err(corrupt)
+    }
+}
+
+/// A value that does not decode.
+pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// A UUID stored as text.
+pub fn uuid_text(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| corrupt(format!("bad uuid `{s}`: {e}")))
+}
+
+/// [`PRINCIPAL_COLUMNS`].
+pub fn principal<D: Decode>(r: &D::Row) -> StoreResult<Principal> {
+    Ok(Principal {
+        user_id: D::uuid(r, 0)?,
+        api_key_id: D::uuid(r, 1)?,
+        data_retention: D::flag(r, 2)?,
+        key_prefix: D::text(r, 3)?,
+    })
+}
+
+/// [`API_KEY_COLUMNS`].
+pub fn api_key_record<D: Decode>(r: &D::Row) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: D::uuid(r, 0)?,
+        user_id: D::uuid(r, 1)?,
+        name: D::opt_text(r, 2)?,
+        prefix: D::text(r, 3)?,
+        created_at: D::int(r, 4)?,
+        revoked_at: D::opt_int(r, 5)?,
+        data_retention: D::flag(r, 6)?,
+    })
+}
+
+/// [`CHAT_COLUMNS`].
+pub fn chat_record<D: Decode>(r: &D::Row) -> StoreResult<ChatRecord> {
+    Ok(ChatRecord {
+        id: D::uuid(r, 0)?,
+        user_id: D::uuid(r, 1)?,
+        chat_group_id: D::uuid(r, 2)?,
+        status: D::name(r, 3)?,
+        start_timestamp: D::int(r, 4)?,
+        end_timestamp: D::opt_int(r, 5)?,
+        event_count: D::int(r, 6)?,
+        metadata: D::opt_text(r, 7)?,
+        config_id: D::opt_text(r, 8)?,
+        config_version: D::opt_int(r, 9)?,
+    })
+}
+
+/// [`EVENT_COLUMNS`].
+pub fn event_record<D: Decode>(r: &D::Row) -> StoreResult<EventRecord> {
+    Ok(EventRecord {
+        id: D::uuid(r, 0)?,
+        chat_id: D::uuid(r, 1)?,
+        seq: D::int(r, 2)?,
+        timestamp: D::int(r, 3)?,
+        role: D::name(r, 4)?,
+        event_type: D::name(r, 5)?,
+        message_text: D::opt_text(r, 6)?,
+        emotion_features: D::opt_text(r, 7)?,
+        metadata: D::opt_text(r, 8)?,
+        related_event_id: D::opt_uuid(r, 9)?,
+    })
+}
+
+/// [`GROUP_COLUMNS`].
+pub fn group_record<D: Decode>(r: &D::Row) -> StoreResult<GroupRecord> {
+    Ok(GroupRecord {
+        id: D::uuid(r, 0)?,
+        user_id: D::uuid(r, 1)?,
+        first_start_timestamp: D::int(r, 2)?,
+        most_recent_start_timestamp: D::int(r, 3)?,
+        num_chats: D::int(r, 4)?,
+        most_recent_chat_id: D::opt_uuid(r, 5)?,
+        most_recent_config_id: D::opt_text(r, 6)?,
+        most_recent_config_version: D::opt_int(r, 7)?,
+        active: D::flag(r, 8)?,
+    })
+}
+
+/// [`RECONSTRUCTION_COLUMNS`].
+pub fn reconstruction_record<D: Decode>(r: &D::Row) -> StoreResult<ReconstructionRecord> {
+    Ok(ReconstructionRecord {
+        chat_id: D::uuid(r, 0)?,
+        user_id: D::uuid(r, 1)?,
+        status: D::name(r, 2)?,
+        filename: D::opt_text(r, 3)?,
+        modified_at: D::int(r, 4)?,
+        error: D::opt_text(r, 5)?,
+    })
+}
+
+/// [`JOB_COLUMNS`] of the job about to be claimed at `now_ms`: this is its next attempt.
+pub fn claimed_job<D: Decode>(r: &D::Row, now_ms: i64) -> StoreResult<ClaimedJob> {
+    Ok(ClaimedJob {
+        chat_id: D::uuid(r, 0)?,
+        user_id: D::uuid(r, 1)?,
+        attempt: D::int(r, 2)? + 1,
+        chat_start_ms: D::int(r, 3)?,
+        chat_end_ms: D::opt_int(r, 4)?.unwrap_or(now_ms),
+    })
+}
+
+/// A page of `rows`, decoded, in a collection of `total`.
+pub fn page<R, T>(
+    rows: &[R],
+    decode: impl Fn(&R) -> StoreResult<T>,
+    total: i64,
+) -> StoreResult<Page<T>> {
+    Ok(Page {
+        items: rows.iter().map(decode).collect::<StoreResult<_>>()?,
+        total: total as u64,
+    })
+}
+
+/// `ASC` or `DESC`.
+pub fn direction(ascending: bool) -> &'static str {
+    if ascending {
+        "ASC"
+    } else {
+        "DESC"
+    }
+}
+
+/// A value bound to a statement's parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A UUID (text on SQLite).
+    Uuid(Uuid),
+    /// Text.
+    Text(String),
+    /// An integer.
+    Int(i64),
+}
+
+/// A piece of a [`Clause`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// SQL text.
+    Sql(&'static str),
+    /// A parameter.
+    Bind(Value),
+    /// A condition: the chat (`id`) holds a user or agent message with a word that starts
+    /// with this one (one of [`search_terms`]). Each backend asks its own full-text index.
+    Says(String),
+}
+
+/// Part of a statement as SQL text and values, in order; each backend renders it with its
+/// own placeholders.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clause(pub Vec<Piece>);
+
+impl Clause {
+    fn sql(&mut self, sql: &'static str) -> &mut Self {
+        self.0.push(Piece::Sql(sql));
+        self
+    }
+
+    fn bind(&mut self, value: Value) -> &mut Self {
+        self.0.push(Piece::Bind(value));
+        self
+    }
+
+    /// Adds `column = value` (`column op value`) to the `WHERE`, or starts it.
+    fn and(&mut self, column: &'static str, op: &'static str, value: Value) -> &mut Self {
+        self.sql(if self.0.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        })
+        .sql(column)
+        .sql(op)
+        .bind(value)
+    }
+}
+
+/// Whose chats a listing holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatOwner {
+    /// An account's (`user_id`).
+    Account(Uuid),
+    /// A group's (`chat_group_id`).
+    Group(Uuid),
+}
+
+/// One page of a listing: `SELECT … FROM …` then its [`Listing::filter`],
+/// [`Listing::order`] and [`Listing::limit`]; its total is `SELECT COUNT(*) FROM …` and the
+/// same filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// ` WHERE …`.
+    pub filter: Clause,
+    /// ` ORDER BY …`.
+    pub order: String,
+    /// ` LIMIT … OFFSET …`.
+    pub limit: Clause,
+}
+
+impl Listing {
+    fn new(filter: Clause, keys: [&str; 2], page: PageRequest) -> Self {
+        let d = direction(page.ascending);
+        let mut limit = Clause::default();
+        limit
+            .sql(" LIMIT ")
+            .bind(Value::Int(page.size as i64))
+            .sql(" OFFSET ")
+            .bind(Value::Int(page.offset()));
+        Self {
+            filter,
+            order: format!(" ORDER BY {} {d}, {} {d}", keys[0], keys[1]),
+            limit,
+        }
+    }
+
+    /// Chats ([`CHAT_COLUMNS`] from `chats`) of an account or a group, by start time, that
+    /// pass `filter`.
+    pub fn chats(owner: ChatOwner, filter: &ChatFilter, page: PageRequest) -> Self {
+        let mut c = Clause::default();
+        match owner {
+            ChatOwner::Account(id) => c.and("user_id", " = ", Value::Uuid(id)),
+            ChatOwner::Group(id) => c.and("chat_group_id", " = ", Value::Uuid(id)),
+        };
+        if let Some(s) = filter.status {
+            c.and("status", " = ", Value::Text(s.as_str().to_string()));
+        }
+        if let Some(cfg) = &filter.config_id {
+            // As stored (a NUL would also fail the query on PostgreSQL).
+            c.and(
+                "config_id",
+                " = ",
+                Value::Text(storable_text(cfg).into_owned()),
+            );
+        }
+        if let Some(from) = filter.started_from {
+            c.and("start_timestamp", " >= ", Value::Int(from));
+        }
+        if let Some(before) = filter.started_before {
+            c.and("start_timestamp", " < ", Value::Int(before));
+        }
+        // Every word must occur in the chat's messages (each may be in a different
+        // message), as a word or the start of one: one index probe per word.
+        for term in search_terms(filter.search.as_deref().unwrap_or("")) {
+            c.sql(" AND ").0.push(Piece::Says(term));
+        }
+        Self::new(c, ["start_timestamp", "id"], page)
+    }
+
+    /// The chats of a group, optionally of one status.
+    pub fn group_chats(group_id: Uuid, status: Option<ChatStatus>, page: PageRequest) -> Self {
+        let filter = ChatFilter {
+            status,
+            ..Default::default()
+        };
+        Self::chats(ChatOwner::Group(group_id), &filter, page)
+    }
+
+    /// An account's groups ([`GROUP_COLUMNS`] from `chat_groups g`), by first start time,
+    /// optionally only those whose most recent chat used `config_id`.
+    pub fn groups(user_id: Uuid, config_id: Option<&str>, page: PageRequest) -> Self {
+        let mut c = Clause::default();
+        c.and("g.user_id", " = ", Value::Uuid(user_id));
+        if let Some(cfg) = config_id {
+            c.and(
+                "g.most_recent_config_id",
+                " = ",
+                Value::Text(storable_text(cfg).into_owned()),
+            );
+        }
+        Self::new(c, ["g.first_start_timestamp", "g.id"], page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders with `?` placeholders and values inline, as a backend would bind them.
+    fn render(c: &Clause) -> String {
+        c.0.iter()
+            .map(|p| match p {
+                Piece::Sql(s) => s.to_string(),
+                Piece::Bind(v) => format!("?{v:?}"),
+                Piece::Says(t) => format!("says({t})"),
+            })
+            .collect()
+    }
+
+    fn page(number: u32, size: u32, ascending: bool) -> PageRequest {
+        PageRequest {
+            number,
+            size,
+            ascending,
+        }
+    }
+
+    #[test]
+    fn a_chat_listing_filters_orders_and_pages() {
+        let user = Uuid::nil();
+        let plain = Listing::chats(
+            ChatOwner::Account(user),
+            &ChatFilter::default(),
+            page(2, 10, true),
+        );
+        assert_eq!(
+            render(&plain.filter),
+            format!(" WHERE user_id = ?Uuid({user})")
+        );
+        assert_eq!(plain.order, " ORDER BY start_timestamp ASC, id ASC");
+        assert_eq!(render(&plain.limit), " LIMIT ?Int(10) OFFSET ?Int(20)");
+
+        let filter = ChatFilter {
+            status: Some(ChatStatus::Active),
+            config_id: Some("c\0".into()),
+            search: Some("Hello, hello wörld".into()),
+            started_from: Some(5),
+            started_before: Some(9),
+        };
+        let all = Listing::chats(ChatOwner::Group(user), &filter, page(0, 3, false));
+        assert_eq!(
+            render(&all.filter),
+            format!(
+                " WHERE chat_group_id = ?Uuid({user}) AND status = ?Text(\"ACTIVE\") \
+                 AND config_id = ?Text(\"c\u{FFFD}\") AND start_timestamp >= ?Int(5) \
+                 AND start_timestamp < ?Int(9) AND says(hello) AND says(wörld)"
+            )
+        );
+        assert_eq!(all.order, " ORDER BY start_timestamp DESC, id DESC");
+        assert_eq!(
+            Listing::group_chats(user, Some(ChatStatus::Active), page(0, 3, false)).filter,
+            Listing::chats(
+                ChatOwner::Group(user),
+                &ChatFilter {
+                    status: Some(ChatStatus::Active),
+                    ..Default::default()
+                },
+                page(0, 3, false)
+            )
+            .filter
+        );
+    }
+
+    #[test]
+    fn a_group_listing_filters_by_the_most_recent_config() {
+        let user = Uuid::nil();
+        let groups = Listing::groups(user, Some("cfg"), page(1, 5, false));
+        assert_eq!(
+            render(&groups.filter),
+            format!(
+                " WHERE g.user_id = ?Uuid({user}) AND g.most_recent_config_id = ?Text(\"cfg\")"
+            )
+        );
+        assert_eq!(
+            groups.order,
+            " ORDER BY g.first_start_timestamp DESC, g.id DESC"
+        );
+        assert_eq!(render(&groups.limit), " LIMIT ?Int(5) OFFSET ?Int(5)");
+        let any = Listing::groups(user, None, page(0, 5, true));
+        assert_eq!(
+            render(&any.filter),
+            format!(" WHERE g.user_id = ?Uuid({user})")
+        );
+    }
+
+    /// Decodes rows of strings, as SQLite hands back UUIDs.
+    struct Strings;
+
+    impl Decode for Strings {
+        type Row = Vec<Option<&'static str>>;
+        fn uuid(r: &Self::Row, i: usize) -> StoreResult<Uuid> {
+            uuid_text(&Self::text(r, i)?)
+        }
+        fn opt_uuid(r: &Self::Row, i: usize) -> StoreResult<Option<Uuid>> {
+            r[i].map(uuid_text).transpose()
+        }
+        fn text(r: &Self::Row, i: usize) -> StoreResult<String> {
+            Self::opt_text(r, i)?.ok_or_else(|| corrupt("null"))
+        }
+        fn opt_text(r: &Self::Row, i: usize) -> StoreResult<Option<String>> {
+            Ok(r[i].map(str::to_string))
+        }
+        fn int(r: &Self::Row, i: usize) -> StoreResult<i64> {
+            Self::opt_int(r, i)?.ok_or_else(|| corrupt("null"))
+        }
+        fn opt_int(r: &Self::Row, i: usize) -> StoreResult<Option<i64>> {
+            r[i].map(|s| s.parse().map_err(corrupt)).transpose()
+        }
+        fn flag(r: &Self::Row, i: usize) -> StoreResult<bool> {
+            Ok(Self::int(r, i)? != 0)
+        }
+    }
+
+    #[test]
+    fn rows_decode_by_their_column_lists() {
+        let id = "00000000-0000-0000-0000-000000000001";
+        let job = vec![Some(id), Some(id), Some("2"), Some("10"), None];
+        let job = claimed_job::<Strings>(&job, 99).unwrap();
+        assert_eq!(
+            (job.attempt, job.chat_start_ms, job.chat_end_ms),
+            (3, 10, 99)
+        );
+        let chat = vec![
+            Some(id),
+            Some(id),
+            Some(id),
+            Some("USER_ENDED"),
+            Some("1"),
+            None,
+            Some("4"),
+            None,
+            Some("cfg"),
+            None,
+        ];
+        let chat = chat_record::<Strings>(&chat).unwrap();
+        assert_eq!(chat.status, ChatStatus::UserEnded);
+        assert_eq!(chat.config_id.as_deref(), Some("cfg"));
+        let bad = vec![
+            Some(id),
+            Some(id),
+            Some(id),
+            Some("NOPE"),
+            Some("1"),
+            None,
+            Some("4"),
+            None,
+            None,
+            None,
+        ];
+        assert!(matches!(
+            chat_record::<Strings>(&bad),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(uuid_text("x"), Err(StoreError::Corrupt(_))));
+        assert_eq!(CHAT_COLUMNS.split(", ").count(), 10);
+        assert_eq!(EVENT_COLUMNS.split(", ").count(), 10);
+        assert_eq!(RECONSTRUCTION_COLUMNS.split(", ").count(), 6);
+        assert_eq!(JOB_COLUMNS.split(", ").count(), 5);
+        assert_eq!(PRINCIPAL_COLUMNS.split(", ").count(), 4);
+        assert_eq!(API_KEY_COLUMNS.split(", ").count(), 7);
+    }
+}

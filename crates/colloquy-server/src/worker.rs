@@ -2,8 +2,10 @@
 //! `colloquy worker` processes; all of them share the job queue in the database.
 //!
 //! A worker claims a job with a lease, renews the lease while it works, downloads the
-//! chat's captured segments to a temp dir (streaming), reconstructs the MP4 on a blocking
-//! thread, uploads it (streaming) and finishes the job. A worker that dies stops renewing;
+//! chat's captured segments to a temp dir (streaming, through [`Objects`]), reconstructs
+//! the MP4 on a blocking thread, uploads it (streaming) and finishes the job, all in a
+//! `reconstruction` span carrying the chat id. A job that fails for good records the
+//! [`FailureKind`] with its reason. A worker that dies stops renewing;
 //! its lease runs out and another worker takes the job. Only the lease holder can finish a
 //! job, so each finishes exactly once.
 
@@ -12,13 +14,14 @@ use crate::config::AudioSettings;
 use crate::objects::{Objects, Voice};
 use anyhow::Context;
 use colloquy_audio::{MixOptions, VoiceFormat, VoiceInput};
-use colloquy_storage::{ClaimedJob, JobResult, Store};
+use colloquy_storage::{ClaimedJob, FailureKind, JobResult, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How often an idle worker looks for jobs (it is also woken when a job is enqueued here).
@@ -62,7 +65,10 @@ async fn run_worker(ctx: WorkerContext, id: String) {
             .claim_reconstruction(&id, now_ms(), lease_ms, ctx.audio.job_max_attempts as i64)
             .await;
         match claimed {
-            Ok(Some(job)) => process(&ctx, &id, job).await,
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("reconstruction", chat_id = %job.chat_id);
+                process(&ctx, &id, job).instrument(span).await
+            }
             Ok(None) => {
                 tokio::select! {
                     _ = ctx.wake.notified() => {}
@@ -84,23 +90,26 @@ async fn process(ctx: &WorkerContext, worker: &str, job: ClaimedJob) {
     let lease = Duration::from_secs(ctx.audio.job_lease_secs);
     let renewer = {
         let (store, worker, chat_id) = (ctx.store.clone(), worker.to_string(), job.chat_id);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                let until = now_ms() + lease.as_millis() as i64;
-                match store
-                    .renew_reconstruction_lease(chat_id, &worker, until)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(%chat_id, "lost the lease on a reconstruction job");
-                        return;
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    let until = now_ms() + lease.as_millis() as i64;
+                    match store
+                        .renew_reconstruction_lease(chat_id, &worker, until)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(%chat_id, "lost the lease on a reconstruction job");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(%chat_id, error = %e, "could not renew a lease"),
                     }
-                    Err(e) => tracing::warn!(%chat_id, error = %e, "could not renew a lease"),
                 }
             }
-        })
+            .in_current_span(),
+        )
     };
     let outcome = reconstruct_chat(ctx, &job).await;
     renewer.abort();
@@ -113,8 +122,8 @@ async fn process(ctx: &WorkerContext, worker: &str, job: ClaimedJob) {
             return;
         }
     };
-    if let JobResult::Failed { reason } = &result {
-        tracing::warn!(chat_id = %job.chat_id, %reason, "reconstruction ended in ERROR");
+    if let JobResult::Failed { kind, reason } = &result {
+        tracing::warn!(chat_id = %job.chat_id, kind = kind.as_str(), %reason, "reconstruction ended in ERROR");
     }
     match ctx
         .store
@@ -154,6 +163,7 @@ async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Resu
         .await?;
     if user.is_none() && assistant.is_none() {
         return Ok(JobResult::Failed {
+            kind: FailureKind::NoAudio,
             reason: "the chat has no audio: no audio_input was received and no audio was spoken"
                 .into(),
         });
@@ -188,11 +198,13 @@ async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Resu
         Ok(summary) => tracing::debug!(?summary, "mixed"),
         Err(colloquy_audio::AudioError::NoAudio) => {
             return Ok(JobResult::Failed {
+                kind: FailureKind::NoAudio,
                 reason: "the chat has no audio".into(),
             })
         }
         Err(e) => {
             return Ok(JobResult::Failed {
+                kind: FailureKind::Undecodable,
                 reason: format!("the captured audio could not be decoded: {e}"),
             })
         }

@@ -5,7 +5,7 @@
 
 use crate::state::AppState;
 use askama::Template;
-use colloquy_storage::{ChatRecord, ReconstructionRecord};
+use colloquy_storage::{ChatRecord, FailureKind, ReconstructionRecord};
 use colloquy_wire::{ChatStatus, ReconstructionStatus};
 
 /// The audio fragment (`#audio`), polled while the reconstruction is pending.
@@ -71,7 +71,12 @@ fn shape(chat: &ChatRecord, r: ReconstructionRecord, url: Option<String>) -> Aud
         ),
         Error => {
             let reason = r.error.unwrap_or_default();
-            if reason.contains("no audio") {
+            let no_audio = match r.error_kind {
+                Some(kind) => kind == FailureKind::NoAudio,
+                // Recorded before failures had a kind: told by its text.
+                None => reason.contains("no audio"),
+            };
+            if no_audio {
                 (
                     "none",
                     "No audio was recorded in this chat (it was text only).".into(),
@@ -143,7 +148,53 @@ mod tests {
             filename: None,
             modified_at: 0,
             error: error.map(Into::into),
+            error_kind: None,
         }
+    }
+
+    fn failed(kind: FailureKind, error: &str) -> ReconstructionRecord {
+        ReconstructionRecord {
+            error_kind: Some(kind),
+            ..rec(ReconstructionStatus::Error, Some(error))
+        }
+    }
+
+    #[test]
+    fn failures_are_told_apart_by_their_kind() {
+        let ended = chat(ChatStatus::UserEnded);
+        let p = shape(
+            &ended,
+            failed(FailureKind::NoAudio, "the chat has no audio"),
+            None,
+        );
+        assert_eq!((p.state, p.poll), ("none", ""));
+        // The kind decides, whatever the text says.
+        let p = shape(
+            &ended,
+            failed(
+                FailureKind::Undecodable,
+                "the captured audio could not be decoded: invalid WebM: no audio track",
+            ),
+            None,
+        );
+        assert_eq!(p.state, "failed");
+        assert!(p.message.contains("no audio track"));
+        let p = shape(
+            &ended,
+            failed(FailureKind::NoAudio, "nothing was said"),
+            None,
+        );
+        assert_eq!(p.state, "none");
+        let p = shape(
+            &ended,
+            failed(
+                FailureKind::AttemptsExhausted,
+                "reconstruction was attempted 3 times and the worker stopped each time",
+            ),
+            None,
+        );
+        assert_eq!(p.state, "failed");
+        assert!(p.message.contains("attempted 3 times"));
     }
 
     #[test]

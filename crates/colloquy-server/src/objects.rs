@@ -592,23 +592,14 @@ mod tests {
             .await
             .is_empty());
         // What was stored is where the keys say, in the stored formats.
-        let raw = objects
-            .store
-            .get(
-                &ObjectKey::VoiceFormat {
-                    user_id: u,
-                    chat_id: c,
-                    voice: Voice::User,
-                }
-                .path(),
-            )
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let key = ObjectKey::VoiceFormat {
+            user_id: u,
+            chat_id: c,
+            voice: Voice::User,
+        };
+        let raw = objects.read(&key.to_string(), None).await;
         assert_eq!(
-            &raw[..],
+            collect(raw.unwrap().unwrap()).await,
             br#"{"format":"linear16","sample_rate":24000,"channels":2}"#
         );
         // Another chat of the same user is another folder.

@@ -52,3 +52,103 @@ pub async fn request(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Objects;
+    use crate::signing::{UrlSigner, DOWNLOAD_PREFIX};
+    use crate::state::Inner;
+    use colloquy_storage::conformance::{end_chat, new_account, start_chat};
+    use colloquy_storage::{GroupChoice, JobResult, Store};
+    use colloquy_storage_sqlite::{SqliteSettings, SqliteStore};
+    use std::sync::Arc;
+
+    async fn state(dir: &std::path::Path) -> AppState {
+        let url = format!("sqlite://{}", dir.join("r.db").display());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&url, &SqliteSettings::default())
+                .await
+                .unwrap(),
+        );
+        AppState::new(Inner {
+            recorder: crate::recorder::Recorder::start(store.clone(), 16),
+            store,
+            settings: Default::default(),
+            instance_id: Uuid::new_v4(),
+            shutdown: Default::default(),
+            sessions: Default::default(),
+            objects: Objects::in_memory(),
+            signer: UrlSigner::new(b"secret"),
+            public_base: "http://colloquy.test".into(),
+            jobs_enqueued: Default::default(),
+            pipeline: None,
+            client_voice: None,
+            account_limits: Default::default(),
+            auth_failures: crate::limits::AuthFailureLimiter::new(10),
+        })
+    }
+
+    #[tokio::test]
+    async fn asking_queues_wakes_the_workers_and_links_finished_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let store = state.store.as_ref();
+        let who = new_account(store, true).await;
+        let (chat, _) = start_chat(
+            store,
+            &who,
+            GroupChoice::New(Uuid::new_v4()),
+            1_000,
+            None,
+            state.instance_id,
+        )
+        .await;
+        end_chat(store, &who, chat, 2_000).await;
+
+        // The first ask queues the job and wakes the workers; another user's ask, or one
+        // for a chat that does not exist, finds nothing.
+        let woken = state.jobs_enqueued.notified();
+        let asked = request(&state, who.user_id, &[chat, Uuid::new_v4()], "")
+            .await
+            .unwrap();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].record.status, ReconstructionStatus::Queued);
+        assert_eq!(asked[0].link, None);
+        tokio::time::timeout(std::time::Duration::from_secs(1), woken)
+            .await
+            .expect("the workers were woken");
+        assert!(request(&state, Uuid::new_v4(), &[chat], "")
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Once finished, each ask mints a link: absolute under REST's base, relative for
+        // the UI.
+        let job = store
+            .claim_reconstruction("w", now_ms(), 60_000, 3)
+            .await
+            .unwrap()
+            .unwrap();
+        let filename = format!("{}/{chat}/reconstructed_audio.mp4", who.user_id);
+        let done = JobResult::Complete {
+            filename: filename.clone(),
+            missing: None,
+        };
+        assert!(store
+            .finish_reconstruction(job.chat_id, "w", &done, now_ms())
+            .await
+            .unwrap());
+        for base in ["http://colloquy.test", ""] {
+            let asked = request(&state, who.user_id, &[chat], base).await.unwrap();
+            let link = asked[0].link.clone().expect("a link to the finished file");
+            assert_eq!(asked[0].record.status, ReconstructionStatus::Complete);
+            assert!(
+                link.url
+                    .starts_with(&format!("{base}{DOWNLOAD_PREFIX}{filename}?expires=")),
+                "{}",
+                link.url
+            );
+        }
+    }
+}

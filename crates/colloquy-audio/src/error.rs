@@ -3,7 +3,8 @@
 use std::fmt;
 use std::io;
 
-/// Which voice of the chat an error or clip belongs to.
+/// Whose voice a stream of the chat's audio is: the voice an error or clip belongs to, and
+/// (as [`Voice::as_str`]) the folder the server keeps that voice's captured audio in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Voice {
     /// The end user (EVI `audio_input`).
@@ -12,12 +13,19 @@ pub enum Voice {
     Assistant,
 }
 
-impl fmt::Display for Voice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Voice {
+    /// `user` or `assistant`: the voice's name in messages and its folder name.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Voice::User => "user",
             Voice::Assistant => "assistant",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Voice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

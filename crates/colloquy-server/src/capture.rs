@@ -1,15 +1,16 @@
-//! Durable audio capture. Each voice of a chat is a sequence of records
-//! (`offset_ms: i64` LE, `len: u32` LE, bytes), buffered briefly and written to the object
-//! store as numbered segments at least every [`FLUSH_INTERVAL`] (or every
+//! Durable audio capture. Each voice of a chat is a sequence of records (colloquy-audio's
+//! record log, [`colloquy_audio::write_record`]: `offset_ms: i64` LE, `len: u32` LE,
+//! bytes), buffered briefly and written through [`Objects`] as numbered segments at least every [`FLUSH_INTERVAL`] (or every
 //! [`SEGMENT_BYTES`]). A crash loses at most the unflushed tail; memory per voice stays
 //! below one segment whatever the chat length.
 //!
 //! User audio from `audio_input` and assistant audio from `audio_output` (speech engines)
 //! go through the same [`VoiceRecorder`].
 
-use crate::objects::{ObjectKey, Objects, Voice};
-use object_store::PutPayload;
-use serde::{Deserialize, Serialize};
+pub use crate::objects::{CapturedFormat, MissingSpan};
+
+use crate::objects::{ObjectError, Objects, Voice};
+use colloquy_audio::write_record;
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -28,39 +29,12 @@ pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(4);
 
-/// How a voice's chunks are encoded (stored as the voice's `format.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "format", rename_all = "snake_case")]
-pub enum CapturedFormat {
-    /// Raw little-endian 16-bit PCM.
-    Linear16 {
-        /// Samples per second.
-        sample_rate: u32,
-        /// Interleaved channels.
-        channels: u16,
-    },
-    /// One container stream (WebM/Opus or WAV) split across chunks.
-    Container,
-    /// Every chunk is a complete WAV file (speech-engine output).
-    WavClips,
-}
-
-/// A span of a voice's audio (ms from the chat's start) that was received but could not be
-/// stored; the reconstruction reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MissingSpan {
-    /// Offset of the first lost chunk.
-    pub from_ms: i64,
-    /// Offset of the last lost chunk.
-    pub to_ms: i64,
-}
-
 /// Why audio could not be captured.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The object store failed; the audio is still buffered and will be retried.
     #[error("could not write audio to the object store (will retry): {0}")]
-    Store(#[from] object_store::Error),
+    Store(#[from] ObjectError),
     /// Writes kept failing: this span of audio was dropped.
     #[error(
         "audio from {:.1} s to {:.1} s could not be stored and is lost: {cause}",
@@ -71,7 +45,7 @@ pub enum CaptureError {
         /// What was dropped.
         span: MissingSpan,
         /// The last store error.
-        cause: object_store::Error,
+        cause: ObjectError,
     },
 }
 
@@ -164,7 +138,9 @@ impl VoiceRecorder {
     /// failed: [`CaptureError::Store`] means the chunk is kept and retried,
     /// [`CaptureError::Lost`] that buffered audio had to be dropped.
     pub async fn append(&mut self, offset_ms: i64, data: &[u8]) -> Result<(), CaptureError> {
-        write_record(&mut self.buf, offset_ms, data);
+        if let Err(e) = write_record(&mut self.buf, offset_ms, data) {
+            return Err(self.refuse(offset_ms, e));
+        }
         self.chunks += 1;
         let span = self.buffered_span.get_or_insert(MissingSpan {
             from_ms: offset_ms,
@@ -236,34 +212,18 @@ impl VoiceRecorder {
         }
     }
 
-    async fn try_write(&mut self) -> Result<(), object_store::Error> {
+    async fn try_write(&mut self) -> Result<(), ObjectError> {
+        let (objects, user, chat, voice) = (&self.objects, self.user_id, self.chat_id, self.voice);
         if !self.format_written && self.chunks > 0 {
-            let format = serde_json::to_vec(&self.format).unwrap_or_default();
-            let key = ObjectKey::VoiceFormat {
-                user_id: self.user_id,
-                chat_id: self.chat_id,
-                voice: self.voice,
-            };
-            self.objects
-                .store
-                .put(&key.path(), PutPayload::from(format))
-                .await?;
+            objects.write_format(user, chat, voice, self.format).await?;
             self.format_written = true;
         }
         if !self.buf.is_empty() {
-            let key = ObjectKey::Segment {
-                user_id: self.user_id,
-                chat_id: self.chat_id,
-                voice: self.voice,
-                index: self.next_segment,
-            };
             let body = bytes::Bytes::from(std::mem::take(&mut self.buf));
-            if let Err(e) = self
-                .objects
-                .store
-                .put(&key.path(), PutPayload::from(body.clone()))
-                .await
-            {
+            let written = objects
+                .write_segment(user, chat, voice, self.next_segment, body.clone())
+                .await;
+            if let Err(e) = written {
                 self.buf = body.into();
                 return Err(e);
             }
@@ -272,23 +232,34 @@ impl VoiceRecorder {
             self.buffered_span = None;
         }
         if self.missing_written < self.missing.len() {
-            let key = ObjectKey::VoiceMissing {
-                user_id: self.user_id,
-                chat_id: self.chat_id,
-                voice: self.voice,
-            };
-            let body = serde_json::to_vec(&self.missing).unwrap_or_default();
-            self.objects
-                .store
-                .put(&key.path(), PutPayload::from(body))
+            objects
+                .write_missing(user, chat, voice, &self.missing)
                 .await?;
             self.missing_written = self.missing.len();
         }
         Ok(())
     }
 
+    /// Notes a chunk too large for one record ([`colloquy_audio::MAX_RECORD_LEN`], far
+    /// above any message the server accepts) as lost: the reconstruction could not read
+    /// it back.
+    fn refuse(&mut self, offset_ms: i64, e: std::io::Error) -> CaptureError {
+        let span = MissingSpan {
+            from_ms: offset_ms,
+            to_ms: offset_ms,
+        };
+        self.missing.push(span);
+        CaptureError::Lost {
+            span,
+            cause: ObjectError::Generic {
+                store: "capture",
+                source: Box::new(e),
+            },
+        }
+    }
+
     /// Drops the buffered audio after writes kept failing and notes its span.
-    fn give_up(&mut self, cause: object_store::Error) -> CaptureError {
+    fn give_up(&mut self, cause: ObjectError) -> CaptureError {
         let span = self.buffered_span.take().unwrap_or(MissingSpan {
             from_ms: 0,
             to_ms: 0,
@@ -308,16 +279,10 @@ impl VoiceRecorder {
     }
 }
 
-/// Appends one record to `buf`.
-pub fn write_record(buf: &mut Vec<u8>, offset_ms: i64, data: &[u8]) {
-    buf.extend_from_slice(&offset_ms.to_le_bytes());
-    buf.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    buf.extend_from_slice(data);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::ObjectKey;
     use futures::TryStreamExt;
 
     /// A store whose writes fail until `heal` is called: its root is a file, so no folder
@@ -417,7 +382,7 @@ mod tests {
         .await
         .expect("segment 0");
         let mut expected = Vec::new();
-        write_record(&mut expected, 9_000, b"after");
+        write_record(&mut expected, 9_000, b"after").unwrap();
         assert_eq!(segment, expected, "only the audio after the loss is stored");
         assert!(read(
             &objects,
@@ -454,8 +419,8 @@ mod tests {
         .await
         .unwrap();
         let mut expected = Vec::new();
-        write_record(&mut expected, 0, b"one");
-        write_record(&mut expected, 20, b"two");
+        write_record(&mut expected, 0, b"one").unwrap();
+        write_record(&mut expected, 20, b"two").unwrap();
         assert_eq!(segment, expected);
         assert!(rec.missing().is_empty());
     }
@@ -501,7 +466,7 @@ mod tests {
             .await
             .unwrap();
         let mut expected = Vec::new();
-        write_record(&mut expected, 20, b"efgh");
+        write_record(&mut expected, 20, b"efgh").unwrap();
         assert_eq!(second.to_vec(), expected);
         let fmt = objects
             .store

@@ -13,7 +13,6 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use object_store::{GetOptions, GetRange};
 use std::ops::Range;
 
 /// A `Range` header that cannot be satisfied (answered with 416).
@@ -120,14 +119,14 @@ pub async fn download(
         .verify(path, expires.as_deref(), signature.as_deref(), now_ms())
         .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     let key = path.strip_prefix(DOWNLOAD_PREFIX).unwrap_or_default();
-    let location = object_store::path::Path::from(key);
     let not_found = || ApiError::NotFound("this audio file no longer exists".into());
-    let meta = match state.objects.store.head(&location).await {
-        Ok(m) => m,
-        Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    };
-    let size = meta.size;
+    let internal = |e: crate::objects::ObjectError| ApiError::Internal(e.to_string());
+    let size = state
+        .objects
+        .size(key)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
     let range = match parse_range(headers.get(RANGE).and_then(|v| v.to_str().ok()), size) {
         Ok(r) => r,
         Err(Unsatisfiable) => {
@@ -141,15 +140,12 @@ pub async fn download(
             return Ok(resp);
         }
     };
-    let opts = GetOptions {
-        range: range.clone().map(GetRange::Bounded),
-        ..Default::default()
-    };
-    let result = match state.objects.store.get_opts(&location, opts).await {
-        Ok(r) => r,
-        Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    };
+    let bytes = state
+        .objects
+        .read(key, range.clone())
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
     let mut resp = Response::builder()
         .header(CONTENT_TYPE, "audio/mp4")
         .header(ACCEPT_RANGES, "bytes")
@@ -164,7 +160,7 @@ pub async fn download(
             ),
         None => resp.status(StatusCode::OK).header(CONTENT_LENGTH, size),
     };
-    resp.body(Body::from_stream(result.into_stream()))
+    resp.body(Body::from_stream(bytes))
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 

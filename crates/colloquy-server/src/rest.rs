@@ -2,15 +2,14 @@
 //! store (always scoped to the caller's account), shape the response.
 
 use crate::auth::Caller;
-use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::params::{path_uuid, Query};
-use crate::signing::URL_LIFETIME_MS;
+use crate::reconstruction::{self, RequestedAudio};
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
-use colloquy_storage::{ChatFilter, PageRequest, ReconstructionRecord};
+use colloquy_storage::{ChatFilter, PageRequest};
 use colloquy_wire::*;
 use uuid::Uuid;
 
@@ -141,13 +140,11 @@ pub async fn get_chat_audio(
     Path(id): Path<String>,
 ) -> Result<Json<ReturnChatAudioReconstruction>, ApiError> {
     let id = path_uuid("chat", &id)?;
-    let mut records = state
-        .store
-        .ensure_reconstructions(who.user_id, &[id], now_ms())
-        .await?;
-    let record = records.pop().ok_or_else(|| not_found_chat(id))?;
-    state.jobs_enqueued.notify_waiters();
-    Ok(Json(reconstruction(&state, record).await))
+    let requested = reconstruction::request(&state, who.user_id, &[id], &state.public_base)
+        .await?
+        .pop()
+        .ok_or_else(|| not_found_chat(id))?;
+    Ok(Json(wire_reconstruction(requested)))
 }
 
 /// List chat groups.
@@ -271,15 +268,11 @@ pub async fn get_chat_group_audio(
         .ok_or_else(|| not_found_group(id))?;
     let chats = state.store.list_group_chats(id, None, page).await?;
     let ids: Vec<Uuid> = chats.items.iter().map(|c| c.id).collect();
-    let records = state
-        .store
-        .ensure_reconstructions(who.user_id, &ids, now_ms())
-        .await?;
-    state.jobs_enqueued.notify_waiters();
-    let mut page_items = Vec::with_capacity(records.len());
-    for r in records {
-        page_items.push(reconstruction(&state, r).await);
-    }
+    let page_items = reconstruction::request(&state, who.user_id, &ids, &state.public_base)
+        .await?
+        .into_iter()
+        .map(wire_reconstruction)
+        .collect();
     Ok(Json(ReturnChatGroupPagedAudioReconstructions {
         id: id.to_string(),
         user_id: who.user_id.to_string(),
@@ -292,50 +285,25 @@ pub async fn get_chat_group_audio(
     }))
 }
 
-/// Shapes a reconstruction record for the wire. Once `COMPLETE` it carries the file name
-/// and a download URL minted now, valid for 60 minutes (S3: the store's presigned URL;
-/// local store: a link to Colloquy's own download route signed with the server secret).
-async fn reconstruction(
-    state: &AppState,
-    r: ReconstructionRecord,
-) -> ReturnChatAudioReconstruction {
-    let mut out = ReturnChatAudioReconstruction {
+/// Shapes a reconstruction for the wire. Once `COMPLETE` it carries the file name and the
+/// download link minted for this answer, valid for 60 minutes (S3: the store's presigned
+/// URL; local store: a link to Colloquy's own download route signed with the server
+/// secret).
+fn wire_reconstruction(requested: RequestedAudio) -> ReturnChatAudioReconstruction {
+    let RequestedAudio { record: r, link } = requested;
+    let filename = match r.status {
+        ReconstructionStatus::Complete => r.filename,
+        _ => None,
+    };
+    ReturnChatAudioReconstruction {
         id: r.chat_id.to_string(),
         user_id: r.user_id.to_string(),
         status: r.status,
-        filename: None,
+        filename,
         modified_at: Some(r.modified_at),
-        signed_audio_url: None,
-        signed_url_expiration_timestamp_millis: None,
-    };
-    if let (ReconstructionStatus::Complete, Some(filename)) = (r.status, r.filename) {
-        let expires = now_ms() + URL_LIFETIME_MS;
-        let url = match &state.objects.s3 {
-            Some(s3) => {
-                use object_store::signer::Signer;
-                let path = object_store::path::Path::from(filename.as_str());
-                match s3
-                    .signed_url(
-                        axum::http::Method::GET,
-                        &path,
-                        std::time::Duration::from_millis(URL_LIFETIME_MS as u64),
-                    )
-                    .await
-                {
-                    Ok(u) => Some(u.to_string()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not presign the audio URL");
-                        None
-                    }
-                }
-            }
-            None => Some(state.signer.url(&state.public_base, &filename, expires)),
-        };
-        out.signed_url_expiration_timestamp_millis = url.as_ref().map(|_| expires);
-        out.signed_audio_url = url;
-        out.filename = Some(filename);
+        signed_url_expiration_timestamp_millis: link.as_ref().map(|l| l.expires_ms),
+        signed_audio_url: link.map(|l| l.url),
     }
-    out
 }
 
 /// Erases chats' stored objects after their rows are gone. Every chat is tried, so one

@@ -2,27 +2,26 @@
 //! `colloquy worker` processes; all of them share the job queue in the database.
 //!
 //! A worker claims a job with a lease, renews the lease while it works, downloads the
-//! chat's captured segments to a temp dir (streaming), reconstructs the MP4 on a blocking
-//! thread, uploads it (streaming) and finishes the job. A worker that dies stops renewing;
+//! chat's captured segments to a temp dir (streaming, through [`Objects`]), reconstructs
+//! the MP4 on a blocking thread, uploads it (streaming) and finishes the job, all in a
+//! `reconstruction` span carrying the chat id. A job that fails for good records the
+//! [`FailureKind`] with its reason. A worker that dies stops renewing;
 //! its lease runs out and another worker takes the job. Only the lease holder can finish a
 //! job, so each finishes exactly once.
 
-use crate::capture::{CapturedFormat, MissingSpan};
 use crate::clock::now_ms;
 use crate::config::AudioSettings;
-use crate::objects::{ObjectKey, Objects, Voice};
+use crate::objects::{Objects, Voice};
 use anyhow::Context;
 use colloquy_audio::{MixOptions, VoiceFormat, VoiceInput};
-use colloquy_storage::{ClaimedJob, JobResult, Store};
-use futures::TryStreamExt;
-use object_store::ObjectStore;
-use std::path::{Path, PathBuf};
+use colloquy_storage::{ClaimedJob, FailureKind, JobResult, Store};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How often an idle worker looks for jobs (it is also woken when a job is enqueued here).
@@ -66,7 +65,10 @@ async fn run_worker(ctx: WorkerContext, id: String) {
             .claim_reconstruction(&id, now_ms(), lease_ms, ctx.audio.job_max_attempts as i64)
             .await;
         match claimed {
-            Ok(Some(job)) => process(&ctx, &id, job).await,
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("reconstruction", chat_id = %job.chat_id);
+                process(&ctx, &id, job).instrument(span).await
+            }
             Ok(None) => {
                 tokio::select! {
                     _ = ctx.wake.notified() => {}
@@ -88,23 +90,26 @@ async fn process(ctx: &WorkerContext, worker: &str, job: ClaimedJob) {
     let lease = Duration::from_secs(ctx.audio.job_lease_secs);
     let renewer = {
         let (store, worker, chat_id) = (ctx.store.clone(), worker.to_string(), job.chat_id);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                let until = now_ms() + lease.as_millis() as i64;
-                match store
-                    .renew_reconstruction_lease(chat_id, &worker, until)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(%chat_id, "lost the lease on a reconstruction job");
-                        return;
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    let until = now_ms() + lease.as_millis() as i64;
+                    match store
+                        .renew_reconstruction_lease(chat_id, &worker, until)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(%chat_id, "lost the lease on a reconstruction job");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(%chat_id, error = %e, "could not renew a lease"),
                     }
-                    Err(e) => tracing::warn!(%chat_id, error = %e, "could not renew a lease"),
                 }
             }
-        })
+            .in_current_span(),
+        )
     };
     let outcome = reconstruct_chat(ctx, &job).await;
     renewer.abort();
@@ -117,8 +122,8 @@ async fn process(ctx: &WorkerContext, worker: &str, job: ClaimedJob) {
             return;
         }
     };
-    if let JobResult::Failed { reason } = &result {
-        tracing::warn!(chat_id = %job.chat_id, %reason, "reconstruction ended in ERROR");
+    if let JobResult::Failed { kind, reason } = &result {
+        tracing::warn!(chat_id = %job.chat_id, kind = kind.as_str(), %reason, "reconstruction ended in ERROR");
     }
     match ctx
         .store
@@ -146,69 +151,19 @@ async fn process(ctx: &WorkerContext, worker: &str, job: ClaimedJob) {
     }
 }
 
-/// Downloads one voice's segments into `dir/<voice>.rec`; `None` if the voice has no audio.
-async fn fetch_voice(
-    objects: &Objects,
-    job: &ClaimedJob,
-    voice: Voice,
-    dir: &Path,
-) -> anyhow::Result<Option<(CapturedFormat, PathBuf)>> {
-    let format_key = ObjectKey::VoiceFormat {
-        user_id: job.user_id,
-        chat_id: job.chat_id,
-        voice,
-    };
-    let format = match objects.store.get(&format_key.path()).await {
-        Ok(r) => r.bytes().await?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let format: CapturedFormat =
-        serde_json::from_slice(&format).context("unreadable captured-audio format")?;
-    let mut segments: Vec<_> = objects
-        .store
-        .list(Some(&ObjectKey::segments_prefix(
-            job.user_id,
-            job.chat_id,
-            voice,
-        )))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await?;
-    segments.sort();
-    let path = dir.join(format!("{}.rec", voice.as_str()));
-    let mut file = tokio::fs::File::create(&path).await?;
-    for seg in segments {
-        let mut stream = objects.store.get(&seg).await?.into_stream();
-        while let Some(bytes) = stream.try_next().await? {
-            file.write_all(&bytes).await?;
-        }
-    }
-    file.flush().await?;
-    Ok(Some((format, path)))
-}
-
-fn voice_format(f: CapturedFormat) -> VoiceFormat {
-    match f {
-        CapturedFormat::Linear16 {
-            sample_rate,
-            channels,
-        } => VoiceFormat::Linear16(colloquy_audio::Linear16Format {
-            sample_rate,
-            channels,
-        }),
-        CapturedFormat::Container => VoiceFormat::Container,
-        CapturedFormat::WavClips => VoiceFormat::WavClips,
-    }
-}
-
 /// Reconstructs one chat; `Err` only for failures worth retrying.
 async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Result<JobResult> {
     let dir = tempfile::tempdir().context("could not create a temp dir")?;
-    let user = fetch_voice(&ctx.objects, job, Voice::User, dir.path()).await?;
-    let assistant = fetch_voice(&ctx.objects, job, Voice::Assistant, dir.path()).await?;
+    let (objects, user_id, chat_id) = (&ctx.objects, job.user_id, job.chat_id);
+    let user = objects
+        .fetch_voice(user_id, chat_id, Voice::User, dir.path())
+        .await?;
+    let assistant = objects
+        .fetch_voice(user_id, chat_id, Voice::Assistant, dir.path())
+        .await?;
     if user.is_none() && assistant.is_none() {
         return Ok(JobResult::Failed {
+            kind: FailureKind::NoAudio,
             reason: "the chat has no audio: no audio_input was received and no audio was spoken"
                 .into(),
         });
@@ -221,10 +176,10 @@ async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Resu
     };
     let out = out_path.clone();
     let mixed = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let open = |v: Option<(CapturedFormat, PathBuf)>| -> anyhow::Result<_> {
-            v.map(|(f, p)| {
+        let open = |v: Option<(VoiceFormat, PathBuf)>| -> anyhow::Result<_> {
+            v.map(|(format, p)| {
                 Ok(VoiceInput {
-                    format: voice_format(f),
+                    format,
                     records: std::io::BufReader::new(std::fs::File::open(p)?),
                 })
             })
@@ -243,22 +198,22 @@ async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Resu
         Ok(summary) => tracing::debug!(?summary, "mixed"),
         Err(colloquy_audio::AudioError::NoAudio) => {
             return Ok(JobResult::Failed {
+                kind: FailureKind::NoAudio,
                 reason: "the chat has no audio".into(),
             })
         }
         Err(e) => {
             return Ok(JobResult::Failed {
+                kind: FailureKind::Undecodable,
                 reason: format!("the captured audio could not be decoded: {e}"),
             })
         }
     }
-    let key = ObjectKey::Reconstruction {
-        user_id: job.user_id,
-        chat_id: job.chat_id,
-    };
-    upload(ctx.objects.store.clone(), &out_path, &key).await?;
+    let filename = objects
+        .upload_reconstruction(user_id, chat_id, &out_path)
+        .await?;
     Ok(JobResult::Complete {
-        filename: key.to_string(),
+        filename,
         missing: missing_note(&ctx.objects, job).await,
     })
 }
@@ -268,19 +223,7 @@ async fn reconstruct_chat(ctx: &WorkerContext, job: &ClaimedJob) -> anyhow::Resu
 async fn missing_note(objects: &Objects, job: &ClaimedJob) -> Option<String> {
     let mut parts = Vec::new();
     for voice in [Voice::User, Voice::Assistant] {
-        let key = ObjectKey::VoiceMissing {
-            user_id: job.user_id,
-            chat_id: job.chat_id,
-            voice,
-        };
-        let spans: Vec<MissingSpan> = match objects.store.get(&key.path()).await {
-            Ok(r) => match r.bytes().await {
-                Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-                Err(_) => continue,
-            },
-            Err(_) => continue,
-        };
-        for s in spans {
+        for s in objects.missing_spans(job.user_id, job.chat_id, voice).await {
             parts.push(format!(
                 "{} audio from {:.1} s to {:.1} s",
                 voice.as_str(),
@@ -295,13 +238,4 @@ async fn missing_note(objects: &Objects, job: &ClaimedJob) -> Option<String> {
             parts.join(", ")
         )
     })
-}
-
-/// Streams a local file into the object store.
-async fn upload(store: Arc<dyn ObjectStore>, file: &Path, key: &ObjectKey) -> anyhow::Result<()> {
-    let mut src = tokio::fs::File::open(file).await?;
-    let mut dst = object_store::buffered::BufWriter::new(store, key.path());
-    tokio::io::copy(&mut src, &mut dst).await?;
-    dst.shutdown().await?;
-    Ok(())
 }

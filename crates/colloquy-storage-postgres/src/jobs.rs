@@ -69,12 +69,13 @@ pub async fn claim_reconstruction(
              SELECT chat_id FROM audio_jobs WHERE attempts >= $1 \
              AND lease_expires_at IS NOT NULL AND lease_expires_at < $2 \
              FOR UPDATE SKIP LOCKED) RETURNING chat_id) \
-         UPDATE audio_reconstructions r SET status = 'ERROR', error = $3, modified_at = $2 \
-         FROM dead WHERE r.chat_id = dead.chat_id",
+         UPDATE audio_reconstructions r SET status = 'ERROR', error = $3, error_kind = $4, \
+         modified_at = $2 FROM dead WHERE r.chat_id = dead.chat_id",
     )
     .bind(max_attempts)
     .bind(now_ms)
     .bind(exhausted_attempts_error(max_attempts))
+    .bind(FailureKind::AttemptsExhausted.as_str())
     .execute(&mut *tx)
     .await
     .map_err(db)?;
@@ -151,14 +152,15 @@ pub async fn finish_reconstruction(
     if held.rows_affected() == 0 {
         return Ok(false);
     }
-    let (status, filename, error) = result.record_fields();
+    let (status, filename, error, error_kind) = result.record_fields();
     sqlx::query(
         "UPDATE audio_reconstructions SET status = $1, filename = $2, error = $3, \
-         modified_at = $4 WHERE chat_id = $5",
+         error_kind = $4, modified_at = $5 WHERE chat_id = $6",
     )
     .bind(status.as_str())
     .bind(filename)
     .bind(error)
+    .bind(error_kind)
     .bind(now_ms)
     .bind(chat_id)
     .execute(&mut *tx)

@@ -98,10 +98,11 @@ async fn claim_in_tx(
     .map_err(db)?;
     for cid in exhausted {
         sqlx::query(
-            "UPDATE audio_reconstructions SET status = 'ERROR', error = ?, modified_at = ? \
-             WHERE chat_id = ?",
+            "UPDATE audio_reconstructions SET status = 'ERROR', error = ?, error_kind = ?, \
+             modified_at = ? WHERE chat_id = ?",
         )
         .bind(exhausted_attempts_error(max_attempts))
+        .bind(FailureKind::AttemptsExhausted.as_str())
         .bind(now_ms)
         .bind(&cid)
         .execute(&mut *conn)
@@ -183,14 +184,15 @@ pub async fn finish_reconstruction(
     if held.rows_affected() == 0 {
         return Ok(false);
     }
-    let (status, filename, error) = result.record_fields();
+    let (status, filename, error, error_kind) = result.record_fields();
     sqlx::query(
-        "UPDATE audio_reconstructions SET status = ?, filename = ?, error = ?, modified_at = ? \
-         WHERE chat_id = ?",
+        "UPDATE audio_reconstructions SET status = ?, filename = ?, error = ?, error_kind = ?, \
+         modified_at = ? WHERE chat_id = ?",
     )
     .bind(status.as_str())
     .bind(filename)
     .bind(error)
+    .bind(error_kind)
     .bind(now_ms)
     .bind(&cid)
     .execute(&mut *tx)

@@ -257,8 +257,52 @@ pub struct ReconstructionRecord {
     pub filename: Option<String>,
     /// Epoch ms of the last status change.
     pub modified_at: i64,
-    /// Why it failed, for the owner.
+    /// Why it failed, for the owner (for a finished file: the note on audio that could not
+    /// be stored).
     pub error: Option<String>,
+    /// Why it failed, for programs: set on every `ERROR` recorded since failures carry a
+    /// kind; `None` on success and on older rows (and a kind this version does not know).
+    pub error_kind: Option<FailureKind>,
+}
+
+/// Why a reconstruction failed for good, for programs (its `error` says it for people).
+/// Stored as [`FailureKind::as_str`] in the record's `error_kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The chat has no audio: none was received or spoken, or none of it held a sample.
+    NoAudio,
+    /// The captured audio could not be decoded.
+    Undecodable,
+    /// Every allowed attempt died with its worker.
+    AttemptsExhausted,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 3] = [
+        FailureKind::NoAudio,
+        FailureKind::Undecodable,
+        FailureKind::AttemptsExhausted,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::NoAudio => "no_audio",
+            FailureKind::Undecodable => "undecodable",
+            FailureKind::AttemptsExhausted => "attempts_exhausted",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown reconstruction failure kind `{s}`"))
+    }
 }
 
 /// A new event to append.
@@ -423,31 +467,45 @@ pub enum JobResult {
     },
     /// It failed for good; `reason` is shown to the owner.
     Failed {
+        /// What kind of failure, for programs.
+        kind: FailureKind,
         /// Human-readable reason.
         reason: String,
     },
 }
 
+/// The final columns of a reconstruction record, as stored ([`JobResult::record_fields`]).
+pub type RecordFields<'a> = (
+    ReconstructionStatus,
+    Option<Cow<'a, str>>,
+    Option<Cow<'a, str>>,
+    Option<&'static str>,
+);
+
 impl JobResult {
-    /// The record's final status, `filename` and `error`, as stored ([`crate::storable`]).
-    pub fn record_fields(
-        &self,
-    ) -> (
-        ReconstructionStatus,
-        Option<Cow<'_, str>>,
-        Option<Cow<'_, str>>,
-    ) {
-        let (status, filename, error) = match self {
+    /// The record's final `status`, `filename`, `error` and `error_kind`, as stored
+    /// ([`crate::storable`]).
+    pub fn record_fields(&self) -> RecordFields<'_> {
+        let (status, filename, error, kind) = match self {
             JobResult::Complete { filename, missing } => (
                 ReconstructionStatus::Complete,
                 Some(filename.as_str()),
                 missing.as_deref(),
+                None,
             ),
-            JobResult::Failed { reason } => {
-                (ReconstructionStatus::Error, None, Some(reason.as_str()))
-            }
+            JobResult::Failed { kind, reason } => (
+                ReconstructionStatus::Error,
+                None,
+                Some(reason.as_str()),
+                Some(kind.as_str()),
+            ),
         };
-        (status, crate::storable(filename), crate::storable(error))
+        (
+            status,
+            crate::storable(filename),
+            crate::storable(error),
+            kind,
+        )
     }
 }
 

@@ -34,7 +34,8 @@ pub const API_KEY_COLUMNS: &str =
     "k.id, k.user_id, k.name, k.prefix, k.created_at, k.revoked_at, a.data_retention";
 
 /// Columns of a reconstruction ([`reconstruction_record`]), from `audio_reconstructions`.
-pub const RECONSTRUCTION_COLUMNS: &str = "chat_id, user_id, status, filename, modified_at, error";
+pub const RECONSTRUCTION_COLUMNS: &str =
+    "chat_id, user_id, status, filename, modified_at, error, error_kind";
 
 /// Columns of a claimed job ([`claimed_job`]), from `audio_jobs j JOIN chats c`.
 pub const JOB_COLUMNS: &str =
@@ -154,7 +155,8 @@ pub fn group_record<D: Decode>(r: &D::Row) -> StoreResult<GroupRecord> {
     })
 }
 
-/// [`RECONSTRUCTION_COLUMNS`].
+/// [`RECONSTRUCTION_COLUMNS`]. An `error_kind` this version does not know (written by a
+/// newer one) reads as none, like a row from before failures had kinds.
 pub fn reconstruction_record<D: Decode>(r: &D::Row) -> StoreResult<ReconstructionRecord> {
     Ok(ReconstructionRecord {
         chat_id: D::uuid(r, 0)?,
@@ -163,6 +165,7 @@ pub fn reconstruction_record<D: Decode>(r: &D::Row) -> StoreResult<Reconstructio
         filename: D::opt_text(r, 3)?,
         modified_at: D::int(r, 4)?,
         error: D::opt_text(r, 5)?,
+        error_kind: D::opt_text(r, 6)?.and_then(|k| k.parse().ok()),
     })
 }
 
@@ -466,6 +469,34 @@ mod tests {
     }
 
     #[test]
+    fn reconstruction_rows_carry_their_failure_kind() {
+        let id = "00000000-0000-0000-0000-000000000001";
+        let row = |kind: Option<&'static str>| {
+            vec![
+                Some(id),
+                Some(id),
+                Some("ERROR"),
+                None,
+                Some("7"),
+                Some("the chat has no audio"),
+                kind,
+            ]
+        };
+        for kind in crate::FailureKind::ALL {
+            let rec = reconstruction_record::<Strings>(&row(Some(kind.as_str()))).unwrap();
+            assert_eq!(rec.error_kind, Some(kind));
+        }
+        let before = reconstruction_record::<Strings>(&row(None)).unwrap();
+        assert_eq!(
+            (before.error.as_deref(), before.error_kind),
+            (Some("the chat has no audio"), None),
+            "a row from before failures had kinds"
+        );
+        let newer = reconstruction_record::<Strings>(&row(Some("from_the_future"))).unwrap();
+        assert_eq!(newer.error_kind, None, "a kind this version does not know");
+    }
+
+    #[test]
     fn rows_decode_by_their_column_lists() {
         let id = "00000000-0000-0000-0000-000000000001";
         let job = vec![Some(id), Some(id), Some("2"), Some("10"), None];
@@ -508,7 +539,7 @@ mod tests {
         assert!(matches!(uuid_text("x"), Err(StoreError::Corrupt(_))));
         assert_eq!(CHAT_COLUMNS.split(", ").count(), 10);
         assert_eq!(EVENT_COLUMNS.split(", ").count(), 10);
-        assert_eq!(RECONSTRUCTION_COLUMNS.split(", ").count(), 6);
+        assert_eq!(RECONSTRUCTION_COLUMNS.split(", ").count(), 7);
         assert_eq!(JOB_COLUMNS.split(", ").count(), 5);
         assert_eq!(PRINCIPAL_COLUMNS.split(", ").count(), 4);
         assert_eq!(API_KEY_COLUMNS.split(", ").count(), 7);

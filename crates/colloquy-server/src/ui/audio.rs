@@ -3,11 +3,9 @@
 //! fragment, then plays the MP4 from a freshly signed URL (the download route answers
 //! `Range`, so the player can seek).
 
-use crate::clock::now_ms;
-use crate::signing::URL_LIFETIME_MS;
 use crate::state::AppState;
 use askama::Template;
-use colloquy_storage::{ChatRecord, ReconstructionRecord};
+use colloquy_storage::{ChatRecord, FailureKind, ReconstructionRecord};
 use colloquy_wire::{ChatStatus, ReconstructionStatus};
 
 /// The audio fragment (`#audio`), polled while the reconstruction is pending.
@@ -35,23 +33,11 @@ pub struct AudioPanel {
 
 /// Reads (creating if needed) the chat's reconstruction and shapes the panel.
 pub async fn panel(state: &AppState, chat: &ChatRecord) -> Result<AudioPanel, super::UiError> {
-    let record = state
-        .store
-        .ensure_reconstructions(chat.user_id, &[chat.id], now_ms())
+    let requested = crate::reconstruction::request(state, chat.user_id, &[chat.id], "")
         .await?
         .pop()
         .ok_or_else(|| super::UiError::NotFound("This chat no longer exists.".into()))?;
-    if matches!(
-        record.status,
-        ReconstructionStatus::Queued | ReconstructionStatus::InProgress
-    ) {
-        state.jobs_enqueued.notify_waiters();
-    }
-    let url = match (&record.status, &record.filename) {
-        (ReconstructionStatus::Complete, Some(f)) => signed_url(state, f).await,
-        _ => None,
-    };
-    Ok(shape(chat, record, url))
+    Ok(shape(chat, requested.record, requested.link.map(|l| l.url)))
 }
 
 fn shape(chat: &ChatRecord, r: ReconstructionRecord, url: Option<String>) -> AudioPanel {
@@ -85,7 +71,12 @@ fn shape(chat: &ChatRecord, r: ReconstructionRecord, url: Option<String>) -> Aud
         ),
         Error => {
             let reason = r.error.unwrap_or_default();
-            if reason.contains("no audio") {
+            let no_audio = match r.error_kind {
+                Some(kind) => kind == FailureKind::NoAudio,
+                // Recorded before failures had a kind: told by its text.
+                None => reason.contains("no audio"),
+            };
+            if no_audio {
                 (
                     "none",
                     "No audio was recorded in this chat (it was text only).".into(),
@@ -129,33 +120,6 @@ fn shape(chat: &ChatRecord, r: ReconstructionRecord, url: Option<String>) -> Aud
     }
 }
 
-/// A download URL for the MP4 valid for [`URL_LIFETIME_MS`]: the store's presigned URL on
-/// S3, else Colloquy's own signed route, relative so it works under whatever host name the
-/// browser used.
-async fn signed_url(state: &AppState, filename: &str) -> Option<String> {
-    match &state.objects.s3 {
-        Some(s3) => {
-            use object_store::signer::Signer;
-            let path = object_store::path::Path::from(filename);
-            match s3
-                .signed_url(
-                    axum::http::Method::GET,
-                    &path,
-                    std::time::Duration::from_millis(URL_LIFETIME_MS as u64),
-                )
-                .await
-            {
-                Ok(u) => Some(u.to_string()),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not presign the audio URL");
-                    None
-                }
-            }
-        }
-        None => Some(state.signer.url("", filename, now_ms() + URL_LIFETIME_MS)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +148,37 @@ mod tests {
             filename: None,
             modified_at: 0,
             error: error.map(Into::into),
+            error_kind: None,
+        }
+    }
+
+    #[test]
+    fn failures_are_told_apart_by_their_kind() {
+        let ended = chat(ChatStatus::UserEnded);
+        // The kind decides, whatever the text says.
+        for (kind, error, state) in [
+            (FailureKind::NoAudio, "the chat has no audio", "none"),
+            (FailureKind::NoAudio, "nothing was said", "none"),
+            (
+                FailureKind::Undecodable,
+                "the captured audio could not be decoded: invalid WebM: no audio track",
+                "failed",
+            ),
+            (
+                FailureKind::AttemptsExhausted,
+                "reconstruction was attempted 3 times and the worker stopped each time",
+                "failed",
+            ),
+        ] {
+            let r = ReconstructionRecord {
+                error_kind: Some(kind),
+                ..rec(ReconstructionStatus::Error, Some(error))
+            };
+            let p = shape(&ended, r, None);
+            assert_eq!((p.state, p.poll), (state, ""), "{kind:?}");
+            if state == "failed" {
+                assert!(p.message.ends_with(error), "{}", p.message);
+            }
         }
     }
 

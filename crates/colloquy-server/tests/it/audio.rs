@@ -245,6 +245,7 @@ async fn a_dead_workers_job_is_taken_over_and_finishes_once() {
             let rec = wait_for_audio(&srv, &key.api_key, &chat_id).await;
             assert_eq!(rec["status"], "COMPLETE");
             let late = colloquy_storage::JobResult::Failed {
+                kind: colloquy_storage::FailureKind::Undecodable,
                 reason: "late".into(),
             };
             assert!(

@@ -43,14 +43,15 @@ pub async fn reconstructions(store: &dyn Store) {
     assert_eq!(again[1], first[0], "a second call does not recreate");
 }
 
-pub async fn reconstruction_jobs(store: &dyn Store) {
-    // Drain jobs left by earlier checks so this one sees only its own.
+/// Drains jobs left by earlier checks so a scenario sees only its own.
+async fn drain_jobs(store: &dyn Store) {
     while let Some(j) = store
         .claim_reconstruction("drain", i64::MAX / 4, 1, 100)
         .await
         .unwrap()
     {
         let failed = JobResult::Failed {
+            kind: FailureKind::Undecodable,
             reason: "drained".into(),
         };
         store
@@ -58,6 +59,10 @@ pub async fn reconstruction_jobs(store: &dyn Store) {
             .await
             .unwrap();
     }
+}
+
+pub async fn reconstruction_jobs(store: &dyn Store) {
+    drain_jobs(store).await;
     let who = new_account(store, true).await;
     let instance = Uuid::new_v4();
     let (chat, _) = start_chat(
@@ -213,6 +218,7 @@ pub async fn reconstruction_jobs(store: &dyn Store) {
         .unwrap();
     assert_eq!(j2.chat_id, empty);
     let failed = JobResult::Failed {
+        kind: FailureKind::NoAudio,
         reason: "the chat has no audio".into(),
     };
     assert!(store
@@ -233,5 +239,111 @@ pub async fn reconstruction_jobs(store: &dyn Store) {
     assert_eq!(
         (rec.status, rec.error.as_deref()),
         (ReconstructionStatus::Error, Some("the chat has no audio"))
+    );
+}
+
+/// A failed reconstruction keeps the kind of its failure; a finished or waiting one has none.
+pub async fn failure_kinds(store: &dyn Store) {
+    drain_jobs(store).await;
+    let who = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let mut chats = Vec::new();
+    for start in 0..4 {
+        let (chat, _) = start_chat(
+            store,
+            &who,
+            GroupChoice::New(Uuid::new_v4()),
+            1_000 + start,
+            None,
+            instance,
+        )
+        .await;
+        end_chat(store, &who, chat, 1_500).await;
+        store
+            .ensure_reconstructions(who.user_id, &[chat], 2_000 + start)
+            .await
+            .unwrap();
+        chats.push(chat);
+    }
+    let [silent, garbled, doomed, done] = chats[..] else {
+        unreachable!()
+    };
+    let (waiting, _) = start_chat(
+        store,
+        &who,
+        GroupChoice::New(Uuid::new_v4()),
+        1_100,
+        None,
+        instance,
+    )
+    .await;
+    let failed = |kind, reason: &str| JobResult::Failed {
+        kind,
+        reason: reason.into(),
+    };
+    while let Some(job) = store
+        .claim_reconstruction("w1", 3_000, 100, 1)
+        .await
+        .unwrap()
+    {
+        let result = match job.chat_id {
+            c if c == silent => failed(FailureKind::NoAudio, "the chat has no audio"),
+            c if c == garbled => failed(
+                FailureKind::Undecodable,
+                "the captured audio could not be decoded: bad opus",
+            ),
+            c if c == done => JobResult::Complete {
+                filename: format!("{}/{done}/reconstructed_audio.mp4", who.user_id),
+                missing: Some("missing audio: user audio from 1.0 s to 2.0 s".into()),
+            },
+            // Its worker dies.
+            _ => continue,
+        };
+        assert!(store
+            .finish_reconstruction(job.chat_id, "w1", &result, 3_050)
+            .await
+            .unwrap());
+    }
+    // The dead worker's lease runs out with no attempt left.
+    assert_eq!(
+        store
+            .claim_reconstruction("w2", 5_000, 100, 1)
+            .await
+            .unwrap(),
+        None
+    );
+    let kind_of = |rec: ReconstructionRecord| (rec.status, rec.error_kind);
+    assert_eq!(
+        kind_of(status_of(store, &who, silent).await),
+        (ReconstructionStatus::Error, Some(FailureKind::NoAudio))
+    );
+    let rec = status_of(store, &who, garbled).await;
+    assert_eq!(
+        rec.error.as_deref(),
+        Some("the captured audio could not be decoded: bad opus"),
+        "the kind comes with the reason, not instead of it"
+    );
+    assert_eq!(
+        kind_of(rec),
+        (ReconstructionStatus::Error, Some(FailureKind::Undecodable))
+    );
+    let rec = status_of(store, &who, doomed).await;
+    assert!(rec.error.as_deref().unwrap().contains("attempted 1 times"));
+    assert_eq!(
+        kind_of(rec),
+        (
+            ReconstructionStatus::Error,
+            Some(FailureKind::AttemptsExhausted)
+        )
+    );
+    let rec = status_of(store, &who, done).await;
+    assert!(
+        rec.error.is_some(),
+        "a finished file's note on missing audio"
+    );
+    assert_eq!(kind_of(rec), (ReconstructionStatus::Complete, None));
+    assert_eq!(
+        kind_of(status_of(store, &who, waiting).await),
+        (ReconstructionStatus::Queued, None)
     );
 }

@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
             orphans::orphaned_chats,
             jobs::reconstructions,
             jobs::reconstruction_jobs,
+            jobs::failure_kinds,
             erasure::deletion,
             search::search,
             search::nul_characters,

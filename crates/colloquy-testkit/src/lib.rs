@@ -40,8 +40,8 @@ pub use http::{delete_json, get_json};
 pub use server::{on_each_backend, settings, start_server, Backend, TestServer};
 #[cfg(feature = "server")]
 pub use socket::{
-    keyed_request, next_json, open_chat, recv_close, recv_json, recv_until_close, send_json,
-    types, Ws,
+    keyed_request, next_json, open_chat, recv_close, recv_json, recv_until_close, send_json, types,
+    Ws,
 };
 #[cfg(feature = "server")]
 pub use thread::ServerThread;

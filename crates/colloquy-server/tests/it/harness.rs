@@ -3,8 +3,8 @@
 //! voice's answers and WAV chunks.
 
 pub use colloquy_testkit::{
-    on_each_backend, recv_close, recv_json, recv_until_close, send_json, tone, types, wav,
-    Backend, TestServer, Ws,
+    on_each_backend, recv_close, recv_json, recv_until_close, send_json, tone, types, wav, Backend,
+    TestServer, Ws,
 };
 use serde_json::Value;
 

@@ -11,7 +11,7 @@ const ALONE: &str = "COLLOQUY_TESTKIT_ALONE";
 /// Returns `true` in that fresh process, where the caller goes on to run the test's body, and
 /// `false` in the calling process, where the test is then done:
 ///
-/// ```ignore
+/// ```text
 /// #[test]
 /// fn bounded_peak_rss() {
 ///     if !colloquy_testkit::alone_in_own_process("memory::bounded_peak_rss") {

@@ -1,6 +1,7 @@
 """Fixtures of the API fuzzing suite (schemathesis against the server's /openapi.json).
 
 * The server binary comes from $COLLOQUY_BIN (scripts/test builds it); nothing is built here.
+* The server is started by the shared fixture of every suite, tests/colloquy_server.py.
 * Server logs, schemathesis' output and its JUnit report go to test-artifacts/fuzz/.
 * The one-line result for scripts/test's summary goes to $COLLOQUY_TEST_SUMMARY.
 """
@@ -15,32 +16,24 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "fuzz"
-# The server helpers of the SDK suite (process control, accounts, signatures).
 os.environ.setdefault("COLLOQUY_TEST_ARTIFACTS", str(ARTIFACTS))
-sys.path.insert(0, str(REPO_ROOT / "tests" / "sdk"))
+# The shared server fixture (tests/colloquy_server.py) and the SDK suite's helpers (test
+# signals).
+sys.path[:0] = [str(REPO_ROOT / "tests"), str(REPO_ROOT / "tests" / "sdk")]
+
+from colloquy_server import (  # noqa: E402
+    colloquy_bin,  # noqa: F401 - the fixture
+    outcome_counts,
+    remove_old_logs,
+    write_summary,
+)
 
 _SUMMARY: dict = {}
 
 
-@pytest.fixture(scope="session")
-def colloquy_bin() -> str:
-    path = os.environ.get("COLLOQUY_BIN")
-    if not path:
-        pytest.exit(
-            "COLLOQUY_BIN is not set: build with `cargo build -p colloquy` and point it at "
-            "$CARGO_TARGET_DIR/debug/colloquy (scripts/test does this)",
-            returncode=4,
-        )
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.exit(f"COLLOQUY_BIN={path} is not an executable file", returncode=4)
-    return path
-
-
 def pytest_sessionstart(session):
     """Old server logs from previous runs are removed (logs of this run stay for inspection)."""
-    if ARTIFACTS.is_dir():
-        for old in ARTIFACTS.glob("*.log"):
-            old.unlink(missing_ok=True)
+    remove_old_logs()
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +43,7 @@ def summary() -> dict:
 
 
 def pytest_terminal_summary(terminalreporter):
-    stats = terminalreporter.stats
-    counts = {k: len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped")}
-    line = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no tests"
+    line = outcome_counts(terminalreporter)
     if _SUMMARY.get("note"):
         line += f"; {_SUMMARY['note']}"
-    target = os.environ.get("COLLOQUY_TEST_SUMMARY")
-    if target:
-        Path(target).write_text(line + "\n")
+    write_summary(line)

@@ -24,7 +24,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from colloquy_testkit import ServerProcess, new_temp_dir, pcm_chunks_b64, tone_pcm
+from colloquy_server import ServerFactory, ServerProcess
+from colloquy_testkit import pcm_chunks_b64, tone_pcm
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "fuzz"
 HOOKS = Path(__file__).resolve().with_name("schemathesis_hooks.py")
@@ -89,11 +90,11 @@ def _completed_audio(srv: ServerProcess, api_key: str, chat_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def server(colloquy_bin):
-    data_dir = new_temp_dir("colloquy-fuzz-")
-    srv = ServerProcess(colloquy_bin, "sqlite", data_dir, None, label="fuzz").start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(data_dir, ignore_errors=True)
+    factory = ServerFactory(colloquy_bin, "sqlite")
+    try:
+        yield factory.new("fuzz")
+    finally:
+        factory.cleanup()
 
 
 def test_schemathesis_finds_nothing(server, summary):

@@ -1,293 +1,41 @@
-"""Helpers shared by the SDK conformance suite: server processes, accounts, contract checks.
+"""Helpers of the SDK conformance suite: contract checks against the server's
+/openapi.json, socket helpers, audio signals and decoders, an S3 store. (The UI and fuzzing
+suites use some of them too.)
 
-Nothing here builds the server: the binary comes from the COLLOQUY_BIN environment variable
-(scripts/test sets it after `cargo build -p colloquy`).
+Server processes, accounts and logs are the shared fixture of every suite,
+tests/colloquy_server.py; the suites' conftest.py put both folders on `sys.path`.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import io
 import json
+import math
 import os
 import re
 import shutil
-import signal
+import socket
+import struct
 import subprocess
+import sys
 import tempfile
-import threading
 import time
-import uuid
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import httpx
 import jsonschema
-from hume import AsyncHumeClient, HumeClient
+from hume import HumeClient
 from hume.core.pydantic_utilities import parse_obj_as
 from hume.empathic_voice import SubscribeEvent
 from websockets.exceptions import ConnectionClosed
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("COLLOQUY_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts" / "sdk"))
-LISTEN_LINE = re.compile(r"Colloquy listening on (http://127\.0\.0\.1:(\d+))")
-PG_ADMIN_URL = os.environ.get(
-    "COLLOQUY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-)
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-# --------------------------------------------------------------------------------------------
-# PostgreSQL
-# --------------------------------------------------------------------------------------------
-
-
-def _psql(sql: str, url: str = PG_ADMIN_URL, timeout: float = 30) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PGCONNECT_TIMEOUT="5")
-    return subprocess.run(
-        ["psql", url, "-v", "ON_ERROR_STOP=1", "-X", "-q", "-t", "-A", "-c", sql],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def postgres_problem() -> Optional[str]:
-    """None when PostgreSQL answers, else why not."""
-    if shutil.which("psql") is None:
-        return "psql is not installed"
-    try:
-        r = _psql("SELECT 1")
-    except (subprocess.TimeoutExpired, OSError) as e:
-        return f"psql failed: {e}"
-    if r.returncode != 0 or r.stdout.strip() != "1":
-        return f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {r.stderr.strip()}"
-    return None
-
-
-def pg_url_for(db: str) -> str:
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    return f"{base}/{db}"
-
-
-def create_pg_database() -> str:
-    name = f"colloquy_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    r = _psql(f'CREATE DATABASE "{name}"')
-    if r.returncode != 0:
-        raise RuntimeError(f"CREATE DATABASE {name} failed: {r.stderr}")
-    return name
-
-
-def drop_pg_database(name: str) -> None:
-    r = _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    if r.returncode != 0:
-        raise RuntimeError(f"DROP DATABASE {name} failed: {r.stderr}")
-
-
-# --------------------------------------------------------------------------------------------
-# Server processes
-# --------------------------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """One `colloquy serve` process on a given data dir / database."""
-
-    def __init__(
-        self,
-        binary: str,
-        backend: str,
-        data_dir: Path,
-        database_url: Optional[str],
-        env: Optional[Dict[str, str]] = None,
-        label: str = "server",
-    ):
-        self.binary = binary
-        self.backend = backend
-        self.data_dir = Path(data_dir)
-        self.database_url = database_url
-        self.extra_env = dict(env or {})
-        self.label = label
-        self.proc: Optional[subprocess.Popen] = None
-        self.base_url: Optional[str] = None
-        self.port: Optional[int] = None
-        self.stdout_lines: List[str] = []
-        self.log_path: Optional[Path] = None
-        self._openapi: Optional[dict] = None
-        self._schema_book: Optional[SchemaBook] = None
-        self.starts = 0
-
-    # -- process control ----------------------------------------------------------------
-
-    def _env(self) -> Dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLOQUY_")}
-        env.update(self.extra_env)
-        return env
-
-    def store_args(self) -> List[str]:
-        args = ["--data-dir", str(self.data_dir)]
-        if self.database_url:
-            args += ["--database-url", self.database_url]
-        return args
-
-    def start(self, timeout: float = 60) -> "ServerProcess":
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.starts += 1
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = ARTIFACTS / f"{self.label}-{self.backend}-{os.getpid()}-{id(self):x}-{self.starts}.log"
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [self.binary, "serve", "--listen", "127.0.0.1:0", *self.store_args()],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=self._env(),
-            start_new_session=True,
-        )
-        log.close()
-        found = threading.Event()
-        lines = self.stdout_lines
-        holder: Dict[str, str] = {}
-
-        def pump(stream):
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                lines.append(line)
-                m = LISTEN_LINE.search(line)
-                if m and not found.is_set():
-                    holder["url"], holder["port"] = m.group(1), m.group(2)
-                    found.set()
-            stream.close()
-
-        threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found.wait(0.05):
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"colloquy serve exited with {self.proc.returncode} before listening; "
-                    f"stdout={lines!r}; log {self.log_path}:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.kill9()
-                raise RuntimeError(f"colloquy serve did not print its listen line in {timeout}s")
-        self.base_url, self.port = holder["url"], int(holder["port"])
-        r = httpx.get(f"{self.base_url}/healthz", timeout=10)
-        assert r.status_code == 200 and r.text.strip() == "ok", (r.status_code, r.text)
-        return self
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except (OSError, AttributeError):
-            return ""
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 15) -> Optional[int]:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    # -- CLI ----------------------------------------------------------------------------
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(
-            [self.binary, *args, *self.store_args()],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=self._env(),
-            stdin=subprocess.DEVNULL,
-        )
-        if check and r.returncode != 0:
-            raise RuntimeError(f"colloquy {' '.join(args)} failed ({r.returncode}): {r.stderr}")
-        return r
-
-    def create_account(self, name: Optional[str] = None, no_retention: bool = False) -> "Account":
-        args = ["keys", "create"]
-        if name:
-            args += ["--name", name]
-        if no_retention:
-            args.append("--no-retention")
-        out = self.cli(*args).stdout.strip()
-        obj = json.loads(out)
-        assert set(obj) >= {"user_id", "api_key", "secret_key"}, obj
-        assert UUID_RE.match(obj["user_id"]), obj
-        return Account(server=self, user_id=obj["user_id"], api_key=obj["api_key"], secret_key=obj["secret_key"])
-
-    def revoke(self, api_key: str) -> subprocess.CompletedProcess:
-        return self.cli("keys", "revoke", api_key)
-
-    # -- HTTP ---------------------------------------------------------------------------
-
-    def openapi(self) -> dict:
-        if self._openapi is None:
-            r = httpx.get(f"{self.base_url}/openapi.json", timeout=10)
-            assert r.status_code == 200, r.text
-            self._openapi = r.json()
-        return self._openapi
-
-    @property
-    def schema_book(self) -> "SchemaBook":
-        if self._schema_book is None:
-            self._schema_book = SchemaBook(self.openapi())
-        return self._schema_book
-
-    def contract(self) -> "ContractChecker":
-        """A fresh response checker bound to this server's /openapi.json."""
-        return ContractChecker(self.schema_book)
-
-
-@dataclass
-class Account:
-    server: ServerProcess
-    user_id: str
-    api_key: str
-    secret_key: str
-
-    def client(self, contract: Optional["ContractChecker"] = None, **kw) -> HumeClient:
-        hooks = {"response": [contract.on_response]} if contract else {}
-        kw.setdefault("api_key", self.api_key)
-        return HumeClient(
-            base_url=self.server.base_url,
-            httpx_client=httpx.Client(timeout=30, event_hooks=hooks),
-            **kw,
-        )
-
-    def async_client(self, contract: Optional["ContractChecker"] = None) -> AsyncHumeClient:
-        hooks = {"response": [contract.on_response_async]} if contract else {}
-        return AsyncHumeClient(
-            api_key=self.api_key,
-            base_url=self.server.base_url,
-            httpx_client=httpx.AsyncClient(timeout=30, event_hooks=hooks),
-        )
-
-    def fetch_token(self, secret: Optional[str] = None) -> httpx.Response:
-        return httpx.post(
-            f"{self.server.base_url}/oauth2-cc/token",
-            auth=(self.api_key, self.secret_key if secret is None else secret),
-            data={"grant_type": "client_credentials"},
-            timeout=10,
-        )
-
+from colloquy_server import ARTIFACTS, ServerProcess
 
 # --------------------------------------------------------------------------------------------
 # Contract checks against the server's own OpenAPI document
@@ -415,6 +163,22 @@ class ContractChecker:
         assert not self.failures, "responses that break /openapi.json:\n" + "\n".join(self.failures)
 
 
+class ContractServer(ServerProcess):
+    """A server process whose responses tests check against its own /openapi.json."""
+
+    _schema_book: Optional[SchemaBook] = None
+
+    @property
+    def schema_book(self) -> SchemaBook:
+        if self._schema_book is None:
+            self._schema_book = SchemaBook(self.openapi())
+        return self._schema_book
+
+    def contract(self) -> "ContractChecker":
+        """A fresh response checker bound to this server's /openapi.json."""
+        return ContractChecker(self.schema_book)
+
+
 class Api:
     """Raw HTTP calls (for what the SDK cannot express), schema-checked like SDK calls."""
 
@@ -510,23 +274,9 @@ def poll(fn: Callable[[], Any], timeout: float, interval: float = 0.25, what: st
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
-def new_temp_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
-
-
 # --------------------------------------------------------------------------------------------
-# Audio (tests/sdk/test_audio.py): test signals, ffprobe, direct SQL, worker and S3 processes
+# Audio (tests/sdk/test_audio.py): test signals, ffprobe, signatures, an S3 store, Chromium
 # --------------------------------------------------------------------------------------------
-
-import hashlib  # noqa: E402  (kept with the audio helpers)
-import hmac  # noqa: E402
-import io  # noqa: E402
-import math  # noqa: E402
-import socket  # noqa: E402
-import sqlite3  # noqa: E402
-import struct  # noqa: E402
-import sys  # noqa: E402
-import wave  # noqa: E402
 
 
 def tone_pcm(seconds: float, freq: float = 440.0, rate: int = 16000, amplitude: float = 0.5) -> bytes:
@@ -638,160 +388,10 @@ def local_signature(data_dir: Path, path: str, expires_ms: int) -> str:
     return hmac.new(key, f"GET\n{path}\n{expires_ms}".encode(), hashlib.sha256).hexdigest()
 
 
-def run_sql(srv: ServerProcess, sql: str) -> str:
-    """Runs one statement directly on a server's database (SQLite file or PostgreSQL);
-    returns psql-style output (rows `|`-separated, one per line)."""
-    if srv.backend == "postgres":
-        url = srv.database_url
-        assert url, "a postgres server always has an explicit database URL"
-        r = _psql(sql, url=url)
-        assert r.returncode == 0, f"psql failed: {r.stderr}"
-        return r.stdout.strip()
-    url = srv.database_url
-    path = url.split("://", 1)[1] if url else str(srv.data_dir / "colloquy.db")
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        with conn:
-            rows = conn.execute(sql).fetchall()
-        return "\n".join("|".join("" if v is None else str(v) for v in row) for row in rows)
-    finally:
-        conn.close()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-WORKER_LINE = re.compile(r"Colloquy worker running (\d+) reconstruction worker\(s\)")
-
-
-class WorkerProcess:
-    """One `colloquy worker` process (reconstruction workers only, no HTTP). Logs go to a
-    file in JSON (`log.format = json`) so tests can parse them."""
-
-    def __init__(
-        self,
-        binary: str,
-        data_dir: Path,
-        database_url: str,
-        workers: int = 1,
-        env: Optional[Dict[str, str]] = None,
-        label: str = "worker",
-    ):
-        self.binary = binary
-        self.data_dir = Path(data_dir)
-        self.database_url = database_url
-        self.workers = workers
-        self.extra_env = dict(env or {})
-        self.label = label
-        self.proc: Optional[subprocess.Popen] = None
-        self.stdout_lines: List[str] = []
-        self.log_path: Optional[Path] = None
-
-    def start(self, timeout: float = 30) -> "WorkerProcess":
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = ARTIFACTS / f"{self.label}-{os.getpid()}-{id(self):x}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COLLOQUY_") and k != "RUST_LOG"}
-        env.update({"COLLOQUY_LOG__FORMAT": "json", "COLLOQUY_LOG__FILTER": "info"})
-        env.update(self.extra_env)
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [
-                self.binary, "worker", "--data-dir", str(self.data_dir),
-                "--database-url", self.database_url, "--workers", str(self.workers),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
-        ready = threading.Event()
-        lines = self.stdout_lines
-
-        def pump(stream):
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                lines.append(line)
-                if WORKER_LINE.search(line):
-                    ready.set()
-            stream.close()
-
-        threading.Thread(target=pump, args=(self.proc.stdout,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.05):
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"colloquy worker exited with {self.proc.returncode} before it was ready; "
-                    f"stdout={lines!r}; log {self.log_path}:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.kill9()
-                raise RuntimeError(f"colloquy worker printed no ready line in {timeout}s; stdout={lines!r}")
-        m = next(WORKER_LINE.search(l) for l in lines if WORKER_LINE.search(l))
-        assert int(m.group(1)) == self.workers, lines
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except (OSError, AttributeError):
-            return ""
-
-    def log_records(self) -> List[Dict[str, Any]]:
-        """The JSON log lines written so far (a torn last line is ignored)."""
-        out = []
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except (OSError, AttributeError):
-            return out
-        for line in text.splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
-
-    def chats_logged(self, message: str) -> List[str]:
-        """chat_id of every log line whose message is `message`, in order."""
-        out = []
-        for rec in self.log_records():
-            fields = rec.get("fields") or {}
-            if fields.get("message") == message and "chat_id" in fields:
-                out.append(str(fields["chat_id"]))
-        return out
-
-    def finished(self) -> List[str]:
-        return self.chats_logged("reconstruction finished")
-
-    def started(self) -> List[str]:
-        return self.chats_logged("reconstructing audio")
-
-    def stop(self, timeout: float = 15) -> Optional[int]:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
 
 class MotoS3:

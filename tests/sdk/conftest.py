@@ -11,111 +11,29 @@
 
 from __future__ import annotations
 
-import os
-import shutil
+import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict
 
 import pytest
 
-from colloquy_testkit import (
-    Api,
-    ServerProcess,
-    create_pg_database,
-    drop_pg_database,
-    new_temp_dir,
-    pg_url_for,
-    postgres_problem,
+# The shared server fixture of every suite (tests/colloquy_server.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from colloquy_server import (  # noqa: E402
+    BACKENDS,
+    ServerFactory,
+    colloquy_bin,  # noqa: F401 - the fixture
+    remove_old_logs,
+    require_backend,
+    write_summary,
 )
-
-BACKENDS = ("sqlite", "postgres")
-
-
-@pytest.fixture(scope="session")
-def colloquy_bin() -> str:
-    path = os.environ.get("COLLOQUY_BIN")
-    if not path:
-        pytest.exit(
-            "COLLOQUY_BIN is not set: build with `cargo build -p colloquy` and point it at "
-            "$CARGO_TARGET_DIR/debug/colloquy (scripts/test does this)",
-            returncode=4,
-        )
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.exit(f"COLLOQUY_BIN={path} is not an executable file", returncode=4)
-    return path
-
-
-_pg_problem: Dict[str, Optional[str]] = {}
-
-
-def _require_backend(backend: str) -> None:
-    if backend != "postgres":
-        return
-    if "p" not in _pg_problem:
-        _pg_problem["p"] = postgres_problem()
-    problem = _pg_problem["p"]
-    if problem:
-        if os.environ.get("COLLOQUY_TEST_POSTGRES") == "required":
-            pytest.fail(f"COLLOQUY_TEST_POSTGRES=required but {problem}", pytrace=False)
-        pytest.skip(f"PostgreSQL unavailable ({problem}); set COLLOQUY_TEST_POSTGRES=required to fail instead")
-
-
-class ServerFactory:
-    """Creates servers with their own temp data dir (and own database on postgres)."""
-
-    def __init__(self, binary: str, backend: str):
-        self.binary = binary
-        self.backend = backend
-        self.servers: List[ServerProcess] = []
-        self.databases: List[str] = []
-        self.dirs: List[Path] = []
-
-    def new(
-        self,
-        label: str,
-        env: Optional[Dict[str, str]] = None,
-        share_database_with: Optional[ServerProcess] = None,
-        explicit_sqlite_url: bool = False,
-        start: bool = True,
-    ) -> ServerProcess:
-        data_dir = new_temp_dir(f"colloquy-{label}-{self.backend}-")
-        self.dirs.append(data_dir)
-        url: Optional[str] = None
-        if share_database_with is not None:
-            url = share_database_with.database_url
-            assert url, "share_database_with needs a server with an explicit database URL"
-        elif self.backend == "postgres":
-            db = create_pg_database()
-            self.databases.append(db)
-            url = pg_url_for(db)
-        elif explicit_sqlite_url:
-            url = f"sqlite://{data_dir / 'colloquy.db'}"
-        srv = ServerProcess(self.binary, self.backend, data_dir, url, env=env, label=label)
-        self.servers.append(srv)
-        if start:
-            srv.start()
-        return srv
-
-    def cleanup(self) -> None:
-        errors = []
-        for srv in self.servers:
-            try:
-                srv.stop()
-            except Exception as e:  # noqa: BLE001 - keep cleaning up
-                errors.append(f"stop {srv.label}: {e}")
-        for db in self.databases:
-            try:
-                drop_pg_database(db)
-            except Exception as e:  # noqa: BLE001
-                errors.append(str(e))
-        for d in self.dirs:
-            shutil.rmtree(d, ignore_errors=True)
-        assert not errors, errors
+from colloquy_testkit import Api, ContractServer  # noqa: E402
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request) -> str:
-    _require_backend(request.param)
+    require_backend(request.param)
     return request.param
 
 
@@ -124,13 +42,11 @@ def server(colloquy_bin, backend):
     """The shared server of this backend (one per test session). It runs no reconstruction
     workers, so audio records stay QUEUED while tests inspect them (tests/sdk/test_audio.py
     uses dedicated servers with workers)."""
-    factory = ServerFactory(colloquy_bin, backend)
+    factory = ServerFactory(colloquy_bin, backend, ContractServer)
     try:
         srv = factory.new("shared", env={"COLLOQUY_AUDIO__WORKERS": "0"})
         yield srv
-        assert srv.running, f"the shared {backend} server died; log {srv.log_path}:\n{srv.log_tail()}"
-        rc = srv.stop()
-        assert rc == 0, f"the shared {backend} server exited with {rc} on SIGTERM; log:\n{srv.log_tail()}"
+        srv.assert_stops_cleanly(f"the shared {backend} server")
     finally:
         factory.cleanup()
 
@@ -138,7 +54,7 @@ def server(colloquy_bin, backend):
 @pytest.fixture
 def dedicated(colloquy_bin, backend):
     """Factory for servers owned by one test: dedicated(label, env=..., ...)."""
-    factory = ServerFactory(colloquy_bin, backend)
+    factory = ServerFactory(colloquy_bin, backend, ContractServer)
     yield factory.new
     factory.cleanup()
 
@@ -178,11 +94,7 @@ _TALLY: Dict[str, Dict[str, int]] = {}
 
 def pytest_sessionstart(session):
     """Old server logs from previous runs are removed (logs of this run stay for inspection)."""
-    from colloquy_testkit import ARTIFACTS
-
-    if ARTIFACTS.is_dir():
-        for old in ARTIFACTS.glob("*.log"):
-            old.unlink(missing_ok=True)
+    remove_old_logs()
 
 
 def _backend_of(nodeid: str) -> str:
@@ -215,6 +127,4 @@ def pytest_terminal_summary(terminalreporter):
     line = "; ".join(parts)
     terminalreporter.write_sep("-", "per backend")
     terminalreporter.write_line(line)
-    target = os.environ.get("COLLOQUY_TEST_SUMMARY")
-    if target:
-        Path(target).write_text(line + "\n")
+    write_summary(line)

@@ -34,21 +34,19 @@ from hume.empathic_voice import (
     UserInput,
 )
 
+from colloquy_server import WorkerProcess, now_ms, run_sql
 from colloquy_testkit import (
     WIRE_ENUMS,
     MotoS3,
-    WorkerProcess,
     all_events,
     decode_mono,
     expect,
     ffprobe,
     local_signature,
     make_webm_opus,
-    now_ms,
     pcm_chunks_b64,
     read_capture_records,
     require_ffmpeg,
-    run_sql,
     split_b64,
     tone_pcm,
     tone_stats,

@@ -44,16 +44,15 @@ from hume.empathic_voice import (
     UserMessage,
 )
 
+from colloquy_server import UUID_RE, now_ms
 from colloquy_testkit import (
     ROUTE_SCHEMAS,
     WIRE_ENUMS,
-    UUID_RE,
     all_events,
     audio_chunk,
     expect,
     expect_answer,
     expect_closed,
-    now_ms,
     recv,
 )
 

@@ -13,7 +13,8 @@ from hume.empathic_voice import AssistantInput, AudioConfiguration, AudioInput, 
 
 from websockets.exceptions import ConnectionClosed
 
-from colloquy_testkit import all_events, audio_chunk, expect, expect_answer, expect_closed, now_ms, poll, recv, send_raw
+from colloquy_server import now_ms
+from colloquy_testkit import all_events, audio_chunk, expect, expect_answer, expect_closed, poll, recv, send_raw
 
 
 def _chat(client, chat_id):

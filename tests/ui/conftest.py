@@ -8,6 +8,7 @@ produce prosody scores), and headless Chromium driven by Playwright.
   assistant replies with `assistant_prosody`, a tool call. Its scores reach the UI through
   the real recording path.
 * The server binary comes from $COLLOQUY_BIN (scripts/test builds it); nothing is built here.
+  It is started by the shared fixture of every suite, tests/colloquy_server.py.
 * Chromium is Debian's `chromium` (or $COLLOQUY_CHROMIUM); Playwright's own browser download
   is never used.
 * Screenshots go to test-artifacts/ui/, server logs to test-artifacts/ui/logs/.
@@ -34,7 +35,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
 os.environ.setdefault("COLLOQUY_TEST_ARTIFACTS", str(SCREENSHOTS / "logs"))
-sys.path.insert(0, str(REPO_ROOT / "tests" / "sdk"))
+# The shared server fixture (tests/colloquy_server.py) and the SDK suite's helpers (socket,
+# test signals).
+sys.path[:0] = [str(REPO_ROOT / "tests"), str(REPO_ROOT / "tests" / "sdk")]
 
 from hume.empathic_voice import (  # noqa: E402
     AssistantInput,
@@ -48,15 +51,16 @@ from hume.empathic_voice import (  # noqa: E402
     UserInput,
 )
 
-from colloquy_testkit import (  # noqa: E402
+from colloquy_server import (  # noqa: E402
     Account,
+    ServerFactory,
     ServerProcess,
-    new_temp_dir,
+    colloquy_bin,  # noqa: F401 - the fixture
     now_ms,
-    pcm_chunks_b64,
-    recv,
-    tone_pcm,
+    outcome_counts,
+    write_summary,
 )
+from colloquy_testkit import pcm_chunks_b64, recv, tone_pcm  # noqa: E402
 
 RATE = 16000
 AUDIO_SECONDS = 3.0
@@ -148,20 +152,6 @@ class FakeUpstream:
 
 
 @pytest.fixture(scope="session")
-def colloquy_bin() -> str:
-    path = os.environ.get("COLLOQUY_BIN")
-    if not path:
-        pytest.exit(
-            "COLLOQUY_BIN is not set: build with `cargo build -p colloquy` and point it at "
-            "$CARGO_TARGET_DIR/debug/colloquy (scripts/test does this)",
-            returncode=4,
-        )
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.exit(f"COLLOQUY_BIN={path} is not an executable file", returncode=4)
-    return path
-
-
-@pytest.fixture(scope="session")
 def upstream():
     up = FakeUpstream()
     yield up
@@ -175,26 +165,23 @@ def relay_account(server) -> Account:
 
 @pytest.fixture(scope="session")
 def server(colloquy_bin, upstream):
-    data_dir = new_temp_dir("colloquy-ui-")
-    srv = ServerProcess(colloquy_bin, "sqlite", data_dir, None, label="ui")
-    # The relayed account's key exists before the start: engine modes are read at start.
-    relay = srv.create_account(name="ui-relay")
-    srv.extra_env.update({
-        "COLLOQUY_AUDIO__WORKERS": "1",
-        "COLLOQUY_ENGINE__RELAY__URL": upstream.url,
-        "COLLOQUY_ENGINE__RELAY__API_KEY": "upstream-test-key",
-        f"COLLOQUY_ENGINE__KEYS__{relay.api_key[:8]}__MODE": "relay",
-    })
-    srv.start()
-    srv.relay_account = relay
+    factory = ServerFactory(colloquy_bin, "sqlite")
     try:
+        srv = factory.new("ui", start=False)
+        # The relayed account's key exists before the start: engine modes are read at start.
+        relay = srv.create_account(name="ui-relay")
+        srv.extra_env.update({
+            "COLLOQUY_AUDIO__WORKERS": "1",
+            "COLLOQUY_ENGINE__RELAY__URL": upstream.url,
+            "COLLOQUY_ENGINE__RELAY__API_KEY": "upstream-test-key",
+            f"COLLOQUY_ENGINE__KEYS__{relay.api_key[:8]}__MODE": "relay",
+        })
+        srv.start()
+        srv.relay_account = relay
         yield srv
-        assert srv.running, f"the server died; log {srv.log_path}:\n{srv.log_tail()}"
-        rc = srv.stop()
-        assert rc == 0, f"the server exited with {rc} on SIGTERM; log:\n{srv.log_tail()}"
+        srv.assert_stops_cleanly("the server")
     finally:
-        srv.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        factory.cleanup()
 
 
 # ---- seeding -----------------------------------------------------------------------------
@@ -495,10 +482,4 @@ def signed_in(ui, seed):
 
 
 def pytest_terminal_summary(terminalreporter):
-    stats = terminalreporter.stats
-    counts = {k: len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped")}
-    line = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no tests"
-    line += "; screenshots in test-artifacts/ui/"
-    target = os.environ.get("COLLOQUY_TEST_SUMMARY")
-    if target:
-        Path(target).write_text(line + "\n")
+    write_summary(outcome_counts(terminalreporter) + "; screenshots in test-artifacts/ui/")

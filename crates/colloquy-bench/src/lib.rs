@@ -1,6 +1,7 @@
-//! Shared pieces of Colloquy's benchmark binaries (`src/bin`): a client WebSocket type,
-//! latency summaries, machine and CPU probes, a server running on its own runtime and OS
-//! threads, and realistic message texts.
+//! Shared pieces of Colloquy's benchmark binaries (`src/bin`): latency summaries, machine
+//! and CPU probes, and realistic message texts. The server (on its own runtime and OS
+//! threads: `colloquy_testkit::ServerThread`), chat sockets and keys come from the test kit,
+//! `crates/colloquy-testkit`.
 //!
 //! Run the binaries in release mode, e.g.
 //! `cargo run --release -p colloquy-bench --bin ingest`. `docs/benchmarks.md` has the
@@ -10,31 +11,11 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod server;
 pub mod stats;
 pub mod sys;
 pub mod workload;
 
-pub use server::ServerThread;
 pub use stats::Summary;
-
-/// A client WebSocket to the server (or to a fake upstream).
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next JSON text message of a socket, skipping pings and binary frames.
-pub async fn next_json(ws: &mut Ws) -> anyhow::Result<serde_json::Value> {
-    use anyhow::Context;
-    use futures::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        match ws.next().await.context("the socket closed")?? {
-            Message::Text(t) => return Ok(serde_json::from_str(t.as_str())?),
-            Message::Close(c) => anyhow::bail!("the server closed the chat: {c:?}"),
-            _ => {}
-        }
-    }
-}
 
 /// Sentences of about 60 bytes, the size of a short spoken turn.
 const SENTENCES: &[&str] = &[

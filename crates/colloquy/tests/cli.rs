@@ -5,20 +5,17 @@
 use base64::Engine;
 use chrono::{FixedOffset, TimeZone};
 use colloquy_client::{Client, PageRequest};
-use colloquy_server::keys::{create_account_key, hash_secret, CreatedKey};
-use colloquy_server::{RunningServer, Settings};
+use colloquy_server::keys::{hash_secret, CreatedKey};
+use colloquy_server::Settings;
 use colloquy_storage::{GroupChoice, NewChat, NewEvent, OpOutcome, WriteOp};
+use colloquy_testkit::{recv_json, send_json, tone, TestServer, Ws, LINEAR16_16K_MONO};
 use colloquy_wire::{ChatStatus, EventRole, EventType, ReturnChatPagedEvents};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The time zone the binary runs in (POSIX TZ string: UTC+05:30), so "local time" is checked
 /// against something other than UTC.
@@ -36,13 +33,12 @@ fn local_time(ms: i64) -> String {
         .to_string()
 }
 
+/// The server (SQLite), one account's key, and a working directory for the binary.
 struct Srv {
-    server: RunningServer,
-    base: String,
+    server: TestServer,
     key: CreatedKey,
     /// The binary's working directory (where default output files land).
     work: tempfile::TempDir,
-    _data: tempfile::TempDir,
 }
 
 /// What a run of the binary produced.
@@ -105,50 +101,37 @@ async fn run_in(dir: &Path, args: &[&str]) -> Out {
 
 impl Srv {
     async fn start(tweak: impl FnOnce(&mut Settings)) -> Srv {
-        let data = tempfile::tempdir().unwrap();
-        let mut settings = Settings {
-            listen: "127.0.0.1:0".into(),
-            data_dir: data.path().to_path_buf(),
-            ..Settings::default()
-        };
-        settings.database.sqlite_synchronous = "normal".into();
-        tweak(&mut settings);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = colloquy_server::start(settings, listener).await.unwrap();
-        let key = create_account_key(server.state.store.as_ref(), Some("cli".into()), true)
-            .await
-            .unwrap();
+        let server = TestServer::sqlite(|settings| {
+            settings.database.sqlite_synchronous = "normal".into();
+            tweak(settings);
+        })
+        .await;
+        let key = server.key_named("cli", true).await;
         Srv {
-            base: server.base_url(),
             server,
             key,
             work: tempfile::tempdir().unwrap(),
-            _data: data,
         }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    fn base(&self) -> &str {
+        &self.server.base
     }
 
     /// Runs `colloquy <args> --base-url <server> --api-key <key>` in the work dir.
     async fn run(&self, args: &[&str]) -> Out {
         let mut all = args.to_vec();
-        all.extend(["--base-url", &self.base, "--api-key", &self.key.api_key]);
+        all.extend(["--base-url", self.base(), "--api-key", &self.key.api_key]);
         run_in(self.work.path(), &all).await
     }
 
     fn client(&self) -> Client {
-        Client::new(&self.base, Some(self.key.api_key.clone())).unwrap()
+        Client::new(self.base(), Some(self.key.api_key.clone())).unwrap()
     }
 
     async fn connect(&self, query: &str) -> (Ws, String, String) {
-        let url = format!(
-            "{}/v0/evi/chat?{query}",
-            self.base.replace("http://", "ws://")
-        );
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut()
-            .insert("X-Hume-Api-Key", self.key.api_key.parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let meta = recv_json(&mut ws).await;
-        assert_eq!(meta["type"], "chat_metadata");
+        let (ws, meta) = self.server.connect(&self.key.api_key, query).await;
         let chat = meta["chat_id"].as_str().unwrap().to_string();
         let group = meta["chat_group_id"].as_str().unwrap().to_string();
         (ws, chat, group)
@@ -212,26 +195,7 @@ impl Srv {
     }
 
     async fn stop(self) {
-        self.server.shutdown().await;
-    }
-}
-
-async fn send_json(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-async fn recv_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("socket closed")
-            .expect("socket error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("socket closed: {c:?}"),
-            _ => continue,
-        }
+        self.server.stop(None).await;
     }
 }
 
@@ -562,7 +526,7 @@ async fn transcripts_in_every_format_for_chats_and_groups() {
 /// A finished chat whose user messages carry prosody scores, written through the store
 /// (the typed socket input has none).
 async fn chat_with_scores(srv: &Srv) -> String {
-    let store = srv.server.state.store.clone();
+    let store = srv.server.running().state.store.clone();
     let who = store
         .principal_by_key_hash(&hash_secret(&srv.key.api_key))
         .await
@@ -707,26 +671,10 @@ async fn emotions_are_averaged_over_user_messages() {
     srv.stop().await;
 }
 
-/// `ms` of a 440 Hz tone as 16-bit little-endian mono PCM at 16 kHz.
-fn tone(ms: u32) -> Vec<u8> {
-    let n = 16 * ms as usize;
-    (0..n)
-        .flat_map(|i| {
-            let v = (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 16_000.0).sin() * 0.5;
-            ((v * i16::MAX as f64) as i16).to_le_bytes()
-        })
-        .collect()
-}
-
 /// A chat with one second of user audio; returns (chat id, group id).
 async fn chat_with_audio(srv: &Srv) -> (String, String) {
-    let (mut ws, chat, group) = srv
-        .connect(
-            "session_settings[audio][encoding]=linear16&session_settings[audio][sample_rate]=16000\
-             &session_settings[audio][channels]=1",
-        )
-        .await;
-    for chunk in tone(1000).chunks(640) {
+    let (mut ws, chat, group) = srv.connect(LINEAR16_16K_MONO).await;
+    for chunk in tone(440.0, 16_000, 1000).chunks(640) {
         let data = base64::engine::general_purpose::STANDARD.encode(chunk);
         send_json(&mut ws, json!({"type": "audio_input", "data": data})).await;
     }
@@ -844,7 +792,7 @@ async fn errors_are_one_line_and_exit_non_zero() {
 
     let bad_key = run_in(
         srv.work.path(),
-        &["chats", "--base-url", &srv.base, "--api-key", "not-a-key"],
+        &["chats", "--base-url", srv.base(), "--api-key", "not-a-key"],
     )
     .await;
     bad_key.fails_with("the API key was rejected (401): ");
@@ -852,7 +800,7 @@ async fn errors_are_one_line_and_exit_non_zero() {
     // The key from the environment works too.
     let via_env = tokio::process::Command::new(env!("CARGO_BIN_EXE_colloquy"))
         .args(["chats", "--json"])
-        .env("COLLOQUY_BASE_URL", &srv.base)
+        .env("COLLOQUY_BASE_URL", srv.base())
         .env("HUME_API_KEY", &srv.key.api_key)
         .output()
         .await
@@ -872,7 +820,7 @@ async fn errors_are_one_line_and_exit_non_zero() {
         .await
         .fails_with("the server answered 400: ");
 
-    let missing = run_in(srv.work.path(), &["chats", "--base-url", &srv.base]).await;
+    let missing = run_in(srv.work.path(), &["chats", "--base-url", srv.base()]).await;
     missing.fails_with("no API key: pass --api-key or set HUME_API_KEY");
 
     // Nothing listens on a port just released.

@@ -13,14 +13,12 @@
 use anyhow::Context;
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use colloquy_bench::server::ServerThread;
 use colloquy_bench::stats::Summary;
-use colloquy_bench::{next_json, Ws};
 use colloquy_server::capture::{CapturedFormat, VoiceRecorder};
 use colloquy_server::objects::{Objects, Voice};
-use colloquy_server::Settings;
+use colloquy_testkit::{get_json, next_json, open_chat, ServerThread, LINEAR16_16K_MONO};
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -52,9 +50,6 @@ enum Mode {
     },
 }
 
-const LINEAR16: &str = "session_settings[audio][encoding]=linear16\
-    &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1";
-
 fn chunk_b64(i: u64) -> String {
     let pcm: Vec<u8> = (0..320u64)
         .flat_map(|n| {
@@ -65,59 +60,34 @@ fn chunk_b64(i: u64) -> String {
     base64::engine::general_purpose::STANDARD.encode(pcm)
 }
 
+/// `ms` of a 330 Hz tone at 24 kHz as a WAV file (an assistant clip).
 fn wav_clip(ms: u64) -> Vec<u8> {
-    let n = 24 * ms as usize;
-    let mut w = Vec::with_capacity(44 + 2 * n);
-    let data = (2 * n) as u32;
-    for part in [
-        &b"RIFF"[..],
-        &(36 + data).to_le_bytes(),
-        b"WAVEfmt ",
-        &16u32.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &24_000u32.to_le_bytes(),
-        &48_000u32.to_le_bytes(),
-        &2u16.to_le_bytes(),
-        &16u16.to_le_bytes(),
-        b"data",
-        &data.to_le_bytes(),
-    ] {
-        w.extend_from_slice(part);
-    }
-    for k in 0..n {
-        let v = ((2.0 * std::f64::consts::PI * 330.0 * k as f64 / 24_000.0).sin() * 8000.0) as i16;
-        w.extend_from_slice(&v.to_le_bytes());
-    }
-    w
-}
-
-async fn connect(url: &str) -> anyhow::Result<(Ws, Value)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    let meta = next_json(&mut ws).await?;
-    Ok((ws, meta))
-}
-
-fn settings(dir: &std::path::Path) -> Settings {
-    Settings {
-        data_dir: dir.to_path_buf(),
-        ..Settings::default()
-    }
+    let pcm: Vec<u8> = (0..24 * ms as usize)
+        .flat_map(|k| {
+            let v = (2.0 * std::f64::consts::PI * 330.0 * k as f64 / 24_000.0).sin() * 8000.0;
+            (v as i16).to_le_bytes()
+        })
+        .collect();
+    colloquy_testkit::wav(&pcm, 24_000)
 }
 
 async fn latency(chats: usize, minutes: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let settings = settings(dir.path());
+    let settings = colloquy_testkit::settings(dir.path(), None);
     let server = ServerThread::start(settings.clone(), 2).await?;
-    let key = colloquy_server::keys::create_account_key(server.store.as_ref(), None, true).await?;
+    let key = server.key(None, true).await?;
     let objects = Objects::open(&settings.storage, &settings.data_dir)?;
     let http = reqwest::Client::new();
     let clip = wav_clip(1000);
     let mut waits = Vec::new();
     let chunks = minutes * 60 * 50;
     for c in 0..chats {
-        let url = format!("{}?api_key={}&{LINEAR16}", server.ws_url(), key.api_key);
-        let (mut ws, meta) = connect(&url).await?;
+        let url = format!(
+            "{}?api_key={}&{LINEAR16_16K_MONO}",
+            server.ws_url(),
+            key.api_key
+        );
+        let (mut ws, meta) = open_chat(&url, None, false).await?;
         let chat_id = meta["chat_id"].as_str().context("chat_id")?.to_string();
         for i in 0..chunks {
             let msg = json!({"type": "audio_input", "data": chunk_b64(i)}).to_string();
@@ -146,13 +116,8 @@ async fn latency(chats: usize, minutes: u64) -> anyhow::Result<()> {
         while let Some(Ok(_)) = ws.next().await {}
         let started = Instant::now();
         loop {
-            let rec: Value = http
-                .get(format!("{}/v0/evi/chats/{chat_id}/audio", server.base))
-                .header("X-Hume-Api-Key", &key.api_key)
-                .send()
-                .await?
-                .json()
-                .await?;
+            let path = format!("/v0/evi/chats/{chat_id}/audio");
+            let (_, rec) = get_json(&http, &server.base, &key.api_key, &path).await?;
             match rec["status"].as_str() {
                 Some("COMPLETE") => break,
                 Some("QUEUED" | "IN_PROGRESS") => {
@@ -183,14 +148,17 @@ async fn latency(chats: usize, minutes: u64) -> anyhow::Result<()> {
 /// Server CPU (its own threads only) while `sessions` stream for `seconds`.
 async fn capture_run(sessions: usize, seconds: u64, retention: bool) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let server = ServerThread::start(settings(dir.path()), 2).await?;
-    let key =
-        colloquy_server::keys::create_account_key(server.store.as_ref(), None, retention).await?;
-    let url = format!("{}?api_key={}&{LINEAR16}", server.ws_url(), key.api_key);
+    let server = ServerThread::start(colloquy_testkit::settings(dir.path(), None), 2).await?;
+    let key = server.key(None, retention).await?;
+    let url = format!(
+        "{}?api_key={}&{LINEAR16_16K_MONO}",
+        server.ws_url(),
+        key.api_key
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for s in 0..sessions {
-        let (ws, _) = connect(&url).await?;
+        let (ws, _) = open_chat(&url, None, false).await?;
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             // Stagger the sessions across the 20 ms period, as independent clients would be.

@@ -16,7 +16,8 @@
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use colloquy_bench::sys::{machine, raise_nofile_limit, report_background_load, rss, Rss};
-use colloquy_bench::{client_runtime, thousands, Ws};
+use colloquy_bench::{client_runtime, thousands};
+use colloquy_testkit::{open_chat, Ws};
 use futures::{SinkExt, StreamExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,7 +25,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -267,21 +267,10 @@ async fn http_connection(addr: &str) -> anyhow::Result<TcpStream> {
 
 /// One chat session that has received its `chat_metadata`.
 async fn session(url: &str, key: &str) -> anyhow::Result<Ws> {
-    let mut req = url.into_client_request()?;
-    req.headers_mut().insert("X-Hume-Api-Key", key.parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .context("timed out waiting for chat_metadata")?
-            .context("socket closed before chat_metadata")??;
-        if let Message::Text(t) = msg {
-            if t.as_str().contains(r#""type":"chat_metadata""#) {
-                return Ok(ws);
-            }
-            bail!("expected chat_metadata, got {}", t.as_str());
-        }
-    }
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(30), open_chat(url, Some(key), true))
+        .await
+        .context("timed out waiting for chat_metadata")??;
+    Ok(ws)
 }
 
 enum Held {

@@ -21,13 +21,12 @@ use colloquy_bench::workload::{
     now_ms, prepare_chats, row_of, sqlite_insert_rows, sqlite_writer, store_batches, Baseline,
     INSERT_EVENTS,
 };
-use colloquy_bench::{client_runtime, init_server_logging, sentence, thousands, ServerThread};
-use colloquy_bench::{stats::ms, Summary, Ws};
-use colloquy_server::keys::create_account_key;
+use colloquy_bench::{client_runtime, init_server_logging, sentence, thousands};
+use colloquy_bench::{stats::ms, Summary};
 use colloquy_server::Settings;
-use colloquy_storage_postgres::testing::TestDatabase;
 use colloquy_storage_postgres::{PostgresSettings, PostgresStore};
 use colloquy_storage_sqlite::{SqliteSettings, SqliteStore};
+use colloquy_testkit::{open_chat, ServerThread, TestDatabase, Ws};
 use futures::{SinkExt, StreamExt};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -36,7 +35,6 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
@@ -156,15 +154,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             println!("## SQLite, sqlite_synchronous = {sync}");
             let dir = tempfile::tempdir()?;
-            let settings = unspoken(Settings {
-                listen: "127.0.0.1:0".into(),
-                data_dir: dir.path().to_path_buf(),
-                database: colloquy_server::config::DatabaseSettings {
-                    sqlite_synchronous: sync.clone(),
-                    ..Default::default()
-                },
-                ..Settings::default()
-            });
+            let mut settings = unspoken(colloquy_testkit::settings(dir.path(), None));
+            settings.database.sqlite_synchronous = sync.clone();
             let url = settings.effective_database_url();
             let mut ingest = ingest(&args, settings).await?;
             ingest.stored = count_sqlite(&url).await?;
@@ -252,12 +243,7 @@ async fn postgres_row(args: &Args) -> anyhow::Result<Option<Row>> {
         return Ok(None);
     };
     let dir = tempfile::tempdir()?;
-    let settings = unspoken(Settings {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(db.url().to_string()),
-        ..Settings::default()
-    });
+    let settings = unspoken(colloquy_testkit::settings(dir.path(), Some(db.url())));
     let outcome = ingest(args, settings).await;
     let counted = match &outcome {
         Ok(_) => Some(count_postgres(db.url()).await),
@@ -357,10 +343,7 @@ async fn ingest(args: &Args, settings: Settings) -> anyhow::Result<Ingest> {
         args.experiment_listener_nodelay,
     )
     .await?;
-    let store = server.store.clone();
-    let key = server
-        .run(async move { create_account_key(store.as_ref(), Some("bench".into()), true).await })
-        .await??;
+    let key = server.key(Some("bench"), true).await?;
     let url = server.ws_url();
     let sockets =
         futures::future::try_join_all((0..args.sessions).map(|_| connect(&url, &key.api_key)))
@@ -419,10 +402,9 @@ async fn ingest(args: &Args, settings: Settings) -> anyhow::Result<Ingest> {
 }
 
 async fn connect(url: &str, key: &str) -> anyhow::Result<Ws> {
-    let mut req = url.into_client_request()?;
-    req.headers_mut().insert("X-Hume-Api-Key", key.parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
-    expect(&mut ws, "chat_metadata").await?;
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(30), open_chat(url, Some(key), true))
+        .await
+        .context("timed out waiting for chat_metadata")??;
     Ok(ws)
 }
 

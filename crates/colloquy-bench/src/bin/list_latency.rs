@@ -16,15 +16,13 @@ use clap::{Parser, ValueEnum};
 use colloquy_bench::stats::ms;
 use colloquy_bench::sys::{machine, report_background_load, SystemCpu};
 use colloquy_bench::workload::now_ms;
-use colloquy_bench::{
-    client_runtime, init_server_logging, sentence, thousands, Rng, ServerThread, Summary,
-};
+use colloquy_bench::{client_runtime, init_server_logging, sentence, thousands, Rng, Summary};
 use colloquy_server::keys::{create_account_key, hash_secret};
 use colloquy_server::Settings;
 use colloquy_storage::{ChatFilter, GroupChoice, NewChat, NewEvent, PageRequest, Store, WriteOp};
-use colloquy_storage_postgres::testing::TestDatabase;
 use colloquy_storage_postgres::{PostgresSettings, PostgresStore};
 use colloquy_storage_sqlite::{SqliteSettings, SqliteStore};
+use colloquy_testkit::{ServerThread, TestDatabase};
 use colloquy_wire::{ChatStatus, EventRole, EventType};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -279,11 +277,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if matches!(args.backend, Backend::Sqlite | Backend::All) {
         println!("## SQLite");
         let dir = tempfile::tempdir()?;
-        let settings = Settings {
-            listen: "127.0.0.1:0".into(),
-            data_dir: dir.path().to_path_buf(),
-            ..Settings::default()
-        };
+        let settings = colloquy_testkit::settings(dir.path(), None);
         let url = settings.effective_database_url();
         std::fs::create_dir_all(dir.path())?;
         let store = SqliteStore::open(
@@ -380,12 +374,7 @@ async fn postgres(args: &Args, url: &str, geometry: &Geometry) -> anyhow::Result
         size / 1_000_000
     );
     let dir = tempfile::tempdir()?;
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(url.to_string()),
-        ..Settings::default()
-    };
+    let mut settings = colloquy_testkit::settings(dir.path(), Some(url));
     if let Some(n) = args.postgres_max_connections {
         settings.database.postgres_max_connections = n;
     }

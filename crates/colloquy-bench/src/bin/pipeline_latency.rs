@@ -33,15 +33,13 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use clap::Parser;
-use colloquy_bench::next_json;
-use colloquy_bench::server::ServerThread;
 use colloquy_server::config::EngineMode;
-use colloquy_server::Settings;
 use colloquy_speech::{
     encode_wav, ChatClient, ChatMessage, ChatRequest, EspeakOptions, EspeakVoice, LlmDelta, Pcm,
     SentenceSplitter, ServiceConfig, SpeechClient, TranscriptionClient, TurnDetector, VadConfig,
     VadEvent,
 };
+use colloquy_testkit::{next_json, open_chat, ServerThread, LINEAR16_16K_MONO};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -262,9 +260,7 @@ async fn pipeline_chat(
     speech: Arc<Vec<i16>>,
     fakes: Arc<Fakes>,
 ) -> anyhow::Result<Vec<TurnSample>> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    let meta = next_json(&mut ws).await?;
-    anyhow::ensure!(meta["type"] == "chat_metadata", "{meta}");
+    let (mut ws, _) = open_chat(&url, None, false).await?;
     const CHUNK: usize = 320; // 20 ms at 16 kHz
     let silence = [0i16; CHUNK];
     let mut out = Vec::new();
@@ -426,10 +422,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let speech = Arc::new(utterance()?);
     let dir = tempfile::tempdir()?;
-    let mut settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        ..Settings::default()
-    };
+    let mut settings = colloquy_testkit::settings(dir.path(), None);
     settings.engine.mode = EngineMode::Pipeline;
     let p = &mut settings.engine.pipeline;
     p.asr = Some(ServiceConfig::new(base.clone(), "whisper-1"));
@@ -441,10 +434,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = ServerThread::start(settings, args.server_threads)
         .await
         .context("starting the server")?;
-    let key = colloquy_server::keys::create_account_key(server.store.as_ref(), None, true).await?;
+    let key = server.key(None, true).await?;
     let url = format!(
-        "{}?api_key={}&session_settings[audio][encoding]=linear16\
-         &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1",
+        "{}?api_key={}&{LINEAR16_16K_MONO}",
         server.ws_url(),
         key.api_key
     );

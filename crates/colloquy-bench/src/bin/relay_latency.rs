@@ -22,10 +22,9 @@
 use anyhow::Context;
 use base64::Engine;
 use clap::Parser;
-use colloquy_bench::server::ServerThread;
 use colloquy_bench::stats::{ms, Summary};
 use colloquy_server::config::EngineMode;
-use colloquy_server::Settings;
+use colloquy_testkit::{open_chat, ServerThread, LINEAR16_16K_MONO};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,21 +208,14 @@ async fn upstream(listener: TcpListener, samples: Arc<Samples>) {
 
 /// One client chat: sends a message every `interval` until `stop`, counting replies.
 async fn chat(url: String, interval: Duration, samples: Arc<Samples>, stop: Arc<AtomicBool>) {
-    let (ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
+    let (ws, _) = match open_chat(&url, None, false).await {
         Ok(ok) => ok,
         Err(e) => {
-            eprintln!("connect failed: {e}");
+            eprintln!("no chat: {e:#}");
             return;
         }
     };
     let (mut tx, mut rx) = ws.split();
-    match rx.next().await {
-        Some(Ok(Message::Text(t))) if t.as_str().contains("chat_metadata") => {}
-        other => {
-            eprintln!("no chat_metadata: {other:?}");
-            return;
-        }
-    }
     let reader_samples = samples.clone();
     let reader = tokio::spawn(async move {
         while let Some(Ok(msg)) = rx.next().await {
@@ -310,10 +302,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(upstream(listener, samples.clone()));
 
     let dir = tempfile::tempdir()?;
-    let mut settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        ..Settings::default()
-    };
+    let mut settings = colloquy_testkit::settings(dir.path(), None);
     settings.engine.mode = EngineMode::Relay;
     settings.engine.relay.url = Some(upstream_url.clone());
     settings.chat.inactivity_timeout_secs = 600;
@@ -321,11 +310,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = ServerThread::start(settings, args.server_threads)
         .await
         .context("starting the server")?;
-    let key =
-        colloquy_server::keys::create_account_key(server.store.as_ref(), None, !args.no_retention)
-            .await?;
-    let query = "session_settings[audio][encoding]=linear16\
-        &session_settings[audio][sample_rate]=16000&session_settings[audio][channels]=1";
+    let key = server.key(None, !args.no_retention).await?;
+    let query = LINEAR16_16K_MONO;
 
     println!(
         "{} chats, one message every {} ms each ({:.0} msg/s up and down), {} s measured after {} s warm-up; \

@@ -1,11 +1,16 @@
 //! The built-in voice on a system whose espeak-ng data files are missing: `ESPEAK_DATA_PATH`
-//! points at an empty `espeak-ng-data` directory. Its own test binary, because the engine
+//! points at an empty `espeak-ng-data` directory. In a process of its own, because the engine
 //! starts once per process.
 
 use colloquy_speech::{EspeakOptions, EspeakVoice, VoiceError};
 
 #[test]
 fn missing_data_is_unavailable_and_names_the_packages() {
+    if !colloquy_testkit::alone_in_own_process(
+        "espeak_without_data::missing_data_is_unavailable_and_names_the_packages",
+    ) {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("colloquy-no-espeak-data-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("espeak-ng-data")).unwrap();
     std::env::set_var("ESPEAK_DATA_PATH", &dir);

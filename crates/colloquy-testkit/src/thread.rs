@@ -1,8 +1,10 @@
-//! The real server (`colloquy_server::start`) on its own multi-thread runtime and OS threads
-//! (`srv-worker`), so a benchmark's clients, on another runtime, compete with it only for
-//! CPU, as two processes would.
+//! The real server on a multi-thread runtime and OS threads of its own (`srv-worker`), so a
+//! benchmark's clients, on another runtime, compete with it only for CPU, as two processes
+//! would.
 
+use crate::server::start_on_port_0;
 use anyhow::Context;
+use colloquy_server::keys::{create_account_key, CreatedKey};
 use colloquy_server::Settings;
 use colloquy_storage::Store;
 use std::future::Future;
@@ -47,15 +49,7 @@ impl ServerThread {
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    let started = async {
-                        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                        if listener_nodelay {
-                            set_nodelay(&listener)?;
-                        }
-                        colloquy_server::start(settings, listener).await
-                    }
-                    .await;
-                    let server = match started {
+                    let server = match start_on_port_0(settings, listener_nodelay).await {
                         Ok(s) => s,
                         Err(e) => {
                             let msg = format!("{e:#}");
@@ -91,6 +85,16 @@ impl ServerThread {
         format!("{}/v0/evi/chat", self.base.replace("http://", "ws://"))
     }
 
+    /// A new account with a key (named `name`, if given), with or without retention; made
+    /// on the server's runtime.
+    pub async fn key(&self, name: Option<&str>, retention: bool) -> anyhow::Result<CreatedKey> {
+        let store = self.store.clone();
+        let name = name.map(str::to_string);
+        Ok(self
+            .run(async move { create_account_key(store.as_ref(), name, retention).await })
+            .await??)
+    }
+
     /// Runs `fut` on the server's runtime and waits for its output.
     pub async fn run<F>(&self, fut: F) -> anyhow::Result<F::Output>
     where
@@ -119,25 +123,5 @@ impl Drop for ServerThread {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// Sets `TCP_NODELAY` on a socket.
-fn set_nodelay(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: a valid fd and a pointer to a c_int of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }

@@ -3,10 +3,8 @@
 //! holds stay bounded. (Equality with the reconstruction decoder is a unit test in
 //! `src/decode/webm_stream.rs`.)
 
-mod common;
-
+use crate::common::*;
 use colloquy_audio::{AudioError, WebmOpusStream};
-use common::*;
 
 fn decode(webm: &[u8], chunk: usize) -> Result<Vec<f32>, AudioError> {
     let mut stream = WebmOpusStream::new();

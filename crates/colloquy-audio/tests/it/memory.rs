@@ -1,15 +1,13 @@
 //! Bounded memory: a 30-minute two-voice chat is reconstructed with a small, fixed
-//! peak RSS. (Own test binary so the process peak is this test's alone.)
-
-mod common;
+//! peak RSS. (Run in a process of its own, so the process peak is this test's alone.)
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 
+use crate::common::*;
 use colloquy_audio::{
     reconstruct, write_record, Linear16Format, MixOptions, VoiceFormat, VoiceInput,
 };
-use common::*;
 
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -22,6 +20,9 @@ fn status_kib(field: &str) -> u64 {
 
 #[test]
 fn thirty_minute_chat_has_bounded_peak_rss() {
+    if !colloquy_testkit::alone_in_own_process("memory::thirty_minute_chat_has_bounded_peak_rss") {
+        return;
+    }
     const MINUTES: usize = 30;
     let total_ms = MINUTES * 60 * 1000;
     let dir = tempfile::tempdir().unwrap();

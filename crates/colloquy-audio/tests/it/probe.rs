@@ -1,9 +1,7 @@
 //! Capture-time probe: format detection and header validation with bounded look-ahead.
 
-mod common;
-
+use crate::common::*;
 use colloquy_audio::{AudioError, DetectedFormat, Linear16Format, StreamProbe};
-use common::*;
 
 const NOT_CONTAINER: &str =
     "not WebM/Opus or WAV; send linear16 with session_settings.audio or a WebM/Opus or WAV stream";

@@ -1,12 +1,10 @@
 //! End-to-end tests: real inputs in, MP4 out, decoded with ffmpeg (independent decoder).
 
-mod common;
-
+use crate::common::*;
 use colloquy_audio::{
     AudioError, DetectedFormat, Linear16Format, MixOptions, StreamProbe, Voice, VoiceFormat,
     VoiceInput,
 };
-use common::*;
 
 /// Records of `n` linear16 chunks of `chunk_ms` of a continuous tone; chunk `i` arrives
 /// at `arrival(i)`.

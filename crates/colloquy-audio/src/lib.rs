@@ -74,7 +74,7 @@ pub const DEFAULT_GAP_TOLERANCE_MS: u32 = 250;
 pub(crate) const SAMPLES_PER_MS: u64 = OUTPUT_SAMPLE_RATE as u64 / 1000;
 
 /// Raw little-endian signed 16-bit interleaved PCM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Linear16Format {
     /// Frames per second, 8 000–192 000.
     pub sample_rate: u32,
@@ -106,8 +106,11 @@ impl Linear16Format {
     }
 }
 
-/// How a voice's records are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a voice's records are encoded. Stored beside the records as JSON (the voice's
+/// `format.json`): `{"format":"linear16","sample_rate":16000,"channels":1}`,
+/// `{"format":"container"}` or `{"format":"wav_clips"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "format", rename_all = "snake_case")]
 pub enum VoiceFormat {
     /// Every record is raw linear16 in this format.
     Linear16(Linear16Format),

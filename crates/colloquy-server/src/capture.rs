@@ -434,10 +434,10 @@ mod tests {
             u,
             c,
             Voice::User,
-            CapturedFormat::Linear16 {
+            CapturedFormat::Linear16(colloquy_audio::Linear16Format {
                 sample_rate: 16_000,
                 channels: 1,
-            },
+            }),
         );
         rec.append(0, b"abcd").await.unwrap();
         assert!(
@@ -485,10 +485,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             serde_json::from_slice::<CapturedFormat>(&fmt).unwrap(),
-            CapturedFormat::Linear16 {
+            CapturedFormat::Linear16(colloquy_audio::Linear16Format {
                 sample_rate: 16_000,
-                channels: 1
-            }
+                channels: 1,
+            })
         );
     }
 }

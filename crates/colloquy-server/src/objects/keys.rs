@@ -2,7 +2,7 @@
 //! download links.
 
 use bytes::Bytes;
-use colloquy_audio::{Linear16Format, VoiceFormat};
+use colloquy_audio::VoiceFormat;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -14,41 +14,9 @@ pub use colloquy_audio::Voice;
 /// Why the object store refused a request.
 pub type ObjectError = object_store::Error;
 
-/// How a voice's chunks are encoded (stored as the voice's `format.json`, e.g.
-/// `{"format":"linear16","sample_rate":16000,"channels":1}`, `{"format":"container"}` or
-/// `{"format":"wav_clips"}`). The reconstruction reads it as colloquy-audio's
-/// [`VoiceFormat`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "format", rename_all = "snake_case")]
-pub enum CapturedFormat {
-    /// Raw little-endian 16-bit PCM.
-    Linear16 {
-        /// Samples per second.
-        sample_rate: u32,
-        /// Interleaved channels.
-        channels: u16,
-    },
-    /// One container stream (WebM/Opus or WAV) split across chunks.
-    Container,
-    /// Every chunk is a complete WAV file (speech-engine output).
-    WavClips,
-}
-
-impl From<CapturedFormat> for VoiceFormat {
-    fn from(f: CapturedFormat) -> Self {
-        match f {
-            CapturedFormat::Linear16 {
-                sample_rate,
-                channels,
-            } => VoiceFormat::Linear16(Linear16Format {
-                sample_rate,
-                channels,
-            }),
-            CapturedFormat::Container => VoiceFormat::Container,
-            CapturedFormat::WavClips => VoiceFormat::WavClips,
-        }
-    }
-}
+/// How a voice's chunks are encoded, stored as the voice's `format.json` and read back by
+/// the reconstruction: colloquy-audio's [`VoiceFormat`], the one stored-format type.
+pub type CapturedFormat = VoiceFormat;
 
 /// A span of a voice's audio (ms from the chat's start) that was received but could not be
 /// stored; the reconstruction reports it.

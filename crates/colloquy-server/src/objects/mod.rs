@@ -192,7 +192,7 @@ impl Objects {
             }
         }
         file.flush().await?;
-        Ok(Some((format.into(), path)))
+        Ok(Some((format, path)))
     }
 
     /// The spans of a voice's audio noted as lost (its `missing.json`); none when there is

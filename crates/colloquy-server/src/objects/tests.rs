@@ -40,10 +40,10 @@ fn stored_formats_read_as_they_were_written() {
     for (json, format, voice) in [
         (
             r#"{"format":"linear16","sample_rate":16000,"channels":1}"#,
-            CapturedFormat::Linear16 {
+            CapturedFormat::Linear16(colloquy_audio::Linear16Format {
                 sample_rate: 16_000,
                 channels: 1,
-            },
+            }),
             VoiceFormat::Linear16(Linear16Format {
                 sample_rate: 16_000,
                 channels: 1,
@@ -65,7 +65,7 @@ fn stored_formats_read_as_they_were_written() {
             format
         );
         assert_eq!(serde_json::to_string(&format).unwrap(), json);
-        assert_eq!(VoiceFormat::from(format), voice);
+        assert_eq!(format, voice);
     }
     assert_eq!(Voice::User.as_str(), "user");
     assert_eq!(Voice::Assistant.as_str(), "assistant");
@@ -75,10 +75,10 @@ fn stored_formats_read_as_they_were_written() {
 async fn captured_voices_come_back_for_the_reconstruction() {
     let objects = Objects::in_memory();
     let (u, c) = (Uuid::new_v4(), Uuid::new_v4());
-    let format = CapturedFormat::Linear16 {
+    let format = CapturedFormat::Linear16(colloquy_audio::Linear16Format {
         sample_rate: 24_000,
         channels: 2,
-    };
+    });
     objects
         .write_format(u, c, Voice::User, format)
         .await
@@ -104,7 +104,7 @@ async fn captured_voices_come_back_for_the_reconstruction() {
         .await
         .unwrap()
         .expect("the user's voice");
-    assert_eq!(got, VoiceFormat::from(format));
+    assert_eq!(got, format);
     assert_eq!(path, dir.path().join("user.rec"));
     assert_eq!(std::fs::read(&path).unwrap(), b"first-second-last");
     assert_eq!(objects.missing_spans(u, c, Voice::User).await, lost);

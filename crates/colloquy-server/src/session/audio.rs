@@ -13,10 +13,10 @@ impl Core {
             return;
         }
         let format = match &self.settings.audio {
-            Some(a) => CapturedFormat::Linear16 {
+            Some(a) => CapturedFormat::Linear16(colloquy_audio::Linear16Format {
                 sample_rate: a.sample_rate,
                 channels: a.channels as u16,
-            },
+            }),
             None => CapturedFormat::Container,
         };
         let (objects, user, chat) = (self.state.objects.clone(), self.who.user_id, self.chat_id);

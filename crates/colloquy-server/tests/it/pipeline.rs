@@ -501,10 +501,10 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
         let (ufmt, user) = crate::relay::captured(&srv, key.user_id, &chat_id, Track::User).await;
         assert_eq!(
             ufmt,
-            CapturedFormat::Linear16 {
+            CapturedFormat::Linear16(colloquy_audio::Linear16Format {
                 sample_rate: 16_000,
-                channels: 1
-            }
+                channels: 1,
+            })
         );
         let user_bytes: usize = user.iter().map(|r| r.1.len()).sum();
         assert_eq!(user_bytes, first.len() + second.len() + 2 * silence.len());

@@ -487,10 +487,10 @@ async fn a_relayed_chat_is_forwarded_both_ways_and_recorded() {
         let (ufmt, user_audio) = captured(&srv, key.user_id, &chat_id, Voice::User).await;
         assert_eq!(
             ufmt,
-            CapturedFormat::Linear16 {
+            CapturedFormat::Linear16(colloquy_audio::Linear16Format {
                 sample_rate: 16_000,
-                channels: 1
-            }
+                channels: 1,
+            })
         );
         assert_eq!(
             user_audio

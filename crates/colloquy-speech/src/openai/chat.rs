@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::pin::Pin;
 
-use super::sse::{DeltaAssembler, SseDecoder};
+use super::deltas::{DeltaAssembler, LlmDelta};
+use super::sse::SseDecoder;
 use super::{ByteStream, Endpoint, Service, ServiceConfig, ServiceError};
 
 /// Who wrote a [`ChatMessage`].
@@ -139,28 +140,6 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Output token limit.
     pub max_tokens: Option<u32>,
-}
-
-/// One piece of a streamed answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LlmDelta {
-    /// More answer text, as it arrives.
-    Text(String),
-    /// A complete tool call (its argument fragments assembled), reported when the model
-    /// finishes, in the order the model emitted them.
-    ToolCall {
-        /// Call id (generated as `call_<n>` if the server sent none).
-        id: String,
-        /// Function name.
-        name: String,
-        /// Arguments, a JSON string (`"{}"` if the model sent none).
-        arguments: String,
-    },
-    /// The answer is complete; always the last item.
-    Done {
-        /// `stop`, `tool_calls`, `length`, … as the server reported it.
-        finish_reason: Option<String>,
-    },
 }
 
 /// The streamed answer: text deltas, then tool calls, then [`LlmDelta::Done`]. Dropping it

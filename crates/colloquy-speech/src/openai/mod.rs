@@ -16,16 +16,18 @@
 //! server-sent events of the streamed answers. Everything is re-exported here.
 
 mod chat;
+mod deltas;
 mod speech;
 mod sse;
 mod transcription;
 
 pub use chat::{
-    ChatClient, ChatMessage, ChatRequest, FunctionCall, LlmDelta, LlmStream, Role, ToolCallRef,
+    ChatClient, ChatMessage, ChatRequest, FunctionCall, LlmStream, Role, ToolCallRef,
     ToolDefinition,
 };
+pub use deltas::{DeltaAssembler, LlmDelta};
 pub use speech::SpeechClient;
-pub use sse::{DeltaAssembler, SseDecoder};
+pub use sse::SseDecoder;
 pub use transcription::{TranscriptEvent, TranscriptStream, TranscriptionClient};
 
 use std::pin::Pin;

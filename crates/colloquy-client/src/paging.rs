@@ -6,39 +6,7 @@ use colloquy_wire::*;
 use futures::stream::{self, Stream, TryStreamExt};
 use std::future::Future;
 
-/// Largest `page_size` the API accepts; the streams use it to make as few calls as possible.
-pub const MAX_PAGE_SIZE: u32 = 100;
-
-/// Which page to ask for (`page_number`, `page_size`, `ascending_order`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRequest {
-    /// Zero-based page index.
-    pub number: u32,
-    /// Items per page, 1 to 100.
-    pub size: u32,
-    /// Oldest first when true (the API's default), newest first when false.
-    pub ascending: bool,
-}
-
-impl PageRequest {
-    /// Page `number` of [`MAX_PAGE_SIZE`] items.
-    pub fn full(number: u32, ascending: bool) -> Self {
-        PageRequest {
-            number,
-            size: MAX_PAGE_SIZE,
-            ascending,
-        }
-    }
-
-    /// As query pairs.
-    pub(crate) fn query(&self) -> [(&'static str, String); 3] {
-        [
-            ("page_number", self.number.to_string()),
-            ("page_size", self.size.to_string()),
-            ("ascending_order", self.ascending.to_string()),
-        ]
-    }
-}
+pub use colloquy_wire::{PageRequest, MAX_PAGE_SIZE};
 
 /// A paged response: its items and how many pages there are in all.
 pub trait Paged {

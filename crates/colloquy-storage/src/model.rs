@@ -72,29 +72,7 @@ pub struct ApiKeyRecord {
     pub data_retention: bool,
 }
 
-/// Zero-based page request (`page_number`, `page_size`, `ascending_order`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRequest {
-    /// Zero-based page index.
-    pub number: u32,
-    /// Items per page (1..=100 at the API edge).
-    pub size: u32,
-    /// Oldest first when true.
-    pub ascending: bool,
-}
-
-impl PageRequest {
-    /// Rows to skip.
-    pub fn offset(&self) -> i64 {
-        self.number as i64 * self.size as i64
-    }
-
-    /// Number of pages for `total` items at this size.
-    pub fn total_pages(&self, total: u64) -> i64 {
-        let size = self.size.max(1) as i64;
-        (total as i64 + size - 1) / size
-    }
-}
+pub use colloquy_wire::PageRequest;
 
 /// One page of rows plus the size of the whole collection.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,12 +5,14 @@
 
 pub mod enums;
 pub mod error;
+pub mod paging;
 pub mod rest;
 pub mod socket;
 pub mod socket_error;
 
 pub use enums::*;
 pub use error::ErrorResponse;
+pub use paging::{PageRequest, MAX_PAGE_SIZE};
 pub use rest::*;
 pub use socket_error::SocketError;
 

@@ -106,24 +106,8 @@ mod tests {
     use super::*;
 
     fn wav(samples: &[i16], rate: u32) -> Vec<u8> {
-        let mut w = Vec::new();
-        let data = samples.len() as u32 * 2;
-        w.extend_from_slice(b"RIFF");
-        w.extend_from_slice(&(36 + data).to_le_bytes());
-        w.extend_from_slice(b"WAVEfmt ");
-        w.extend_from_slice(&16u32.to_le_bytes());
-        w.extend_from_slice(&1u16.to_le_bytes());
-        w.extend_from_slice(&1u16.to_le_bytes());
-        w.extend_from_slice(&rate.to_le_bytes());
-        w.extend_from_slice(&(rate * 2).to_le_bytes());
-        w.extend_from_slice(&2u16.to_le_bytes());
-        w.extend_from_slice(&16u16.to_le_bytes());
-        w.extend_from_slice(b"data");
-        w.extend_from_slice(&data.to_le_bytes());
-        for s in samples {
-            w.extend_from_slice(&s.to_le_bytes());
-        }
-        w
+        let pcm: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        colloquy_testkit::wav(&pcm, rate)
     }
 
     fn i16s(chunk: &MonoChunk) -> Vec<i16> {

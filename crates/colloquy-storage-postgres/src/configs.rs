@@ -70,7 +70,15 @@ async fn store_version(
     new: &NewVersion,
 ) -> StoreResult<Option<ResourceRef>> {
     if let Some(p) = &new.inline_prompt {
-        insert_resource(conn, user_id, ResourceKind::Prompt, p.id, &p.name, new.now_ms).await?;
+        insert_resource(
+            conn,
+            user_id,
+            ResourceKind::Prompt,
+            p.id,
+            &p.name,
+            new.now_ms,
+        )
+        .await?;
         insert_version(conn, p.id, 0, None, &p.body, new.now_ms).await?;
     }
     insert_version(
@@ -297,9 +305,8 @@ impl ResourceStore for PostgresStore {
         page: PageRequest,
     ) -> StoreResult<Page<ResourceVersion>> {
         let listing = Listing::resources(user_id, kind, filter, page);
-        let mut q = sqlx::QueryBuilder::new(format!(
-            "SELECT {RESOURCE_COLUMNS} FROM {RESOURCE_FROM}"
-        ));
+        let mut q =
+            sqlx::QueryBuilder::new(format!("SELECT {RESOURCE_COLUMNS} FROM {RESOURCE_FROM}"));
         reads::push(&mut q, &listing.filter);
         q.push(&listing.order);
         reads::push(&mut q, &listing.limit);

@@ -67,7 +67,15 @@ async fn store_version(
     new: &NewVersion,
 ) -> StoreResult<Option<ResourceRef>> {
     if let Some(p) = &new.inline_prompt {
-        insert_resource(conn, user_id, ResourceKind::Prompt, p.id, &p.name, new.now_ms).await?;
+        insert_resource(
+            conn,
+            user_id,
+            ResourceKind::Prompt,
+            p.id,
+            &p.name,
+            new.now_ms,
+        )
+        .await?;
         insert_version(conn, p.id, 0, None, &p.body, new.now_ms).await?;
     }
     insert_version(

@@ -2,7 +2,9 @@
 //! on: the tables' column list, its decoder and the listing.
 
 use super::{Clause, Decode, Listing, Value};
-use crate::{storable_text, PageRequest, ResourceFilter, ResourceKind, ResourceVersion, StoreResult};
+use crate::{
+    storable_text, PageRequest, ResourceFilter, ResourceKind, ResourceVersion, StoreResult,
+};
 use uuid::Uuid;
 
 /// The resources with their versions (aliases `r` and `v`), for [`RESOURCE_COLUMNS`].
@@ -43,7 +45,11 @@ impl Listing {
         }
         if let Some(name) = &filter.name {
             // As stored (a NUL would also fail the query on PostgreSQL).
-            c.and("r.name", " = ", Value::Text(storable_text(name).into_owned()));
+            c.and(
+                "r.name",
+                " = ",
+                Value::Text(storable_text(name).into_owned()),
+            );
         }
         if filter.most_recent_only {
             c.sql(
@@ -93,7 +99,10 @@ mod tests {
             render(&all.filter),
             format!(" WHERE r.user_id = ?Uuid({user}) AND r.kind = ?Text(\"tool\")")
         );
-        assert_eq!(all.order, " ORDER BY r.created_on ASC, r.id ASC, v.version ASC");
+        assert_eq!(
+            all.order,
+            " ORDER BY r.created_on ASC, r.id ASC, v.version ASC"
+        );
         assert_eq!(render(&all.limit), " LIMIT ?Int(5) OFFSET ?Int(10)");
         let filter = ResourceFilter {
             id: Some(user),

@@ -2,7 +2,8 @@
 //! configs: [`platform`], [`platform_config`]), shared by the server, the CLI and tests.
 //!
 //! Field names, optionality and enum spellings follow `shared/spec/evi-api.md` §3 and §6
-//! exactly (`evi-platform.md` §2–§4 for the platform API). Timestamps are integer epoch milliseconds (spec §1.3).
+//! exactly (`evi-platform.md` §2–§4 for the platform API). Timestamps are integer epoch
+//! milliseconds (spec §1.3).
 
 #[macro_use]
 pub mod enums;

@@ -60,9 +60,16 @@ pub struct PostedPromptVersion {
 /// The body of a rename (`PATCH /v0/evi/{prompts,tools,configs}/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PostedName {
-    /// The new name of every version: 1 to 256 characters, not all blank (a tool's name
-    /// also matches `^[a-zA-Z0-9_-]{1,64}$`).
+    /// The new name of every version: 1 to 256 characters, not all blank.
     #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
+    pub name: String,
+}
+
+/// The body of a tool's rename (`PATCH /v0/evi/tools/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PostedToolName {
+    /// The new function name of every version: `^[a-zA-Z0-9_-]{1,64}$`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-zA-Z0-9_-]{1,64}$")]
     pub name: String,
 }
 

@@ -47,6 +47,24 @@ wire_enum! {
     VoiceProvider { HumeAi = "HUME_AI", CustomVoice = "CUSTOM_VOICE" }
 }
 
+/// An optional whole number, also when written with a zero fraction (`807.0`), as JSON
+/// Schema counts integers.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+        _ => Err(D::Error::custom(format!(
+            "invalid value: {n}, expected a whole number"
+        ))),
+    }
+}
+
 /// `PostedConfigPrompt`: an existing prompt (`id`, optionally `version`) or a new one
 /// (`text`), not both.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -56,6 +74,7 @@ pub struct PostedConfigPrompt {
     pub id: Option<String>,
     /// Its version; absent: always the latest.
     #[schema(minimum = 0, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub version: Option<i64>,
     /// The text of a new prompt, created for this config and named after it.
     pub text: Option<String>,
@@ -102,6 +121,7 @@ pub struct PostedUserDefinedToolSpec {
     pub id: String,
     /// Its version; absent: always the latest.
     #[schema(minimum = 0, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub version: Option<i64>,
 }
 
@@ -141,6 +161,7 @@ pub struct PostedTimeoutSpec {
     pub enabled: bool,
     /// Seconds, 30 to 1800.
     #[schema(minimum = 30, maximum = 1800)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub duration_secs: Option<i64>,
 }
 
@@ -160,6 +181,7 @@ pub struct PostedNudgeSpec {
     pub enabled: Option<bool>,
     /// Seconds of silence before a nudge, 1 to 1800.
     #[schema(minimum = 1, maximum = 1800)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub interval_secs: Option<i64>,
 }
 
@@ -168,6 +190,7 @@ pub struct PostedNudgeSpec {
 pub struct PostedInterruptionSpec {
     /// How long the user must speak over the assistant to interrupt it, 50 to 2000 ms.
     #[schema(minimum = 50, maximum = 2000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub min_interruption_ms: Option<i64>,
 }
 
@@ -176,9 +199,11 @@ pub struct PostedInterruptionSpec {
 pub struct PostedTurnDetectionSpec {
     /// Silence that ends the user's turn, 500 to 3000 ms.
     #[schema(minimum = 500, maximum = 3000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub end_of_turn_silence_ms: Option<i64>,
     /// Audio kept from before detected speech, 0 to 1000 ms.
     #[schema(minimum = 0, maximum = 1000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub prefix_padding_ms: Option<i64>,
     /// Confidence needed to treat audio as speech, 0 to 1.
     #[schema(minimum = 0.0, maximum = 1.0)]

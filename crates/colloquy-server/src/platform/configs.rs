@@ -27,6 +27,29 @@ pub const DEFAULT_INACTIVITY_SECS: i64 = 120;
 /// Default (and largest) chat duration, seconds.
 pub const DEFAULT_MAX_DURATION_SECS: i64 = 1800;
 
+/// The fields of a posted config that hold objects ([`super::parse_body`]).
+pub(crate) const CONFIG_OBJECTS: &[&str] = &[
+    "",
+    "prompt",
+    "prompt.prompt_expansion",
+    "voice",
+    "language_model",
+    "ellm_model",
+    "tools[]",
+    "builtin_tools[]",
+    "event_messages",
+    "event_messages.on_new_chat",
+    "event_messages.on_inactivity_timeout",
+    "event_messages.on_max_duration_timeout",
+    "timeouts",
+    "timeouts.inactivity",
+    "timeouts.max_duration",
+    "nudges",
+    "interruption",
+    "turn_detection",
+    "webhooks[]",
+];
+
 /// The configs' [`Kind`].
 pub(crate) struct Configs;
 
@@ -185,7 +208,7 @@ pub async fn create_config(
     who: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReturnConfig>), ApiError> {
-    let posted: PostedConfig = super::parse_body(&body)?;
+    let posted: PostedConfig = super::parse_body(&body, CONFIG_OBJECTS)?;
     check_name("name", &posted.name)?;
     let (name, posted) = split_config(posted);
     let description = posted.version_description.clone();
@@ -211,7 +234,7 @@ pub async fn create_config_version(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReturnConfig>), ApiError> {
     let id = path_uuid("config", &id)?;
-    let posted: PostedConfigVersion = super::parse_body(&body)?;
+    let posted: PostedConfigVersion = super::parse_body(&body, CONFIG_OBJECTS)?;
     let newest = state
         .store
         .get_resource_version(who.0.user_id, ResourceKind::Config, id, None)
@@ -324,7 +347,7 @@ pub async fn delete_config_version(
     params(("id" = Uuid, Path, description = "Config id (UUID)"),
            ("version" = i64, Path, minimum = 0, maximum = 2147483647,
             description = "Version number")),
-    request_body = PostedVersionDescription,
+    request_body = Option<PostedVersionDescription>,
     responses((status = 200, body = ReturnConfig), (status = 400, body = ErrorResponse),
               (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
               (status = 429, body = ErrorResponse)),

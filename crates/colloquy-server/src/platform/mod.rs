@@ -127,10 +127,25 @@ impl<'a> Resolver<'a> {
 }
 
 /// Parses a JSON request body; a failure names the field (`prompt.version`) and says what
-/// it expected.
-pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let parsed = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+/// it expected. `objects` lists the fields that hold objects (`timeouts.inactivity`,
+/// `tools[]` for each item of `tools`, `""` for the body itself): serde would also take an
+/// array there (as the struct's fields in order), which the OpenAPI document does not allow.
+pub(crate) fn parse_body<T: DeserializeOwned>(
+    bytes: &[u8],
+    objects: &[&str],
+) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}")))?;
+    for path in objects {
+        if let Some(at) = array_at(&value, path) {
+            return Err(ApiError::invalid(if at.is_empty() {
+                "the request body is not valid: it must be a JSON object, not an array".into()
+            } else {
+                format!("`{at}`: invalid type: sequence, expected an object")
+            }));
+        }
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -138,10 +153,44 @@ pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         } else {
             ApiError::invalid(format!("`{path}`: {inner}"))
         }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}")))?;
-    Ok(parsed)
+    })
+}
+
+/// Where (`timeouts.inactivity`, `tools[2]`) the field at `path` holds an array, if it does.
+fn array_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    let mut found: Vec<(String, &serde_json::Value)> = vec![(String::new(), value)];
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, each) = match segment.strip_suffix("[]") {
+            Some(key) => (key, true),
+            None => (segment, false),
+        };
+        let mut next = Vec::new();
+        for (at, v) in found {
+            let Some(child) = v.as_object().and_then(|o| o.get(key)) else {
+                continue;
+            };
+            let here = if at.is_empty() {
+                key.to_string()
+            } else {
+                format!("{at}.{key}")
+            };
+            match (each, child.as_array()) {
+                (true, Some(items)) => next.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (format!("{here}[{i}]"), item)),
+                ),
+                (true, None) => {}
+                (false, _) => next.push((here, child)),
+            }
+        }
+        found = next;
+    }
+    found
+        .into_iter()
+        .find(|(_, v)| v.is_array())
+        .map(|(at, _)| at)
 }
 
 /// A body stored by the server, read back.
@@ -353,7 +402,7 @@ pub(crate) async fn rename<K: Kind>(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let id = path_uuid(K::WHAT, id)?;
-    let posted: colloquy_wire::PostedName = parse_body(body)?;
+    let posted: colloquy_wire::PostedName = parse_body(body, &[""])?;
     K::check_name(&posted.name)?;
     if !state
         .store
@@ -384,7 +433,7 @@ pub(crate) async fn describe<K: Kind>(
     let posted: PostedVersionDescription = if trimmed.is_empty() || trimmed == "null" {
         PostedVersionDescription::default()
     } else {
-        parse_body(body)?
+        parse_body(body, &[""])?
     };
     let user_id = who.0.user_id;
     let updated = state

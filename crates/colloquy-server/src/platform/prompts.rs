@@ -107,7 +107,7 @@ pub async fn create_prompt(
     who: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReturnPrompt>), ApiError> {
-    let posted: PostedPrompt = super::parse_body(&body)?;
+    let posted: PostedPrompt = super::parse_body(&body, &["", "prompt_expansion"])?;
     super::validation::check_name("name", &posted.name)?;
     let new = new_version(
         posted.text,
@@ -149,7 +149,7 @@ pub async fn create_prompt_version(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReturnPrompt>), ApiError> {
     let id = path_uuid("prompt", &id)?;
-    let posted: PostedPromptVersion = super::parse_body(&body)?;
+    let posted: PostedPromptVersion = super::parse_body(&body, &["", "prompt_expansion"])?;
     let new = new_version(
         posted.text,
         posted.prompt_expansion,
@@ -230,7 +230,7 @@ pub async fn delete_prompt_version(
     params(("id" = Uuid, Path, description = "Prompt id (UUID)"),
            ("version" = i64, Path, minimum = 0, maximum = 2147483647,
             description = "Version number")),
-    request_body = PostedVersionDescription,
+    request_body = Option<PostedVersionDescription>,
     responses((status = 200, body = ReturnPrompt), (status = 400, body = ErrorResponse),
               (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
               (status = 429, body = ErrorResponse)),

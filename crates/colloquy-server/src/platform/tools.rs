@@ -121,7 +121,7 @@ pub async fn create_tool(
     who: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReturnUserDefinedTool>), ApiError> {
-    let posted: PostedUserDefinedTool = super::parse_body(&body)?;
+    let posted: PostedUserDefinedTool = super::parse_body(&body, &[""])?;
     check_tool_name(&posted.name)?;
     let new = new_version(
         StoredTool {
@@ -166,7 +166,7 @@ pub async fn create_tool_version(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ReturnUserDefinedTool>), ApiError> {
     let id = path_uuid("tool", &id)?;
-    let posted: PostedUserDefinedToolVersion = super::parse_body(&body)?;
+    let posted: PostedUserDefinedToolVersion = super::parse_body(&body, &[""])?;
     let new = new_version(
         StoredTool {
             parameters: posted.parameters,
@@ -195,7 +195,7 @@ pub async fn delete_tool(
 
 /// Rename a tool (every version).
 #[utoipa::path(patch, path = "/v0/evi/tools/{id}", tag = "tools",
-    params(("id" = Uuid, Path, description = "Tool id (UUID)")), request_body = PostedName,
+    params(("id" = Uuid, Path, description = "Tool id (UUID)")), request_body = PostedToolName,
     responses((status = 200, description = "Renamed (empty body)", content_type = "text/plain",
                body = String),
               (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
@@ -250,7 +250,7 @@ pub async fn delete_tool_version(
     params(("id" = Uuid, Path, description = "Tool id (UUID)"),
            ("version" = i64, Path, minimum = 0, maximum = 2147483647,
             description = "Version number")),
-    request_body = PostedVersionDescription,
+    request_body = Option<PostedVersionDescription>,
     responses((status = 200, body = ReturnUserDefinedTool), (status = 400, body = ErrorResponse),
               (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse),
               (status = 429, body = ErrorResponse)),

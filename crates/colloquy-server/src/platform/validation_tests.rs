@@ -1,6 +1,7 @@
 //! Unit tests of [`super`]: every refusal names its field and what it accepts.
 
 use super::*;
+use crate::platform::configs::CONFIG_OBJECTS;
 use crate::platform::parse_body;
 
 fn message(e: ApiError) -> (String, String) {
@@ -11,7 +12,7 @@ fn message(e: ApiError) -> (String, String) {
 }
 
 fn refused(json: &str) -> (String, String) {
-    let posted: PostedConfigVersion = match parse_body(json.as_bytes()) {
+    let posted: PostedConfigVersion = match parse_body(json.as_bytes(), CONFIG_OBJECTS) {
         Ok(p) => p,
         Err(e) => return message(e),
     };
@@ -19,7 +20,7 @@ fn refused(json: &str) -> (String, String) {
 }
 
 fn accepted(json: &str) -> CheckedConfig {
-    let posted: PostedConfigVersion = parse_body(json.as_bytes()).expect(json);
+    let posted: PostedConfigVersion = parse_body(json.as_bytes(), CONFIG_OBJECTS).expect(json);
     check_config(posted, None).expect(json)
 }
 
@@ -269,7 +270,7 @@ fn a_full_config_is_stored_as_checked() {
 
 #[test]
 fn allow_short_responses_is_inherited_unless_given() {
-    let posted = |json: &str| parse_body::<PostedConfigVersion>(json.as_bytes()).unwrap();
+    let posted = |json: &str| parse_body::<PostedConfigVersion>(json.as_bytes(), &[""]).unwrap();
     let omitted = posted(r#"{"evi_version":"3"}"#);
     let given = posted(r#"{"evi_version":"3","ellm_model":{"allow_short_responses":false}}"#);
     let inherit = |p, prev| {
@@ -282,4 +283,38 @@ fn allow_short_responses_is_inherited_unless_given() {
     assert!(inherit(omitted.clone(), Some(true)));
     assert!(!inherit(omitted, None));
     assert!(!inherit(given, Some(true)));
+}
+
+#[test]
+fn arrays_are_not_objects_and_whole_numbers_may_have_a_zero_fraction() {
+    let (_, m) = refused(r#"{"evi_version":"3","timeouts":[null,null]}"#);
+    assert_eq!(m, "`timeouts`: invalid type: sequence, expected an object");
+    let (_, m) = refused(r#"{"evi_version":"3","timeouts":{"inactivity":[true,60]}}"#);
+    assert_eq!(
+        m,
+        "`timeouts.inactivity`: invalid type: sequence, expected an object"
+    );
+    let (_, m) =
+        refused(r#"{"evi_version":"3","tools":[null,["5bb7de05-c8fe-426a-8fcc-ba4fc4ce9f9c"]]}"#);
+    assert_eq!(m, "`tools[1]`: invalid type: sequence, expected an object");
+    let (_, m) = refused(r#"["3"]"#);
+    assert_eq!(
+        m,
+        "the request body is not valid: it must be a JSON object, not an array"
+    );
+    let c = accepted(r#"{"evi_version":"3","interruption":{"min_interruption_ms":807.0},"x":[1]}"#);
+    assert_eq!(
+        c.stored.interruption.unwrap().min_interruption_ms,
+        Some(807)
+    );
+    let (_, m) = refused(r#"{"evi_version":"3","interruption":{"min_interruption_ms":807.5}}"#);
+    assert_eq!(
+        m,
+        "`interruption.min_interruption_ms`: invalid value: 807.5, expected a whole number"
+    );
+    let (_, m) = refused(r#"{"evi_version":"3","nudges":{"interval_secs":"5"}}"#);
+    assert!(
+        m.starts_with("`nudges.interval_secs`: invalid type: string"),
+        "{m}"
+    );
 }

@@ -210,13 +210,17 @@ pub struct PostedTurnDetectionSpec {
     pub speech_detection_threshold: Option<f64>,
 }
 
+/// The pattern of [`PostedWebhookSpec::url`].
+pub const WEBHOOK_URL_PATTERN: &str =
+    r"^[hH][tT][tT][pP][sS]?://[^\s/?#@\x00-\x1f\x7f]+[^\s\x00-\x1f\x7f]*$";
+
 /// `PostedWebhookSpec`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PostedWebhookSpec {
     /// An `http://` or `https://` URL with a host.
     #[schema(
         max_length = 2048,
-        pattern = r"^[hH][tT][tT][pP][sS]?://[^\s/?#@]+[^\s]*$"
+        pattern = r"^[hH][tT][tT][pP][sS]?://[^\s/?#@\x00-\x1f\x7f]+[^\s\x00-\x1f\x7f]*$"
     )]
     pub url: String,
     /// The events sent to it, at least one.

@@ -20,9 +20,19 @@ fn combination(message: impl Into<String>) -> ApiError {
     }
 }
 
-/// Whitespace as JSON Schema's `\s` (ECMAScript) and Rust agree on it.
+/// Whitespace as JSON Schema's `\s` has it (ECMAScript: Unicode's White_Space but for
+/// U+0085, plus U+FEFF), so that the server and the OpenAPI patterns agree.
+fn space(c: char) -> bool {
+    (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}'
+}
+
+/// ASCII control characters (`\x00-\x1f`, `\x7f`).
+fn control(c: char) -> bool {
+    c < ' ' || c == '\x7f'
+}
+
 fn blank(s: &str) -> bool {
-    s.chars().all(|c| c.is_whitespace() || c == '\u{feff}')
+    s.chars().all(space)
 }
 
 /// A prompt, tool or config name: 1 to 256 characters, not all blank.
@@ -113,8 +123,9 @@ fn uuid(field: &str, raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::invalid(format!("{field} must be a UUID (got {raw:?})")))
 }
 
-/// A webhook URL: `http://` or `https://`, a host, no whitespace, at most 2048 characters
-/// (the OpenAPI pattern `^[hH][tT][tT][pP][sS]?://[^\s/?#@]+[^\s]*$`).
+/// A webhook URL: `http://` or `https://`, a host, no whitespace or control characters, at
+/// most 2048 characters (the OpenAPI pattern
+/// [`colloquy_wire::WEBHOOK_URL_PATTERN`]).
 pub fn check_webhook_url(field: &str, url: &str) -> Result<(), ApiError> {
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     let rest = if lower.starts_with("https://") {
@@ -127,14 +138,14 @@ pub fn check_webhook_url(field: &str, url: &str) -> Result<(), ApiError> {
     let host_starts = rest
         .chars()
         .next()
-        .is_some_and(|c| !(c.is_whitespace() || c == '\u{feff}' || "/?#@".contains(c)));
+        .is_some_and(|c| !(space(c) || control(c) || "/?#@".contains(c)));
     let n = url.chars().count();
-    if host_starts && !rest.chars().any(|c| c.is_whitespace() || c == '\u{feff}') && n <= 2048 {
+    if host_starts && !rest.chars().any(|c| space(c) || control(c)) && n <= 2048 {
         return Ok(());
     }
     Err(ApiError::invalid(format!(
-        "{field} must be an http:// or https:// URL with a host and no spaces, at most 2048 \
-         characters (got {url:?})"
+        "{field} must be an http:// or https:// URL with a host and no spaces or control \
+         characters, at most 2048 characters (got {url:?})"
     )))
 }
 

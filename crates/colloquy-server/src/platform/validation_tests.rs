@@ -76,6 +76,9 @@ fn webhook_urls() {
         "https://a b",
         "example.com",
         "https://@a",
+        "https://a\u{7f}",
+        "https://\u{4}a",
+        "https://a/\u{3000}",
     ] {
         let (_, m) = message(check_webhook_url("webhooks[0].url", bad).unwrap_err());
         assert!(
@@ -84,6 +87,9 @@ fn webhook_urls() {
         );
     }
     assert!(check_webhook_url("u", &format!("https://a/{}", "x".repeat(2040))).is_err());
+    // As in the OpenAPI pattern: U+0085 is no `\s` in ECMAScript, U+FEFF is.
+    assert!(check_webhook_url("u", "https://a/\u{85}").is_ok());
+    assert!(check_webhook_url("u", "https://a/\u{feff}").is_err());
 }
 
 #[test]

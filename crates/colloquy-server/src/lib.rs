@@ -16,6 +16,7 @@ pub mod limits;
 pub mod objects;
 pub mod openapi;
 pub mod params;
+pub mod platform;
 pub mod reconstruction;
 pub mod recorder;
 pub mod rest;

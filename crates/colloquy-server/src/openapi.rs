@@ -8,8 +8,9 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "Colloquy",
-        description = "Self-hosted EVI chat history: chats, chat groups, chat events and audio \
-                       reconstruction, wire-compatible with Hume's EVI API."
+        description = "Self-hosted EVI chat history (chats, chat groups, chat events and audio \
+                       reconstruction) with configs, prompts and tools, wire-compatible with \
+                       Hume's EVI API."
     ),
     paths(
         crate::rest::list_chats,
@@ -32,6 +33,9 @@ use utoipa::{Modify, OpenApi};
         (name = "audio", description = "Signed downloads of reconstructed audio"),
         (name = "auth", description = "Access tokens"),
         (name = "ops", description = "Operations"),
+        (name = "prompts", description = "System prompts, versioned"),
+        (name = "tools", description = "User-defined tools, versioned"),
+        (name = "configs", description = "EVI configs, versioned"),
     )
 )]
 pub struct ApiDoc;
@@ -94,5 +98,10 @@ impl Modify for EmptyQueryValues {
 
 /// The document as JSON.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    // Prompts, tools and configs (`crate::platform`), then the query-parameter rule for
+    // their paths too.
+    doc.merge(crate::platform::PlatformDoc::openapi());
+    EmptyQueryValues.modify(&mut doc);
+    doc
 }

@@ -31,7 +31,7 @@ impl Query {
 
     /// The value of `name`; an empty (or blank) value is the same as none, so that
     /// `config_id=` means "no config filter", as generated clients and forms send it.
-    fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)

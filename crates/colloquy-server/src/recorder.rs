@@ -167,6 +167,8 @@ mod tests {
         calls: StdMutex<Vec<usize>>,
     }
 
+    impl ResourceStore for Poisoned {}
+
     #[async_trait]
     impl Store for Poisoned {
         fn backend(&self) -> &'static str {

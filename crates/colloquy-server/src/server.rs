@@ -8,7 +8,7 @@ use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
 use crate::state::{AppState, Inner};
 use crate::worker::{spawn_workers, WorkerContext};
-use crate::{auth, download, limits, openapi, rest, session, telemetry, ui};
+use crate::{auth, download, limits, openapi, platform, rest, session, telemetry, ui};
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -124,6 +124,7 @@ pub fn build_router(state: AppState) -> Router {
             "/v0/evi/chat_groups/{id}/audio",
             get(rest::get_chat_group_audio),
         )
+        .merge(platform::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::limit_auth_failures,

@@ -5,18 +5,20 @@
 //! per call and locks the rows it updates in id order, so the server's parallel group-commit
 //! writers ([`Store::write_concurrency`]) cannot deadlock each other.
 //!
-//! The files are those of the SQLite backend, one subject each: this one opens the
-//! database and delegates [`Store`]'s methods; [`keys`] (accounts, keys, tokens, server
-//! instances), [`reads`] (chats, groups, events, paging), [`writes`] (the body of a batch),
-//! [`jobs`] (audio reconstructions), [`erasure`] (deleting chats and groups), [`rows`]
-//! (reading rows), `tests.rs`, and [`testing`] (throwaway databases, with the
-//! `test-support` feature). SQLite's other two have no counterpart here: its `writer.rs`
-//! runs batches on a `rusqlite` thread of their own because each sqlx statement there is a
-//! hand-off to a worker thread, while a batch here is a few round trips on a pooled
-//! connection (its events in one `UNNEST` insert) that several writers run at once; and
-//! its `group_events.rs` lists a group's events through its chats because SQLite's events
-//! are indexed by chat only, while here `chat_events_by_group` answers in one query.
+//! The files are those of the SQLite backend, one subject each: this one opens the database
+//! and delegates [`Store`]'s methods; [`keys`] (accounts, keys, tokens, server instances),
+//! [`reads`] (chats, groups, events, paging), [`writes`] (the body of a batch), [`jobs`]
+//! (audio reconstructions), [`erasure`] (deleting chats and groups), [`rows`] (reading
+//! rows), [`configs`] (prompts, tools and configs, [`ResourceStore`]), `tests.rs`, and
+//! [`testing`] (throwaway databases, with the `test-support` feature). SQLite's other two
+//! have no counterpart here: its `writer.rs` runs batches on a `rusqlite` thread of their
+//! own because each sqlx statement there is a hand-off to a worker thread, while a batch
+//! here is a few round trips on a pooled connection (its events in one `UNNEST` insert)
+//! that several writers run at once; and its `group_events.rs` lists a group's events
+//! through its chats because SQLite's events are indexed by chat only, while here
+//! `chat_events_by_group` answers in one query.
 
+mod configs;
 mod erasure;
 mod jobs;
 mod keys;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 /// Appends a shared [`Clause`] with PostgreSQL's placeholders. A search word is one probe
 /// of the partial GIN index of migration 0003.
-fn push(qb: &mut QueryBuilder<'_, Postgres>, clause: &Clause) {
+pub(crate) fn push(qb: &mut QueryBuilder<'_, Postgres>, clause: &Clause) {
     for piece in &clause.0 {
         match piece {
             Piece::Sql(s) => qb.push(s),
@@ -34,7 +34,7 @@ fn push(qb: &mut QueryBuilder<'_, Postgres>, clause: &Clause) {
 }
 
 /// The total of a [`Listing`] of `from`.
-async fn count(pool: &PgPool, from: &str, listing: &Listing) -> StoreResult<i64> {
+pub(crate) async fn count(pool: &PgPool, from: &str, listing: &Listing) -> StoreResult<i64> {
     let mut c = QueryBuilder::new(format!("SELECT COUNT(*) FROM {from}"));
     push(&mut c, &listing.filter);
     c.build_query_scalar().fetch_one(pool).await.map_err(db)

@@ -10,9 +10,11 @@
 //! database and delegates [`Store`]'s methods; [`keys`] (accounts, keys, tokens, server
 //! instances), [`reads`] (chats, groups, events, paging), [`writes`] (the body of a batch),
 //! [`jobs`] (audio reconstructions), [`erasure`] (deleting chats and groups), [`rows`]
-//! (reading rows), `tests.rs`. Two are SQLite's only: [`writer`], the batch thread, and
-//! [`group_events`], which lists a group's events without an index on the group.
+//! (reading rows), [`configs`] (prompts, tools and configs, [`ResourceStore`]), `tests.rs`.
+//! Two are SQLite's only: [`writer`], the batch thread, and [`group_events`], which lists a
+//! group's events without an index on the group.
 
+mod configs;
 mod erasure;
 mod group_events;
 mod jobs;

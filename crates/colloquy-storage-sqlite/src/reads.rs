@@ -30,7 +30,7 @@ fn push(qb: &mut QueryBuilder<'_, Sqlite>, clause: &Clause) {
 }
 
 /// One page of a [`Listing`] of `SELECT {columns} FROM {from}`, and its total.
-async fn page_of<T>(
+pub(crate) async fn page_of<T>(
     read: &SqlitePool,
     columns: &str,
     from: &str,

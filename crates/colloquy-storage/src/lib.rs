@@ -15,6 +15,7 @@ mod batch;
 pub mod conformance;
 mod error;
 mod model;
+mod resources;
 mod search;
 pub mod sql;
 
@@ -24,17 +25,19 @@ pub use batch::{
 };
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use resources::*;
 pub use search::{search_terms, MAX_SEARCH_TERMS};
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-/// The storage of accounts, keys, chats, chat groups, events and audio reconstructions.
+/// The storage of accounts, keys, chats, chat groups, events and audio reconstructions,
+/// and (through [`ResourceStore`]) of prompts, tools and configs.
 ///
 /// Reads are scoped by `user_id` where an id comes from a caller; a row owned by another
 /// account is reported as absent, never as forbidden.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ResourceStore + Send + Sync + 'static {
     /// Short backend name (`sqlite`, `postgres`) for logs.
     fn backend(&self) -> &'static str;
 

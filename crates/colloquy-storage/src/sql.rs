@@ -11,6 +11,8 @@ use colloquy_wire::ChatStatus;
 use std::str::FromStr;
 use uuid::Uuid;
 
+pub mod resources;
+
 /// Columns of a chat ([`chat_record`]), from `chats`.
 pub const CHAT_COLUMNS: &str =
     "id, user_id, chat_group_id, status, start_timestamp, end_timestamp, \

@@ -1,11 +1,16 @@
-//! Wire types of the EVI chat-history API, shared by the server, the CLI and tests.
+//! Wire types of the EVI chat-history API and of the platform API (prompts, tools,
+//! configs: [`platform`], [`platform_config`]), shared by the server, the CLI and tests.
 //!
 //! Field names, optionality and enum spellings follow `shared/spec/evi-api.md` §3 and §6
-//! exactly. Timestamps are integer epoch milliseconds (spec §1.3).
+//! exactly (`evi-platform.md` §2–§4 for the platform API). Timestamps are integer epoch
+//! milliseconds (spec §1.3).
 
+#[macro_use]
 pub mod enums;
 pub mod error;
 pub mod paging;
+pub mod platform;
+pub mod platform_config;
 pub mod rest;
 pub mod socket;
 pub mod socket_error;
@@ -13,6 +18,8 @@ pub mod socket_error;
 pub use enums::*;
 pub use error::ErrorResponse;
 pub use paging::{PageRequest, MAX_PAGE_SIZE};
+pub use platform::*;
+pub use platform_config::*;
 pub use rest::*;
 pub use socket_error::SocketError;
 

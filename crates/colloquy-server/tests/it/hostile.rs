@@ -539,7 +539,11 @@ async fn the_document_declares_uuids_and_empty_values() {
             for p in op["parameters"].as_array().into_iter().flatten() {
                 let name = p["name"].as_str().unwrap();
                 let at = format!("{method} {path} {name}");
-                if p["in"] == "path" || name == "config_id" {
+                if p["in"] == "path" && name == "version" {
+                    // Version numbers of prompts, tools and configs.
+                    assert_eq!(p["schema"]["type"], "integer", "{at}");
+                    assert_eq!(p["schema"]["minimum"], 0, "{at}");
+                } else if p["in"] == "path" || name == "config_id" {
                     ids += 1;
                     assert_eq!(p["schema"]["type"], "string", "{at}");
                     assert_eq!(p["schema"]["format"], "uuid", "{at}");
@@ -553,7 +557,7 @@ async fn the_document_declares_uuids_and_empty_values() {
             }
         }
     }
-    assert!(ids >= 11, "{ids} ids");
+    assert!(ids >= 11 + 18, "{ids} ids");
     let page_number = doc["paths"]["/v0/evi/chats"]["get"]["parameters"]
         .as_array()
         .unwrap()

@@ -335,9 +335,34 @@ async fn openapi_lists_every_endpoint_and_schema() {
         "/v0/evi/chat_groups/{id}/events",
         "/v0/evi/chat_groups/{id}/audio",
         "/oauth2-cc/token",
+        "/v0/evi/prompts",
+        "/v0/evi/prompts/{id}",
+        "/v0/evi/prompts/{id}/version/{version}",
+        "/v0/evi/tools",
+        "/v0/evi/tools/{id}",
+        "/v0/evi/tools/{id}/version/{version}",
+        "/v0/evi/configs",
+        "/v0/evi/configs/{id}",
+        "/v0/evi/configs/{id}/version/{version}",
     ] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
+    let operations: usize = ["prompts", "tools", "configs"]
+        .iter()
+        .flat_map(|k| {
+            let d = &doc["paths"];
+            [
+                format!("/v0/evi/{k}"),
+                format!("/v0/evi/{k}/{{id}}"),
+                format!("/v0/evi/{k}/{{id}}/version/{{version}}"),
+            ]
+            .map(|p| d[p.as_str()].as_object().map_or(0, |o| o.len()))
+        })
+        .sum();
+    assert_eq!(
+        operations, 27,
+        "nine operations each for prompts, tools and configs"
+    );
     let schemas = &doc["components"]["schemas"];
     let chat = &schemas["ReturnChat"];
     let mut required: Vec<&str> = chat["required"]

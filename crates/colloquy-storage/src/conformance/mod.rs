@@ -13,6 +13,7 @@ mod erasure;
 mod jobs;
 mod keys;
 mod orphans;
+mod resources;
 mod search;
 mod support;
 
@@ -74,6 +75,10 @@ macro_rules! conformance_tests {
             erasure::deletion,
             search::search,
             search::nul_characters,
+            resources::resource_versions,
+            resources::resource_listings,
+            resources::resource_references,
+            resources::resource_isolation,
         ]);
     };
     (@wrappers [$($file:ident::$name:ident),* $(,)?]) => {

@@ -164,7 +164,9 @@ include-path-regex = '^/v0/evi/audio/'
         "--seed", str(SEED),
         "--max-examples", str(MAX_EXAMPLES),
         "--max-time", str(MAX_TIME_SECS),
-        "--workers", "2",
+        # One worker: with two, hypothesis' function-description cache (shared by the worker
+        # threads) raced and failed the run with an internal KeyError, not a finding.
+        "--workers", "1",
         "--generation-database", "none",
         # Credentials are the ones given here, never generated: a generated (malformed)
         # `Authorization` header next to a valid `X-Hume-Api-Key` is a request the server

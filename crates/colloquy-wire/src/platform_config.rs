@@ -70,7 +70,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PostedConfigPrompt {
     /// An existing prompt of the account (UUID).
-    #[schema(format = Uuid)]
+    #[schema(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub id: Option<String>,
     /// Its version; absent: always the latest.
     #[schema(minimum = 0, maximum = 2147483647)]
@@ -117,7 +117,7 @@ pub struct PostedEllmModel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PostedUserDefinedToolSpec {
     /// The tool's id (UUID).
-    #[schema(format = Uuid)]
+    #[schema(format = Uuid, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub id: String,
     /// Its version; absent: always the latest.
     #[schema(minimum = 0, maximum = 2147483647)]

@@ -83,11 +83,6 @@ impl AccountLimits {
             acc.open = acc.open.saturating_sub(1);
         }
     }
-
-    /// Accounts currently tracked (for tests).
-    pub fn tracked(&self) -> usize {
-        self.accounts.lock().map(|a| a.len()).unwrap_or(0)
-    }
 }
 
 /// Drops idle accounts (no open chat, bucket refilled) once many are tracked.

@@ -16,25 +16,37 @@ impl Core {
     /// fire on time. `flush: false` only queues the frame (the next flushing write sends
     /// both in one write).
     pub(crate) async fn write(&mut self, msg: Message, flush: bool) -> Result<(), End> {
+        if flush {
+            self.with_deadline(|socket| futures::SinkExt::send(socket, msg))
+                .await
+        } else {
+            self.with_deadline(|socket| futures::SinkExt::feed(socket, msg))
+                .await
+        }
+    }
+
+    /// Runs one socket operation under the write deadline (see [`Self::write`]).
+    async fn with_deadline<'a, F, Fut>(&'a mut self, op: F) -> Result<(), End>
+    where
+        F: FnOnce(&'a mut axum::extract::ws::WebSocket) -> Fut,
+        Fut: std::future::Future<Output = Result<(), axum::Error>> + 'a,
+    {
         if self.stalled {
             return Err(End::NotReading);
         }
         let give_up =
             Instant::now() + Duration::from_secs(self.state.settings.chat.send_timeout_secs);
         let deadline = give_up.min(self.idle_at).min(self.max_at);
-        let sent = if flush {
-            tokio::time::timeout_at(deadline, futures::SinkExt::send(&mut self.socket, msg)).await
-        } else {
-            tokio::time::timeout_at(deadline, futures::SinkExt::feed(&mut self.socket, msg)).await
-        };
-        match sent {
+        let (idle_at, max_at) = (self.idle_at, self.max_at);
+        let done = tokio::time::timeout_at(deadline, op(&mut self.socket)).await;
+        match done {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::ClientClosed),
             Err(_) => {
                 self.stalled = true;
-                let end = if deadline == self.max_at {
+                let end = if deadline == max_at {
                     End::MaxDuration
-                } else if deadline == self.idle_at {
+                } else if deadline == idle_at {
                     End::Inactivity
                 } else {
                     End::NotReading
@@ -62,21 +74,7 @@ impl Core {
 
     /// Sends what [`Self::feed`] queued.
     pub(crate) async fn flush(&mut self) -> Result<(), End> {
-        if self.stalled {
-            return Err(End::NotReading);
-        }
-        let deadline = (Instant::now()
-            + Duration::from_secs(self.state.settings.chat.send_timeout_secs))
-        .min(self.idle_at)
-        .min(self.max_at);
-        match tokio::time::timeout_at(deadline, futures::SinkExt::flush(&mut self.socket)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::ClientClosed),
-            Err(_) => {
-                self.stalled = true;
-                Err(End::NotReading)
-            }
-        }
+        self.with_deadline(futures::SinkExt::flush).await
     }
 
     /// Sends an `error` message.

@@ -184,6 +184,28 @@ async fn a_full_disk_loses_no_acknowledged_event_and_leaves_no_active_chat() {
     for (ws, _) in socks.iter_mut() {
         let _ = ws.close(None).await;
     }
+    // While the disk is still full the chats cannot be ended: they stay ACTIVE (their ends
+    // are retried in the background), which is what must resolve once space returns.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still_active = store
+        .list_chats(
+            user_id,
+            &ChatFilter {
+                status: Some(colloquy_wire::ChatStatus::Active),
+                ..ChatFilter::default()
+            },
+            PageRequest {
+                number: 0,
+                size: 100,
+                ascending: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        !still_active.items.is_empty(),
+        "the full disk kept chat ends from being written"
+    );
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
     loop {

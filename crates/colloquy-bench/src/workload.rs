@@ -68,6 +68,7 @@ pub async fn prepare_chats(
                 config_id: None,
                 config_version: None,
                 instance_id: Uuid::new_v4(),
+                webhooks: Vec::new(),
             },
             events: vec![NewEvent {
                 id: Uuid::new_v4(),

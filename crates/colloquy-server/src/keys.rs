@@ -42,6 +42,9 @@ pub struct CreatedKey {
     pub api_key: String,
     /// The secret key (for the client-credentials token grant).
     pub secret_key: String,
+    /// The account's webhook signing key (new accounts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_signing_key: Option<String>,
 }
 
 /// Creates an account with one fresh key.
@@ -64,7 +67,12 @@ pub async fn create_account_key(
             &key,
         )
         .await?;
-    Ok(created)
+    let signing = crate::webhooks::signing::new_signing_key();
+    store.set_webhook_signing_key(user_id, &signing).await?;
+    Ok(CreatedKey {
+        webhook_signing_key: Some(signing),
+        ..created
+    })
 }
 
 /// Adds a fresh key to an existing account.
@@ -96,6 +104,7 @@ fn new_key(user_id: Uuid, name: Option<String>, now: i64) -> (NewApiKey, Created
             user_id,
             api_key,
             secret_key,
+            webhook_signing_key: None,
         },
     )
 }
@@ -129,6 +138,42 @@ pub enum RevokeError {
 
 /// Revokes the key given in full or by a unique prefix; returns the revoked key.
 pub async fn revoke(store: &dyn Store, given: &str) -> Result<ApiKeyRecord, RevokeError> {
+    let one = find_key(store, given).await?;
+    if one.revoked_at.is_some() {
+        return Err(RevokeError::AlreadyRevoked(one.prefix.clone()));
+    }
+    let now = now_ms();
+    store.revoke_api_key(one.id, now).await?;
+    Ok(ApiKeyRecord {
+        revoked_at: Some(now),
+        ..one
+    })
+}
+
+/// The webhook signing key of the account of the key given in full or by a unique prefix
+/// (created if the account has none), or a new one with `rotate`. Returns the key's record
+/// and the signing key.
+pub async fn signing_key(
+    store: &dyn Store,
+    given: &str,
+    rotate: bool,
+) -> Result<(ApiKeyRecord, String), RevokeError> {
+    let k = find_key(store, given).await?;
+    let fresh = crate::webhooks::signing::new_signing_key();
+    let key = if rotate {
+        store.set_webhook_signing_key(k.user_id, &fresh).await?;
+        fresh
+    } else {
+        store
+            .webhook_signing_key(k.user_id, &fresh)
+            .await?
+            .ok_or_else(|| RevokeError::NoMatch(given.to_string()))?
+    };
+    Ok((k, key))
+}
+
+/// The key given in full or by a unique prefix.
+pub async fn find_key(store: &dyn Store, given: &str) -> Result<ApiKeyRecord, RevokeError> {
     let keys = store.list_api_keys().await?;
     let matches: Vec<&ApiKeyRecord> = match store.principal_by_key_hash(&hash_secret(given)).await?
     {
@@ -146,17 +191,7 @@ pub async fn revoke(store: &dyn Store, given: &str) -> Result<ApiKeyRecord, Revo
     };
     match matches.as_slice() {
         [] => Err(RevokeError::NoMatch(given.to_string())),
-        [one] => {
-            if one.revoked_at.is_some() {
-                return Err(RevokeError::AlreadyRevoked(one.prefix.clone()));
-            }
-            let now = now_ms();
-            store.revoke_api_key(one.id, now).await?;
-            Ok(ApiKeyRecord {
-                revoked_at: Some(now),
-                ..(*one).clone()
-            })
-        }
+        [one] => Ok((*one).clone()),
         many => Err(RevokeError::Ambiguous {
             given: given.to_string(),
             count: many.len(),

@@ -26,6 +26,7 @@ pub mod signing;
 pub mod state;
 pub mod telemetry;
 pub mod ui;
+pub mod webhooks;
 pub mod worker;
 
 pub use config::Settings;

@@ -314,6 +314,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .unwrap_or_else(|| format!("http://{addr}"));
     let (pipeline, client_voice) = crate::engine::pipeline::turn::shared_engines(&settings.engine);
     let auth_failures_per_minute = settings.limits.auth_failures_per_minute;
+    let webhook_settings = settings.webhooks.clone();
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -329,9 +330,10 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         client_voice,
         account_limits: Arc::default(),
         auth_failures: AuthFailureLimiter::new(auth_failures_per_minute),
+        webhooks: crate::webhooks::Webhooks::new(&webhook_settings),
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
-    let workers = spawn_workers(
+    let mut workers = spawn_workers(
         WorkerContext {
             store,
             objects: state.objects.clone(),
@@ -341,6 +343,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         },
         state.settings.audio.workers,
     );
+    // Chats closed by the crash recovery above may have enqueued `chat_ended`.
+    workers.push(crate::webhooks::spawn_delivery(crate::webhooks::DeliveryContext {
+        store: state.store.clone(),
+        hooks: state.webhooks.clone(),
+        shutdown: state.shutdown.clone(),
+    }));
     let tracker = state.sessions.clone();
     let app = build_router(state.clone());
     let token = state.shutdown.clone();
@@ -375,6 +383,7 @@ async fn heartbeat(store: Arc<dyn Store>, instance_id: Uuid) {
             .await
         {
             Ok(0) => {}
+            // (Their `chat_ended` webhooks are picked up at the worker's next poll.)
             Ok(n) => tracing::warn!(
                 closed = n,
                 "closed chats of a server that stopped responding"

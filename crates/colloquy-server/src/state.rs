@@ -48,6 +48,8 @@ pub struct Inner {
     pub account_limits: Arc<crate::limits::AccountLimits>,
     /// Failed authentications per client address (`[limits] auth_failures_per_minute`).
     pub auth_failures: AuthFailureLimiter,
+    /// Chat webhooks: settings, the delivery worker's bell, the HTTP client.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl AppState {

@@ -23,6 +23,8 @@ pub async fn delete_chats(
     let ids: Vec<Uuid> = owned.iter().map(|(c, _)| *c).collect();
     for sql in [
         "DELETE FROM audio_jobs WHERE chat_id = ANY($1)",
+        "DELETE FROM chat_webhooks WHERE chat_id = ANY($1)",
+        "DELETE FROM webhook_deliveries WHERE chat_id = ANY($1)",
         "DELETE FROM audio_reconstructions WHERE chat_id = ANY($1)",
         "DELETE FROM chat_events WHERE chat_id = ANY($1)",
         "DELETE FROM chats WHERE id = ANY($1)",

@@ -218,6 +218,8 @@ pub async fn close_orphaned_chats(pool: &PgPool, stale_before_ms: i64) -> StoreR
     .execute(&mut *tx)
     .await
     .map_err(db)?;
+    // `chat_ended` (`ERROR`) for the closed chats' webhooks, in the same transaction.
+    crate::webhooks::enqueue_recovered_ends(&mut tx, &orphans).await?;
     tx.commit().await.map_err(db)?;
     Ok(res.rows_affected())
 }

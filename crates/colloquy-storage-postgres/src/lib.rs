@@ -24,6 +24,7 @@ mod jobs;
 mod keys;
 mod reads;
 mod rows;
+mod webhooks;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod writes;
@@ -278,6 +279,55 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> StoreResult<bool> {
         jobs::finish_reconstruction(&self.pool, chat_id, worker, result, now_ms).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        webhooks::claim(&self.pool, worker, now_ms, lease_ms, limit).await
+    }
+
+    async fn finish_webhook_deliveries(
+        &self,
+        worker: &str,
+        reports: &[AttemptReport],
+        _now_ms: i64,
+    ) -> StoreResult<u64> {
+        webhooks::finish(&self.pool, worker, reports).await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        user_id: Option<Uuid>,
+        filter: &DeliveryFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliveryRecord>> {
+        webhooks::list(&self.pool, user_id, filter, page).await
+    }
+
+    async fn retry_webhook_delivery(
+        &self,
+        user_id: Option<Uuid>,
+        id: Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Option<DeliveryRecord>> {
+        webhooks::retry(&self.pool, user_id, id, now_ms).await
+    }
+
+    async fn webhook_signing_key(
+        &self,
+        user_id: Uuid,
+        candidate: &str,
+    ) -> StoreResult<Option<String>> {
+        webhooks::signing_key(&self.pool, user_id, candidate).await
+    }
+
+    async fn set_webhook_signing_key(&self, user_id: Uuid, key: &str) -> StoreResult<bool> {
+        webhooks::set_signing_key(&self.pool, user_id, key).await
     }
 
     async fn delete_chats(&self, user_id: Uuid, chat_ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {

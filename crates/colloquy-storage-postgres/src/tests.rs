@@ -349,6 +349,7 @@ async fn the_active_chat_limit_holds_across_servers() {
                 config_id: None,
                 config_version: None,
                 instance_id: Uuid::new_v4(),
+                webhooks: Vec::new(),
             },
             events: vec![said(0, 1, EventType::ChatStartMessage)],
             max_active_chats: Some(LIMIT),

@@ -87,7 +87,7 @@ async fn apply_in_tx(conn: &mut PgConnection, ops: &[WriteOp]) -> StoreResult<Ve
 }
 
 /// The batch's statements in its transaction, for [`BatchRules::apply`].
-struct Tx<'c>(&'c mut PgConnection);
+pub(crate) struct Tx<'c>(pub(crate) &'c mut PgConnection);
 
 impl BatchTx for Tx<'_> {
     async fn active_chats(&mut self, user_id: Uuid) -> StoreResult<u64> {

@@ -32,6 +32,8 @@ pub async fn delete_chats(
         let Some(group) = group else { continue };
         for sql in [
             "DELETE FROM audio_jobs WHERE chat_id = ?",
+            "DELETE FROM chat_webhooks WHERE chat_id = ?",
+            "DELETE FROM webhook_deliveries WHERE chat_id = ?",
             "DELETE FROM audio_reconstructions WHERE chat_id = ?",
             "DELETE FROM chat_events WHERE chat_id = ?",
             "DELETE FROM chats WHERE id = ?",

@@ -244,7 +244,7 @@ fn bind_counters(
 
 /// The batch's statements on the writer's connection, for [`BatchRules::apply`]. Each one
 /// runs to its end before it returns: nothing here waits ([`at_once`]).
-struct Tx<'c>(&'c Connection);
+pub(crate) struct Tx<'c>(pub(crate) &'c Connection);
 
 impl BatchTx for Tx<'_> {
     async fn active_chats(&mut self, user_id: Uuid) -> StoreResult<u64> {

@@ -3,6 +3,7 @@
 //! (revoked keys, active chats, an account's active chat count) and runs its statements
 //! ([`BatchTx`]); the decisions are taken here, once ([`BatchRules::apply`]).
 
+use crate::webhooks::{concerns_webhooks, on_events, ChatWebhooks, WebhookTx};
 use crate::{GroupChoice, NewChat, NewEvent, OpOutcome, StoreResult, WriteOp};
 use colloquy_wire::ChatStatus;
 use std::borrow::Cow;
@@ -227,7 +228,7 @@ impl BatchRules {
 // Used through generics only, so each backend's futures keep the auto traits they have
 // (PostgreSQL's are `Send`; SQLite's run to their end at once, on the writer thread).
 #[allow(async_fn_in_trait)]
-pub trait BatchTx {
+pub trait BatchTx: WebhookTx {
     /// The account's `ACTIVE` chats, those started or ended earlier in the transaction
     /// included.
     async fn active_chats(&mut self, user_id: Uuid) -> StoreResult<u64>;
@@ -326,6 +327,14 @@ impl BatchRules {
                     } else {
                         let group = self.started(chat);
                         queued.push(chat.id, group, events);
+                        // The chat's webhooks, and `chat_started`, in its transaction.
+                        if let Some(hooks) = ChatWebhooks::for_new_chat(chat, events) {
+                            tx.insert_chat_webhooks(&hooks).await?;
+                            let started = hooks.started(chat.group, now_ms());
+                            if !started.is_empty() {
+                                tx.insert_deliveries(&started).await?;
+                            }
+                        }
                         OpOutcome::Applied
                     }
                 }
@@ -335,6 +344,11 @@ impl BatchRules {
                     events,
                 } => {
                     queued.push(chat_id, group_id, events);
+                    if concerns_webhooks(events) {
+                        if let Some(mut hooks) = tx.chat_webhooks(chat_id).await? {
+                            on_events(tx, &mut hooks, events, now_ms()).await?;
+                        }
+                    }
                     OpOutcome::Applied
                 }
                 Step::End {
@@ -347,6 +361,15 @@ impl BatchRules {
                 } => {
                     queued.push(chat_id, group_id, events);
                     tx.end_chat(chat_id, status, end_timestamp).await?;
+                    // `chat_ended` (and what the final events hold) in the same transaction.
+                    if let Some(mut hooks) = tx.chat_webhooks(chat_id).await? {
+                        let now = now_ms();
+                        on_events(tx, &mut hooks, events, now).await?;
+                        let ended = hooks.ended(status, end_timestamp, now);
+                        if !ended.is_empty() {
+                            tx.insert_deliveries(&ended).await?;
+                        }
+                    }
                     outcome
                 }
             };
@@ -354,6 +377,14 @@ impl BatchRules {
         }
         Ok((outcomes, queued))
     }
+}
+
+/// Now, epoch ms (when a delivery was written).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

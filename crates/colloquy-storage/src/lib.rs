@@ -18,15 +18,20 @@ mod model;
 mod resources;
 mod search;
 pub mod sql;
+pub mod webhooks;
 
 pub use batch::{
-    batch_keys, chats_written, limited_accounts, may_start_chat, resumed_groups, storable,
+    batch_keys, chats_written, limited_accounts, may_start_chat, now_ms, resumed_groups, storable,
     storable_text, BatchRules, BatchTx, ChatCounters, QueuedEvent, QueuedEvents, Step,
 };
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use resources::*;
 pub use search::{search_terms, MAX_SEARCH_TERMS};
+pub use webhooks::{
+    AttemptReport, ChatWebhooks, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    NewDelivery, WebhookEvent, WebhookSubscription, WebhookTx,
+};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -207,6 +212,54 @@ pub trait Store: ResourceStore + Send + Sync + 'static {
         result: &JobResult,
         now_ms: i64,
     ) -> StoreResult<bool>;
+
+    // ----- webhooks -----
+
+    /// Claims up to `limit` due deliveries (`pending`, `next_attempt_at` passed, unleased or
+    /// lease expired) for `worker` until `now_ms + lease_ms`. A delivery is held by one
+    /// worker at a time, whatever the number of processes.
+    async fn claim_webhook_deliveries(
+        &self,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+
+    /// Records attempts `worker` made, in one transaction, and releases their leases; a
+    /// report for a delivery whose lease `worker` lost changes nothing. Returns how many
+    /// were recorded.
+    async fn finish_webhook_deliveries(
+        &self,
+        worker: &str,
+        reports: &[AttemptReport],
+        now_ms: i64,
+    ) -> StoreResult<u64>;
+
+    /// Deliveries, newest first unless `page.ascending`; of one account, or (`None`) all.
+    async fn list_webhook_deliveries(
+        &self,
+        user_id: Option<Uuid>,
+        filter: &DeliveryFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliveryRecord>>;
+
+    /// Makes a delivery pending again, due now, with a new retry window; `None` if there is
+    /// no such delivery (of that account, with `Some`).
+    async fn retry_webhook_delivery(
+        &self,
+        user_id: Option<Uuid>,
+        id: Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Option<DeliveryRecord>>;
+
+    /// The account's webhook signing key, set to `candidate` first if it has none; `None`
+    /// if there is no such account.
+    async fn webhook_signing_key(&self, user_id: Uuid, candidate: &str)
+        -> StoreResult<Option<String>>;
+
+    /// Replaces the account's webhook signing key; false if there is no such account.
+    async fn set_webhook_signing_key(&self, user_id: Uuid, key: &str) -> StoreResult<bool>;
 
     // ----- erasure -----
 

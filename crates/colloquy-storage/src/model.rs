@@ -343,6 +343,8 @@ pub struct NewChat {
     pub config_version: Option<i64>,
     /// Server instance hosting the session (crash recovery).
     pub instance_id: Uuid,
+    /// Where the chat's webhook events go (stored with the chat; empty for none).
+    pub webhooks: Vec<crate::WebhookSubscription>,
 }
 
 /// One operation of a write batch.

@@ -1,4 +1,4 @@
-//! `colloquy keys create | list | revoke`: works on the database directly.
+//! `colloquy keys create | list | revoke | signing-key`: works on the database directly.
 
 use crate::StoreArgs;
 use clap::Subcommand;
@@ -8,7 +8,8 @@ use serde_json::json;
 /// Key management commands.
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Create an account with a new API key; prints {"user_id","api_key","secret_key"} as JSON.
+    /// Create an account with a new API key; prints {"user_id","api_key","secret_key",
+    /// "webhook_signing_key"} as JSON.
     Create {
         /// A label for the key.
         #[arg(long)]
@@ -32,6 +33,18 @@ pub enum KeysCommand {
     Revoke {
         /// The API key or its prefix (at least 4 characters).
         key: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the webhook signing key of a key's account (receivers verify
+    /// X-Hume-AI-Webhook-Signature with it); --rotate replaces it first.
+    SigningKey {
+        /// The API key or its prefix (at least 4 characters).
+        key: String,
+        /// Replace the account's signing key with a new one (deliveries are signed with it
+        /// within 5 seconds).
+        #[arg(long)]
+        rotate: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -97,6 +110,12 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 "Revoked key {}… of account {}",
                 revoked.prefix, revoked.user_id
             );
+        }
+        KeysCommand::SigningKey { key, rotate, store } => {
+            let settings = store.settings(None)?;
+            let store = colloquy_server::open_store(&settings).await?;
+            let (_, signing) = keys::signing_key(store.as_ref(), &key, rotate).await?;
+            println!("{signing}");
         }
     }
     Ok(())

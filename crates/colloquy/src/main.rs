@@ -177,6 +177,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let objects = colloquy_server::objects::Objects::open(&settings.storage, &settings.data_dir)?;
     let count = args.workers.unwrap_or(settings.audio.workers).max(1);
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let store_for_hooks = store.clone();
     let handles = spawn_workers(
         WorkerContext {
             store,
@@ -187,12 +188,21 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         },
         count,
     );
-    println!("Colloquy worker running {count} reconstruction worker(s)");
+    // Webhook deliveries, from the outbox every server shares.
+    let delivery = colloquy_server::webhooks::spawn_delivery(
+        colloquy_server::webhooks::DeliveryContext {
+            store: store_for_hooks,
+            hooks: colloquy_server::webhooks::Webhooks::new(&settings.webhooks),
+            shutdown: shutdown.clone(),
+        },
+    );
+    println!("Colloquy worker running {count} reconstruction worker(s) and a webhook delivery worker");
     shutdown_signal().await;
     shutdown.cancel();
     for h in handles {
         h.abort();
     }
+    delivery.abort();
     Ok(())
 }
 

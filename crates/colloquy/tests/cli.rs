@@ -562,6 +562,7 @@ async fn chat_with_scores(srv: &Srv) -> String {
                     config_id: None,
                     config_version: None,
                     instance_id: Uuid::new_v4(),
+                    webhooks: Vec::new(),
                 },
                 events: vec![
                     ev(0, 0, EventType::ChatStartMessage, "", ""),

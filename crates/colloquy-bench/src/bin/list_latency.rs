@@ -444,6 +444,7 @@ async fn seed(store: &dyn Store, args: &Args) -> anyhow::Result<Seeded> {
                     config_id: None,
                     config_version: None,
                     instance_id: instance,
+                    webhooks: Vec::new(),
                 },
                 events: vec![event(
                     0,

@@ -139,6 +139,27 @@ vad_threshold = 0.5
 connect_timeout_secs = 5
 timeout_secs = 5
 
+[webhooks]
+# Chat webhooks (chat_started, chat_ended, tool_call), signed as Hume signs them, delivered
+# from a durable outbox by every `colloquy serve` and `colloquy worker` sharing the database.
+# Refuse targets on loopback and private networks (for multi-tenant servers).
+deny_private_targets = false             # COLLOQUY_WEBHOOKS__DENY_PRIVATE_TARGETS
+# Seconds one attempt may take; a timeout, a connection error or a non-2xx answer is retried
+# 2 s later, then 6 s, 18 s, 54 s, ... (x3 each time, at most 2 h apart) until
+# retry_for_secs after the delivery was written; then it is marked failed.
+timeout_secs = 10
+retry_for_secs = 86400
+# Deliveries one process has in flight at once.
+max_in_flight = 64
+# Milliseconds between looks at the outbox when nothing wakes the worker.
+poll_interval_ms = 1000
+# Server-wide subscriptions: every chat of every account, signed with their own key.
+# (TOML cannot hold both a [webhooks] table and [[webhooks]] entries, so they live here.)
+# [[webhooks.subscriptions]]
+# url = "https://hooks.example.com/colloquy"
+# events = ["chat_started", "chat_ended", "tool_call"]
+# signing_key = "..."
+
 # Per-key overrides, by API key prefix as shown by `colloquy keys list`:
 # [engine.keys."AbCd1234"]
 # mode = "relay"

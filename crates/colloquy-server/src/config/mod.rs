@@ -42,6 +42,8 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// Abuse limits: failed authentication, slow clients, per-account chats and messages.
     pub limits: LimitSettings,
+    /// Chat webhooks: delivery and server-wide subscriptions.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             engine: EngineSettings::default(),
             limits: LimitSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -156,6 +159,20 @@ impl Settings {
             return bad("database.max_batch must be at least 1".into());
         }
         self.validate_engine()?;
+        if self.webhooks.timeout_secs == 0 {
+            return bad("webhooks.timeout_secs must be at least 1".into());
+        }
+        if self.webhooks.max_in_flight == 0 {
+            return bad("webhooks.max_in_flight must be at least 1".into());
+        }
+        for (i, w) in self.webhooks.subscriptions.iter().enumerate() {
+            if let Err(e) = crate::webhooks::check_subscription(&w.url, &w.events) {
+                return bad(format!("webhooks.subscriptions[{i}]: {e}"));
+            }
+            if w.signing_key.is_empty() {
+                return bad(format!("webhooks.subscriptions[{i}].signing_key is empty"));
+            }
+        }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -203,6 +220,7 @@ impl fmt::Debug for Settings {
             .field("log", &self.log)
             .field("engine", &self.engine)
             .field("limits", &self.limits)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }

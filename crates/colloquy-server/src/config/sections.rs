@@ -161,3 +161,59 @@ impl Default for LogSettings {
         }
     }
 }
+
+/// `[webhooks]`: delivery of chat webhooks, and server-wide subscriptions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Refuse targets on loopback, private, link-local and unique-local networks (for
+    /// multi-tenant servers); a refused delivery is marked failed at once.
+    pub deny_private_targets: bool,
+    /// Seconds an attempt may take (connect to the end of the response).
+    pub timeout_secs: u64,
+    /// Seconds a delivery is retried after it was written (or retried by hand), then it is
+    /// marked failed.
+    pub retry_for_secs: u64,
+    /// Deliveries one process has in flight at once.
+    pub max_in_flight: usize,
+    /// Seconds between two looks at the outbox when nothing wakes the worker (deliveries
+    /// written by other processes, retries coming due).
+    pub poll_interval_ms: u64,
+    /// Server-wide subscriptions: every chat of every account (`[[webhooks.subscriptions]]`).
+    pub subscriptions: Vec<ServerWebhook>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            deny_private_targets: false,
+            timeout_secs: 10,
+            retry_for_secs: 24 * 3600,
+            max_in_flight: 64,
+            poll_interval_ms: 1000,
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+/// One `[[webhooks.subscriptions]]` entry.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerWebhook {
+    /// Target (http or https).
+    pub url: String,
+    /// `chat_started`, `chat_ended`, `tool_call`.
+    pub events: Vec<String>,
+    /// The key its deliveries are signed with (instead of the account's).
+    pub signing_key: String,
+}
+
+impl fmt::Debug for ServerWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerWebhook")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("signing_key", &"***")
+            .finish()
+    }
+}

@@ -60,6 +60,8 @@ pub struct Core {
     /// Counts this chat among its account's open chats on this server, for
     /// retention-disabled accounts under `limits.max_concurrent_chats_per_account`.
     pub(crate) counted: Option<OpenChat>,
+    /// The chat's webhooks (issue 14).
+    pub(crate) hooks: crate::webhooks::SessionHooks,
 }
 
 impl Core {
@@ -92,6 +94,7 @@ impl Core {
             stalled: false,
             capture_notices: Vec::new(),
             counted: None,
+            hooks: Default::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl Core {
 
     /// Commits events (or, when nothing is retained, re-checks the key).
     pub(crate) async fn record(&mut self, events: Vec<NewEvent>) -> Result<(), End> {
+        let wake = self.hooks.on_record(&self.state, &events);
         let op = if self.who.data_retention {
             WriteOp::AppendEvents {
                 api_key_id: self.who.api_key_id,
@@ -168,7 +172,11 @@ impl Core {
         } else {
             self.check_key_op()
         };
-        self.submit(op).await
+        let recorded = self.submit(op).await;
+        if wake {
+            self.state.webhooks.wake();
+        }
+        recorded
     }
 
     pub(crate) fn check_key_op(&self) -> WriteOp {

@@ -105,19 +105,31 @@ impl Session {
             metadata["custom_session_id"] = json!(csid);
         }
         self.engine.on_open(core, &mut events, &mut metadata);
+        // Issue 14: the chat's webhook subscriptions (the config version's, read from the
+        // store until the configs work passes the resolved config here, and the server's).
+        let config_webhooks = crate::webhooks::config_webhooks_from_store(
+            core.state.store.as_ref(),
+            core.who.user_id,
+            params.config_id.as_deref(),
+            params.config_version,
+        )
+        .await;
+        let chat = NewChat {
+            id: core.chat_id,
+            user_id: core.who.user_id,
+            group,
+            start_timestamp: core.start_ms,
+            metadata: Some(metadata.to_string()),
+            config_id: params.config_id.clone(),
+            config_version: params.config_version,
+            instance_id: core.state.instance_id,
+            webhooks: crate::webhooks::subscriptions(&core.state.settings.webhooks, &config_webhooks),
+        };
+        core.hooks.prepare(&chat, &events, core.who.data_retention);
         let op = if core.who.data_retention {
             WriteOp::StartChat {
                 api_key_id: core.who.api_key_id,
-                chat: NewChat {
-                    id: core.chat_id,
-                    user_id: core.who.user_id,
-                    group,
-                    start_timestamp: core.start_ms,
-                    metadata: Some(metadata.to_string()),
-                    config_id: params.config_id.clone(),
-                    config_version: params.config_version,
-                    instance_id: core.state.instance_id,
-                },
+                chat,
                 events,
                 max_active_chats: Some(core.state.settings.limits.max_concurrent_chats_per_account)
                     .filter(|&max| max > 0),
@@ -149,6 +161,7 @@ impl Session {
             core.refuse(error, message).await;
             return Err(NotOpened::Refused);
         }
+        core.hooks.opened(&core.state);
         tracing::info!(chat_group_id = %core.group_id, "chat started");
         let meta = ServerMessage::ChatMetadata {
             chat_id: core.chat_id.to_string(),
@@ -240,8 +253,10 @@ impl Session {
                 Err(RecordError::Closed) => {
                     tracing::warn!("shutting down before the end of the chat was recorded; the next start closes it");
                 }
-                Ok(_) => {}
+                Ok(_) => core.hooks.ended(&core.state, ending.status, end_ts),
             }
+        } else if !core.who.data_retention {
+            core.hooks.ended(&core.state, ending.status, end_ts);
         }
         tracing::info!(status = %ending.status, reason = ending.reason, "chat ended");
         if let Some(error) = ending.farewell {
@@ -282,6 +297,7 @@ async fn finish_in_background(
         match state.recorder.submit(op.clone()).await {
             Ok(_) => {
                 tracing::info!(%chat_id, "the end of the chat is recorded");
+                state.webhooks.wake();
                 return;
             }
             Err(RecordError::Closed) => return,

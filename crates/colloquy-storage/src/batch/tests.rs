@@ -22,6 +22,7 @@ fn start(key: Uuid, user: Uuid, limit: Option<u32>) -> WriteOp {
             config_id: None,
             config_version: None,
             instance_id: Uuid::nil(),
+            webhooks: Vec::new(),
         },
         events: vec![],
         max_active_chats: limit,
@@ -135,6 +136,31 @@ struct FakeTx {
     foreign_groups: HashSet<Uuid>,
     fail_counting: bool,
     log: Vec<&'static str>,
+    hooks: HashMap<Uuid, crate::ChatWebhooks>,
+    outbox: Vec<crate::NewDelivery>,
+}
+
+impl crate::WebhookTx for FakeTx {
+    async fn insert_chat_webhooks(&mut self, h: &crate::ChatWebhooks) -> StoreResult<()> {
+        self.hooks.insert(h.chat_id, h.clone());
+        Ok(())
+    }
+
+    async fn chat_webhooks(&mut self, chat_id: Uuid) -> StoreResult<Option<crate::ChatWebhooks>> {
+        Ok(self.hooks.get(&chat_id).cloned())
+    }
+
+    async fn set_custom_session_id(&mut self, chat_id: Uuid, csid: &str) -> StoreResult<()> {
+        if let Some(h) = self.hooks.get_mut(&chat_id) {
+            h.custom_session_id = Some(csid.to_string());
+        }
+        Ok(())
+    }
+
+    async fn insert_deliveries(&mut self, d: &[crate::NewDelivery]) -> StoreResult<()> {
+        self.outbox.extend_from_slice(d);
+        Ok(())
+    }
 }
 
 impl BatchTx for FakeTx {

@@ -212,6 +212,7 @@ pub async fn nul_characters(store: &dyn Store) {
                     config_id: Some("cfg\0".into()),
                     config_version: Some(1),
                     instance_id: instance,
+                    webhooks: Vec::new(),
                 },
                 events: vec![event(
                     0,

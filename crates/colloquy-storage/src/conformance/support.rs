@@ -81,6 +81,7 @@ pub fn start_op(
             config_id: config.map(str::to_string),
             config_version: config.map(|_| 3),
             instance_id: instance,
+            webhooks: Vec::new(),
         },
         events: vec![event(
             0,

@@ -25,6 +25,8 @@ use utoipa::{Modify, OpenApi};
         crate::download::download,
         crate::auth::token,
         crate::server::healthz,
+        crate::webhooks::routes::list_deliveries,
+        crate::webhooks::routes::retry_delivery,
     ),
     modifiers(&Security, &EmptyQueryValues),
     tags(
@@ -36,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         (name = "prompts", description = "System prompts, versioned"),
         (name = "tools", description = "User-defined tools, versioned"),
         (name = "configs", description = "EVI configs, versioned"),
+        (name = "webhooks", description = "Deliveries of chat webhooks (Colloquy extension)"),
     )
 )]
 pub struct ApiDoc;

@@ -195,6 +195,45 @@ mod tests {
         async fn add_api_key(&self, _: &NewApiKey) -> StoreResult<()> {
             unreachable!()
         }
+        async fn claim_webhook_deliveries(
+            &self,
+            _: &str,
+            _: i64,
+            _: i64,
+            _: u32,
+        ) -> StoreResult<Vec<colloquy_storage::ClaimedDelivery>> {
+            unreachable!()
+        }
+        async fn finish_webhook_deliveries(
+            &self,
+            _: &str,
+            _: &[colloquy_storage::AttemptReport],
+            _: i64,
+        ) -> StoreResult<u64> {
+            unreachable!()
+        }
+        async fn list_webhook_deliveries(
+            &self,
+            _: Option<Uuid>,
+            _: &colloquy_storage::DeliveryFilter,
+            _: PageRequest,
+        ) -> StoreResult<Page<colloquy_storage::DeliveryRecord>> {
+            unreachable!()
+        }
+        async fn retry_webhook_delivery(
+            &self,
+            _: Option<Uuid>,
+            _: Uuid,
+            _: i64,
+        ) -> StoreResult<Option<colloquy_storage::DeliveryRecord>> {
+            unreachable!()
+        }
+        async fn webhook_signing_key(&self, _: Uuid, _: &str) -> StoreResult<Option<String>> {
+            unreachable!()
+        }
+        async fn set_webhook_signing_key(&self, _: Uuid, _: &str) -> StoreResult<bool> {
+            unreachable!()
+        }
         async fn count_accounts(&self) -> StoreResult<u64> {
             unreachable!()
         }

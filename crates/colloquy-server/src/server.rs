@@ -125,6 +125,7 @@ pub fn build_router(state: AppState) -> Router {
             get(rest::get_chat_group_audio),
         )
         .merge(platform::router())
+        .merge(crate::webhooks::routes::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::limit_auth_failures,

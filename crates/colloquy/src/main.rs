@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
 mod keys_cmd;
+mod webhooks_cmd;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: keys_cmd::KeysCommand,
     },
+    /// List the webhook deliveries of every account; `retry <id>` attempts one again.
+    Webhooks(webhooks_cmd::WebhooksArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Keys { command } => keys_cmd::run(command).await,
+            Command::Webhooks(args) => webhooks_cmd::run(args).await,
             Command::Config {
                 command: ConfigCommand::Example,
             } => {

@@ -129,6 +129,8 @@ pub struct ChatPage {
     audio: String,
     emotions: Emotions,
     transcript: String,
+    /// The chat's webhook deliveries (issue 14), rendered.
+    webhooks: String,
 }
 
 async fn transcript_part(
@@ -229,6 +231,7 @@ pub async fn page(
         audio: render_string(&audio)?,
         emotions,
         transcript: render_string(&transcript)?,
+        webhooks: render_string(&super::webhooks::panel(&state, &chat).await?)?,
     };
     render(&view)
 }

@@ -19,6 +19,7 @@ mod format;
 mod group;
 pub mod session;
 mod transcript;
+mod webhooks;
 
 use crate::state::AppState;
 use askama::Template;

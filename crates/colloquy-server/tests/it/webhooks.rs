@@ -249,8 +249,52 @@ async fn config_webhooks_carry_every_field_resume_and_retry_on_both_backends() {
         assert_eq!(status, 200, "{row}");
         let again = rx.wait_for(3, event("chat_ended", &chat2)).await;
         assert_eq!(again[2].body, tries[0].body);
+
+        // The chat page lists the chat's deliveries.
+        let page = ui_page(&srv, &key.api_key, &format!("/ui/chats/{chat2}")).await;
+        assert!(page.contains(r#"id="webhook-deliveries""#), "{page}");
+        assert!(page.contains(&format!(r#"data-delivery="{}""#, tries[0].delivery)), "{page}");
+        assert!(page.contains("chat_started") && page.contains("chat_ended"));
         srv.stop(db).await;
     }
+}
+
+/// A UI page, signed in with the key.
+async fn ui_page(srv: &TestServer, api_key: &str, path: &str) -> String {
+    use colloquy_server::ui::session::{csrf_token, SESSION_COOKIE, SIGN_IN_COOKIE};
+    let cookie_of = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("cookie {name}"))
+    };
+    let page = srv.http.get(format!("{}/ui/sign-in", srv.base)).send().await.unwrap();
+    let nonce = cookie_of(&page, SIGN_IN_COOKIE);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed = http
+        .post(format!("{}/ui/sign-in", srv.base))
+        .header("cookie", format!("{SIGN_IN_COOKIE}={nonce}"))
+        .form(&[("api_key", api_key.to_string()), ("csrf", csrf_token(&nonce))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let session = cookie_of(&signed, SESSION_COOKIE);
+    let r = http
+        .get(format!("{}{path}", srv.base))
+        .header("cookie", format!("{SESSION_COOKIE}={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
 }
 
 fn server_wide(url: &str, events: &[&str], key: &str) -> ServerWebhook {

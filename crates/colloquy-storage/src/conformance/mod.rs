@@ -16,6 +16,7 @@ mod orphans;
 mod resources;
 mod search;
 mod support;
+mod webhooks;
 
 pub use support::*;
 
@@ -79,6 +80,8 @@ macro_rules! conformance_tests {
             resources::resource_listings,
             resources::resource_references,
             resources::resource_isolation,
+            webhooks::webhook_outbox,
+            webhooks::webhooks_roll_back_with_their_batch,
         ]);
     };
     (@wrappers [$($file:ident::$name:ident),* $(,)?]) => {

@@ -345,11 +345,13 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         state.settings.audio.workers,
     );
     // Chats closed by the crash recovery above may have enqueued `chat_ended`.
-    workers.push(crate::webhooks::spawn_delivery(crate::webhooks::DeliveryContext {
-        store: state.store.clone(),
-        hooks: state.webhooks.clone(),
-        shutdown: state.shutdown.clone(),
-    }));
+    workers.push(crate::webhooks::spawn_delivery(
+        crate::webhooks::DeliveryContext {
+            store: state.store.clone(),
+            hooks: state.webhooks.clone(),
+            shutdown: state.shutdown.clone(),
+        },
+    ));
     let tracker = state.sessions.clone();
     let app = build_router(state.clone());
     let token = state.shutdown.clone();

@@ -24,9 +24,9 @@ mod jobs;
 mod keys;
 mod reads;
 mod rows;
-mod webhooks;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod webhooks;
 mod writes;
 
 #[cfg(test)]

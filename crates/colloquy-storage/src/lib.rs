@@ -255,8 +255,11 @@ pub trait Store: ResourceStore + Send + Sync + 'static {
 
     /// The account's webhook signing key, set to `candidate` first if it has none; `None`
     /// if there is no such account.
-    async fn webhook_signing_key(&self, user_id: Uuid, candidate: &str)
-        -> StoreResult<Option<String>>;
+    async fn webhook_signing_key(
+        &self,
+        user_id: Uuid,
+        candidate: &str,
+    ) -> StoreResult<Option<String>>;
 
     /// Replaces the account's webhook signing key; false if there is no such account.
     async fn set_webhook_signing_key(&self, user_id: Uuid, key: &str) -> StoreResult<bool>;

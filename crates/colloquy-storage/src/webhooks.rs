@@ -266,7 +266,10 @@ impl ChatWebhooks {
     fn common(&self, event: WebhookEvent) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("event_name".into(), json!(event.as_str()));
-        m.insert("chat_group_id".into(), json!(self.chat_group_id.to_string()));
+        m.insert(
+            "chat_group_id".into(),
+            json!(self.chat_group_id.to_string()),
+        );
         m.insert("chat_id".into(), json!(self.chat_id.to_string()));
         m.insert("config_id".into(), json!(self.config_id));
         m.insert("custom_session_id".into(), json!(self.custom_session_id));
@@ -342,8 +345,7 @@ impl ChatWebhooks {
                 .and_then(Value::as_bool)
                 .unwrap_or(tool_type == "function")),
         );
-        if let Some(csid) = text("custom_session_id").or_else(|| self.custom_session_id.clone())
-        {
+        if let Some(csid) = text("custom_session_id").or_else(|| self.custom_session_id.clone()) {
             call.insert("custom_session_id".into(), json!(csid));
         }
         let mut m = self.common(WebhookEvent::ToolCall);

@@ -193,14 +193,15 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         count,
     );
     // Webhook deliveries, from the outbox every server shares.
-    let delivery = colloquy_server::webhooks::spawn_delivery(
-        colloquy_server::webhooks::DeliveryContext {
+    let delivery =
+        colloquy_server::webhooks::spawn_delivery(colloquy_server::webhooks::DeliveryContext {
             store: store_for_hooks,
             hooks: colloquy_server::webhooks::Webhooks::new(&settings.webhooks),
             shutdown: shutdown.clone(),
-        },
+        });
+    println!(
+        "Colloquy worker running {count} reconstruction worker(s) and a webhook delivery worker"
     );
-    println!("Colloquy worker running {count} reconstruction worker(s) and a webhook delivery worker");
     shutdown_signal().await;
     shutdown.cancel();
     for h in handles {

@@ -47,7 +47,12 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
             .retry_webhook_delivery(None, id, colloquy_server::clock::now_ms())
             .await?
             .ok_or_else(|| anyhow::anyhow!("no webhook delivery has id {id}"))?;
-        println!("Delivery {} ({} to {}) is pending again", row.id, row.event.as_str(), row.url);
+        println!(
+            "Delivery {} ({} to {}) is pending again",
+            row.id,
+            row.event.as_str(),
+            row.url
+        );
         return Ok(());
     }
     let settings = args.store.settings(None)?;
@@ -100,7 +105,9 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
                 d.event.as_str(),
                 d.status.as_str(),
                 d.attempts,
-                d.last_status_code.map(|c| c.to_string()).unwrap_or_default(),
+                d.last_status_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
                 d.url,
                 d.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
             );

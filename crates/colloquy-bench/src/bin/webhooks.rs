@@ -84,7 +84,9 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
 
 async fn start_receiver() -> anyhow::Result<(Receiver, String)> {
     let r = Receiver::default();
-    let app = Router::new().route("/hook", post(hook)).with_state(r.clone());
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(r.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -130,7 +132,10 @@ async fn close_all(chats: Vec<(Ws, String)>) -> HashMap<String, Instant> {
         tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
         (id, at)
     });
-    futures::future::join_all(closing).await.into_iter().collect()
+    futures::future::join_all(closing)
+        .await
+        .into_iter()
+        .collect()
 }
 
 async fn wait_for(r: &Receiver, ids: &[String], timeout: Duration) -> bool {
@@ -158,8 +163,13 @@ async fn ingest(args: &Args, hooks: Option<&str>) -> anyhow::Result<(f64, f64)> 
     let start = Instant::now();
     let end = start + Duration::from_secs(args.seconds);
     let clients = (0..args.chats).map(|_| {
-        let (url, key, messages, chats, n) =
-            (url.clone(), key.clone(), messages.clone(), chats.clone(), args.messages);
+        let (url, key, messages, chats, n) = (
+            url.clone(),
+            key.clone(),
+            messages.clone(),
+            chats.clone(),
+            args.messages,
+        );
         tokio::spawn(async move {
             while Instant::now() < end {
                 let (mut ws, _) = open_chat(&url, Some(&key), true).await?;
@@ -224,7 +234,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     // 2. Burst.
-    let chats = open_many(&url, &key, args.burst).await.context("opening the burst")?;
+    let chats = open_many(&url, &key, args.burst)
+        .await
+        .context("opening the burst")?;
     let ids: Vec<String> = chats.iter().map(|(_, id)| id.clone()).collect();
     let t0 = Instant::now();
     close_all(chats).await;
@@ -264,7 +276,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         off.push(ingest(&args, None).await?);
         on.push(ingest(&args, Some(&hook_url)).await?);
     }
-    let mean = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let mean =
+        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let (m_off, m_on) = (mean(&off, |x| x.0), mean(&on, |x| x.0));
     println!(
         "ingest ({} clients, {} messages per chat, {} s): webhooks off {:.0} msg/s ({:.1} chats/s), \

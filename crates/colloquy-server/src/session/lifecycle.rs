@@ -123,7 +123,10 @@ impl Session {
             config_id: params.config_id.clone(),
             config_version: params.config_version,
             instance_id: core.state.instance_id,
-            webhooks: crate::webhooks::subscriptions(&core.state.settings.webhooks, &config_webhooks),
+            webhooks: crate::webhooks::subscriptions(
+                &core.state.settings.webhooks,
+                &config_webhooks,
+            ),
         };
         core.hooks.prepare(&chat, &events, core.who.data_retention);
         let op = if core.who.data_retention {

@@ -60,7 +60,13 @@ impl Poster {
         }
     }
 
-    async fn key(&self, store: &dyn Store, user_id: Uuid, server_wide: bool, url: &str) -> Result<String, String> {
+    async fn key(
+        &self,
+        store: &dyn Store,
+        user_id: Uuid,
+        server_wide: bool,
+        url: &str,
+    ) -> Result<String, String> {
         if server_wide {
             return self
                 .settings
@@ -123,7 +129,11 @@ impl Poster {
             Ok(r) if r.status().is_success() => Ok(i64::from(r.status().as_u16())),
             Ok(r) => {
                 let code = r.status().as_u16();
-                Err((Some(i64::from(code)), format!("the target answered HTTP {code}"), false))
+                Err((
+                    Some(i64::from(code)),
+                    format!("the target answered HTTP {code}"),
+                    false,
+                ))
             }
             Err(e) => Err((None, error_chain(&e), false)),
         }
@@ -225,7 +235,11 @@ async fn run(ctx: DeliveryContext, worker: String) {
         let full = claimed.len() as u32 == limit;
         for d in claimed {
             let permit = permits.pop().expect("one permit per claimed delivery");
-            let (store, poster, tx) = (ctx.store.clone(), ctx.hooks.poster.clone(), report_tx.clone());
+            let (store, poster, tx) = (
+                ctx.store.clone(),
+                ctx.hooks.poster.clone(),
+                report_tx.clone(),
+            );
             tokio::spawn(async move {
                 let r = poster.attempt(store.as_ref(), &d).await;
                 let _ = tx.send(r);
@@ -246,7 +260,11 @@ async fn run(ctx: DeliveryContext, worker: String) {
 }
 
 /// Records attempts as they come, as many per transaction as are waiting.
-async fn report(store: Arc<dyn Store>, worker: String, mut rx: mpsc::UnboundedReceiver<AttemptReport>) {
+async fn report(
+    store: Arc<dyn Store>,
+    worker: String,
+    mut rx: mpsc::UnboundedReceiver<AttemptReport>,
+) {
     let mut batch = Vec::new();
     while let Some(r) = rx.recv().await {
         batch.push(r);
@@ -258,7 +276,10 @@ async fn report(store: Arc<dyn Store>, worker: String, mut rx: mpsc::UnboundedRe
         }
         let mut delay = Duration::from_millis(100);
         loop {
-            match store.finish_webhook_deliveries(&worker, &batch, now_ms()).await {
+            match store
+                .finish_webhook_deliveries(&worker, &batch, now_ms())
+                .await
+            {
                 Ok(_) => break,
                 Err(e) => {
                     // The leases run out meanwhile: the deliveries are then attempted again.
@@ -295,7 +316,9 @@ pub fn send_unstored(state: &crate::state::AppState, deliveries: Vec<NewDelivery
             };
             loop {
                 let r = poster.attempt(store.as_ref(), &claimed).await;
-                let Some(next) = r.next_attempt_at else { return };
+                let Some(next) = r.next_attempt_at else {
+                    return;
+                };
                 claimed.attempts += 1;
                 let wait = Duration::from_millis((next - now_ms()).max(0) as u64);
                 tokio::select! {

@@ -158,7 +158,12 @@ impl Unstored {
     }
 
     /// `chat_ended`.
-    pub fn ended(&self, state: &crate::state::AppState, status: colloquy_wire::ChatStatus, end_ms: i64) {
+    pub fn ended(
+        &self,
+        state: &crate::state::AppState,
+        status: colloquy_wire::ChatStatus,
+        end_ms: i64,
+    ) {
         let d = self.hooks.ended(status, end_ms, crate::clock::now_ms());
         delivery::send_unstored(state, d);
     }
@@ -211,7 +216,12 @@ impl SessionHooks {
     }
 
     /// The chat's end was committed (or, retention disabled, the chat ended).
-    pub fn ended(&self, state: &crate::state::AppState, status: colloquy_wire::ChatStatus, end_ms: i64) {
+    pub fn ended(
+        &self,
+        state: &crate::state::AppState,
+        status: colloquy_wire::ChatStatus,
+        end_ms: i64,
+    ) {
         if self.stored {
             state.webhooks.wake();
         }

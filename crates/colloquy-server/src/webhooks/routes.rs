@@ -53,7 +53,9 @@ impl From<DeliveryRecord> for ReturnWebhookDelivery {
             attempts: d.attempts,
             last_status_code: d.last_status_code,
             last_error: d.last_error,
-            next_attempt_at: d.next_attempt_at.filter(|_| d.status == DeliveryStatus::Pending),
+            next_attempt_at: d
+                .next_attempt_at
+                .filter(|_| d.status == DeliveryStatus::Pending),
             created_at: d.created_at,
             body: d.body,
         }
@@ -112,7 +114,11 @@ pub async fn list_deliveries(
             .transpose()?,
         status: q
             .get("status")
-            .map(|v| v.trim().parse::<DeliveryStatus>().map_err(ApiError::invalid))
+            .map(|v| {
+                v.trim()
+                    .parse::<DeliveryStatus>()
+                    .map_err(ApiError::invalid)
+            })
             .transpose()?,
     };
     let rows = state

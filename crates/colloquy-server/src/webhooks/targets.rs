@@ -50,12 +50,17 @@ pub fn is_private(ip: IpAddr) -> bool {
 pub fn refused_literal(url: &Url) -> Option<String> {
     let host = url.host_str()?;
     if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
-        return Some(format!("{host} is a loopback target (webhooks.deny_private_targets)"));
+        return Some(format!(
+            "{host} is a loopback target (webhooks.deny_private_targets)"
+        ));
     }
-    let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-    is_private(ip).then(|| {
-        format!("{ip} is a private or loopback address (webhooks.deny_private_targets)")
-    })
+    let ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    is_private(ip)
+        .then(|| format!("{ip} is a private or loopback address (webhooks.deny_private_targets)"))
 }
 
 /// The system resolver, refusing private answers.
@@ -65,9 +70,8 @@ impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> =
                 addrs.into_iter().filter(|a| !is_private(a.ip())).collect();
             if public.is_empty() {
@@ -93,7 +97,18 @@ mod tests {
         assert!(parse_target("http://127.0.0.1:9/h").is_ok());
         assert!(parse_target("ftp://example.com/h").is_err());
         assert!(parse_target("not a url").is_err());
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.1.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1", "100.64.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "100.64.0.1",
+        ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {

@@ -53,8 +53,7 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
         signature: h("x-hume-ai-webhook-signature"),
         delivery: h("x-colloquy-delivery"),
     });
-    if r
-        .fail_first
+    if r.fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
@@ -68,7 +67,9 @@ impl Receiver {
     /// Starts it; returns it and its URL.
     pub async fn start() -> (Self, String) {
         let r = Receiver::default();
-        let app = Router::new().route("/hook", post(hook)).with_state(r.clone());
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .with_state(r.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -141,7 +142,11 @@ async fn end_chat(mut ws: Ws) {
     let _ = recv_until_close(&mut ws, Duration::from_secs(5)).await;
 }
 
-async fn wait_ended(srv: &TestServer, key: &colloquy_server::keys::CreatedKey, meta: &Value) -> colloquy_storage::ChatRecord {
+async fn wait_ended(
+    srv: &TestServer,
+    key: &colloquy_server::keys::CreatedKey,
+    meta: &Value,
+) -> colloquy_storage::ChatRecord {
     for _ in 0..100 {
         let c = srv.stored_chat(key, meta).await;
         if c.end_timestamp.is_some() {
@@ -160,7 +165,10 @@ async fn config_webhooks_carry_every_field_resume_and_retry_on_both_backends() {
             continue;
         };
         let key = srv.key(true).await;
-        let signing = key.webhook_signing_key.clone().expect("keys create prints the signing key");
+        let signing = key
+            .webhook_signing_key
+            .clone()
+            .expect("keys create prints the signing key");
         assert_eq!(signing.len(), 64);
         let (status, config) = post_json(
             &srv,
@@ -174,11 +182,17 @@ async fn config_webhooks_carry_every_field_resume_and_retry_on_both_backends() {
         let config_id = config["id"].as_str().unwrap().to_string();
 
         // A new chat; the custom_session_id is set after the start.
-        let (mut ws, meta) = srv.connect(&key.api_key, &format!("config_id={config_id}")).await;
+        let (mut ws, meta) = srv
+            .connect(&key.api_key, &format!("config_id={config_id}"))
+            .await;
         let chat_id = meta["chat_id"].as_str().unwrap().to_string();
         let group_id = meta["chat_group_id"].as_str().unwrap().to_string();
         let started = rx.wait_for(1, event("chat_started", &chat_id)).await;
-        send_json(&mut ws, json!({"type": "session_settings", "custom_session_id": "user-42"})).await;
+        send_json(
+            &mut ws,
+            json!({"type": "session_settings", "custom_session_id": "user-42"}),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         end_chat(ws).await;
         let ended = rx.wait_for(1, event("chat_ended", &chat_id)).await;
@@ -220,7 +234,10 @@ async fn config_webhooks_carry_every_field_resume_and_retry_on_both_backends() {
         let closed_at = std::time::Instant::now();
         end_chat(ws).await;
         let tries = rx.wait_for(2, event("chat_ended", &chat2)).await;
-        assert!(closed_at.elapsed() < Duration::from_secs(6), "the first retry comes within 5 s");
+        assert!(
+            closed_at.elapsed() < Duration::from_secs(6),
+            "the first retry comes within 5 s"
+        );
         assert_eq!(tries[0].body, tries[1].body);
         assert_eq!(tries[0].delivery, tries[1].delivery);
         verify(&tries[0], &signing);
@@ -229,7 +246,10 @@ async fn config_webhooks_carry_every_field_resume_and_retry_on_both_backends() {
         // Listed for the account, not for another; retried by hand.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (status, list) = srv
-            .get(&key.api_key, &format!("/v0/evi/webhook_deliveries?chat_id={chat2}"))
+            .get(
+                &key.api_key,
+                &format!("/v0/evi/webhook_deliveries?chat_id={chat2}"),
+            )
             .await;
         assert_eq!(status, 200, "{list}");
         let items = list["deliveries_page"].as_array().unwrap();
@@ -253,7 +273,10 @@ async fn config_webhooks_carry_every_field_resume_and_retry_on_both_backends() {
         // The chat page lists the chat's deliveries.
         let page = ui_page(&srv, &key.api_key, &format!("/ui/chats/{chat2}")).await;
         assert!(page.contains(r#"id="webhook-deliveries""#), "{page}");
-        assert!(page.contains(&format!(r#"data-delivery="{}""#, tries[0].delivery)), "{page}");
+        assert!(
+            page.contains(&format!(r#"data-delivery="{}""#, tries[0].delivery)),
+            "{page}"
+        );
         assert!(page.contains("chat_started") && page.contains("chat_ended"));
         srv.stop(db).await;
     }
@@ -272,7 +295,12 @@ async fn ui_page(srv: &TestServer, api_key: &str, path: &str) -> String {
             .map(str::to_string)
             .unwrap_or_else(|| panic!("cookie {name}"))
     };
-    let page = srv.http.get(format!("{}/ui/sign-in", srv.base)).send().await.unwrap();
+    let page = srv
+        .http
+        .get(format!("{}/ui/sign-in", srv.base))
+        .send()
+        .await
+        .unwrap();
     let nonce = cookie_of(&page, SIGN_IN_COOKIE);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -281,7 +309,10 @@ async fn ui_page(srv: &TestServer, api_key: &str, path: &str) -> String {
     let signed = http
         .post(format!("{}/ui/sign-in", srv.base))
         .header("cookie", format!("{SIGN_IN_COOKIE}={nonce}"))
-        .form(&[("api_key", api_key.to_string()), ("csrf", csrf_token(&nonce))])
+        .form(&[
+            ("api_key", api_key.to_string()),
+            ("csrf", csrf_token(&nonce)),
+        ])
         .send()
         .await
         .unwrap();
@@ -326,16 +357,28 @@ async fn server_wide_subscriptions_and_private_targets() {
             end_chat(ws).await;
             let (ws, meta_b) = srv.connect(&b.api_key, "").await;
             end_chat(ws).await;
-            let (ca, cb) = (meta_a["chat_id"].as_str().unwrap(), meta_b["chat_id"].as_str().unwrap());
+            let (ca, cb) = (
+                meta_a["chat_id"].as_str().unwrap(),
+                meta_b["chat_id"].as_str().unwrap(),
+            );
             if deny {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                assert!(rx.all().is_empty(), "a loopback target is refused: {:?}", rx.all());
-                let (_, list) = srv.get(&a.api_key, "/v0/evi/webhook_deliveries?status=failed").await;
+                assert!(
+                    rx.all().is_empty(),
+                    "a loopback target is refused: {:?}",
+                    rx.all()
+                );
+                let (_, list) = srv
+                    .get(&a.api_key, "/v0/evi/webhook_deliveries?status=failed")
+                    .await;
                 let row = &list["deliveries_page"][0];
                 assert_eq!(row["chat_id"], ca, "{list}");
                 assert_eq!(row["status"], "failed");
                 assert!(
-                    row["last_error"].as_str().unwrap().contains("deny_private_targets"),
+                    row["last_error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("deny_private_targets"),
                     "{row}"
                 );
             } else {
@@ -346,7 +389,10 @@ async fn server_wide_subscriptions_and_private_targets() {
                 assert_eq!(got_b[0].json["end_reason"], "USER_ENDED");
                 assert_eq!(got_b[0].json["config_id"], Value::Null);
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                assert!(rx.all().iter().all(|g| g.json["event_name"] == "chat_ended"));
+                assert!(rx
+                    .all()
+                    .iter()
+                    .all(|g| g.json["event_name"] == "chat_ended"));
                 assert_eq!(rx.all().len(), 2, "{:?}", rx.all());
                 // Nothing of the retention-disabled account is stored.
                 let (_, list) = srv.get(&b.api_key, "/v0/evi/webhook_deliveries").await;

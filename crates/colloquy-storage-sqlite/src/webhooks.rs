@@ -163,6 +163,8 @@ pub async fn claim(
     lease_ms: i64,
     limit: u32,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
+    let mut conn = write.acquire().await.map_err(db)?;
+    let sync = relaxed(&mut conn).await?;
     let rows = sqlx::query(
         "UPDATE webhook_deliveries SET lease_owner = ?, lease_until = ? WHERE id IN ( \
            SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ? \
@@ -174,10 +176,12 @@ pub async fn claim(
     .bind(now_ms)
     .bind(now_ms)
     .bind(i64::from(limit))
-    .fetch_all(write)
+    .fetch_all(&mut *conn)
     .await
-    .map_err(db)?;
-    rows.iter()
+    .map_err(db);
+    restore(&mut conn, sync).await?;
+    rows?
+        .iter()
         .map(|r| {
             Ok(ClaimedDelivery {
                 id: uuid_text(&col::<String>(r, 0)?)?,
@@ -198,7 +202,44 @@ pub async fn finish(
     worker: &str,
     reports: &[AttemptReport],
 ) -> StoreResult<u64> {
-    let mut tx = write.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let mut conn = write.acquire().await.map_err(db)?;
+    let sync = relaxed(&mut conn).await?;
+    let n = finish_on(&mut conn, worker, reports).await;
+    restore(&mut conn, sync).await?;
+    n
+}
+
+/// Claims and reports commit without waiting for the disk (`synchronous = NORMAL` for their
+/// statements only; the next `FULL` commit flushes them): losing one to a power cut only
+/// makes a delivery be posted again, which at-least-once delivery allows, and the write lock
+/// is not held through an fsync the session batches would wait for. The deliveries
+/// themselves are written by the batches, with their durability.
+async fn relaxed(conn: &mut SqliteConnection) -> StoreResult<i64> {
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(sync)
+}
+
+async fn restore(conn: &mut SqliteConnection, sync: i64) -> StoreResult<()> {
+    sqlx::query(&format!("PRAGMA synchronous = {sync}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+async fn finish_on(
+    conn: &mut SqliteConnection,
+    worker: &str,
+    reports: &[AttemptReport],
+) -> StoreResult<u64> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
     let mut n = 0;
     for r in reports {
         let res = sqlx::query(

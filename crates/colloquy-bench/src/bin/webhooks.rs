@@ -6,9 +6,12 @@
 //! 2. burst: `--burst` (2,000) open chats close at once; every `chat_ended` must arrive
 //!    exactly once (distinct delivery ids, one per chat); the rate is deliveries over the
 //!    time from the first close to the last arrival;
-//! 3. ingest: `--chats` clients each open a chat, send `--messages` `user_input` messages
-//!    (awaiting each echo) and close, again and again for `--seconds`, with webhooks off
-//!    and on (`chat_started` + `chat_ended`); messages per second of each.
+//! 3. ingest: `--chats` clients each open one chat and send `user_input` messages (awaiting
+//!    each echo) for `--seconds`, with webhooks off and on (`chat_started`, `chat_ended` and
+//!    `tool_call` subscribed); messages per second of each, the runs alternated twice;
+//! 4. churn (a worst case, not the target): the same, but each client closes its chat after
+//!    `--messages` messages and opens another, so two webhooks are written and posted for
+//!    every `--messages` messages.
 //!
 //! ```text
 //! cargo run --release -p colloquy-bench --bin webhooks
@@ -152,9 +155,9 @@ async fn wait_for(r: &Receiver, ids: &[String], timeout: Duration) -> bool {
     false
 }
 
-async fn ingest(args: &Args, hooks: Option<&str>) -> anyhow::Result<(f64, f64)> {
+async fn ingest(args: &Args, hooks: Option<&str>, per_chat: usize) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let events: &[&str] = &["chat_started", "chat_ended"];
+    let events: &[&str] = &["chat_started", "chat_ended", "tool_call"];
     let srv = server(args, dir.path(), hooks.map(|u| (u, events))).await?;
     let key = srv.key(None, true).await?.api_key;
     let url = srv.ws_url();
@@ -168,12 +171,15 @@ async fn ingest(args: &Args, hooks: Option<&str>) -> anyhow::Result<(f64, f64)> 
             key.clone(),
             messages.clone(),
             chats.clone(),
-            args.messages,
+            per_chat,
         );
         tokio::spawn(async move {
             while Instant::now() < end {
                 let (mut ws, _) = open_chat(&url, Some(&key), true).await?;
                 for i in 0..n {
+                    if Instant::now() >= end {
+                        break;
+                    }
                     let text = json!({"type": "user_input", "text": format!("message {i}")});
                     ws.send(Message::Text(text.to_string().into())).await?;
                     loop {
@@ -269,30 +275,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     srv.stop().await?;
 
-    // 3. Ingest with webhooks off and on (alternated twice).
-    let mut off = Vec::new();
-    let mut on = Vec::new();
-    for _ in 0..2 {
-        off.push(ingest(&args, None).await?);
-        on.push(ingest(&args, Some(&hook_url)).await?);
+    // 3. Ingest, and 4. churn, with webhooks off and on (alternated twice).
+    for (what, per_chat) in [("ingest", usize::MAX), ("churn", args.messages)] {
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        for _ in 0..2 {
+            off.push(ingest(&args, None, per_chat).await?);
+            on.push(ingest(&args, Some(&hook_url), per_chat).await?);
+        }
+        let mean = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+            v.iter().map(f).sum::<f64>() / v.len() as f64
+        };
+        let (m_off, m_on) = (mean(&off, |x| x.0), mean(&on, |x| x.0));
+        println!(
+            "{what} ({} clients, {} messages per chat, {} s): webhooks off {:.0} msg/s ({:.1} chats/s), \
+             on {:.0} msg/s ({:.1} chats/s): {:+.1}% (runs off {:?}, on {:?})",
+            args.chats,
+            if per_chat == usize::MAX { "all".to_string() } else { per_chat.to_string() },
+            args.seconds,
+            m_off,
+            mean(&off, |x| x.1),
+            m_on,
+            mean(&on, |x| x.1),
+            (m_on / m_off - 1.0) * 100.0,
+            off.iter().map(|x| x.0.round()).collect::<Vec<_>>(),
+            on.iter().map(|x| x.0.round()).collect::<Vec<_>>(),
+        );
     }
-    let mean =
-        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
-    let (m_off, m_on) = (mean(&off, |x| x.0), mean(&on, |x| x.0));
-    println!(
-        "ingest ({} clients, {} messages per chat, {} s): webhooks off {:.0} msg/s ({:.1} chats/s), \
-         on {:.0} msg/s ({:.1} chats/s): {:+.1}% (runs off {:?}, on {:?})",
-        args.chats,
-        args.messages,
-        args.seconds,
-        m_off,
-        mean(&off, |x| x.1),
-        m_on,
-        mean(&on, |x| x.1),
-        (m_on / m_off - 1.0) * 100.0,
-        off.iter().map(|x| x.0.round()).collect::<Vec<_>>(),
-        on.iter().map(|x| x.0.round()).collect::<Vec<_>>(),
-    );
     Ok(())
 }
 

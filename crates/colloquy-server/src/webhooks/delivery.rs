@@ -32,6 +32,9 @@ use uuid::Uuid;
 /// used from then on).
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// How long a woken worker waits for more commits before it claims.
+const COALESCE: Duration = Duration::from_millis(3);
+
 /// The HTTP client and the cache of signing keys, shared by the worker and the
 /// retention-disabled sends.
 pub struct Poster {
@@ -249,7 +252,11 @@ async fn run(ctx: DeliveryContext, worker: String) {
         drop(permits);
         if !full {
             tokio::select! {
-                _ = ctx.hooks.wake.notified() => {}
+                _ = ctx.hooks.wake.notified() => {
+                    // Let the commits of the next few milliseconds join this claim: one
+                    // claim transaction for many chats ending at once.
+                    tokio::time::sleep(COALESCE).await;
+                }
                 _ = tokio::time::sleep(poll) => {}
                 _ = ctx.shutdown.cancelled() => break,
             }

@@ -123,12 +123,12 @@ impl WebhookTx for Tx<'_> {
 /// Crash recovery: `chat_ended` (`ERROR`, at their last event time) for the chats it
 /// closes, in its transaction.
 pub async fn enqueue_recovered_ends(conn: &mut PgConnection, closed: &[Uuid]) -> StoreResult<()> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(
         "SELECT w.chat_id, w.user_id, w.chat_group_id, w.start_timestamp, w.config_id, \
          w.custom_session_id, w.subscriptions, c.end_timestamp \
          FROM chat_webhooks w JOIN chats c ON c.id = w.chat_id \
-         WHERE w.chat_id = ANY($1) AND c.status = 'ERROR'"
-    ))
+         WHERE w.chat_id = ANY($1) AND c.status = 'ERROR'",
+    )
     .bind(closed)
     .fetch_all(&mut *conn)
     .await

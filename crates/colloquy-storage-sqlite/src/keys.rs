@@ -227,7 +227,7 @@ pub async fn close_orphaned_chats(write: &SqlitePool, stale_before_ms: i64) -> S
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        crate::webhooks::enqueue_recovered_end(&mut *tx, &chat_id, last).await?;
+        crate::webhooks::enqueue_recovered_end(&mut tx, &chat_id, last).await?;
     }
     tx.commit().await.map_err(db)?;
     Ok(rows.len() as u64)

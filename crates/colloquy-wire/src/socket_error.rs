@@ -25,6 +25,8 @@ pub enum SocketError {
     ResumeUnavailable,
     /// The account has as many open chats as allowed.
     TooManyChats,
+    /// `config_id` (or its `config_version`) is unknown or another account's.
+    ConfigNotFound,
     /// The API key was revoked.
     ApiKeyRevoked,
     /// The database failed.
@@ -47,7 +49,7 @@ pub enum SocketError {
 
 impl SocketError {
     /// Every socket error, in the order of the documentation's table.
-    pub const ALL: [SocketError; 18] = [
+    pub const ALL: [SocketError; 19] = [
         SocketError::InvalidJson,
         SocketError::InvalidMessage,
         SocketError::MessageTooLarge,
@@ -57,6 +59,7 @@ impl SocketError {
         SocketError::ChatGroupNotFound,
         SocketError::ResumeUnavailable,
         SocketError::TooManyChats,
+        SocketError::ConfigNotFound,
         SocketError::ApiKeyRevoked,
         SocketError::StorageFailure,
         SocketError::AudioCaptureFailed,
@@ -80,6 +83,7 @@ impl SocketError {
             SocketError::ChatGroupNotFound => "E0201",
             SocketError::ResumeUnavailable => "E0202",
             SocketError::TooManyChats => "E0203",
+            SocketError::ConfigNotFound => "E0204",
             SocketError::ApiKeyRevoked => "E0300",
             SocketError::StorageFailure => "I0100",
             SocketError::AudioCaptureFailed => "I0101",
@@ -103,6 +107,7 @@ impl SocketError {
             SocketError::ChatGroupNotFound => "chat_group_not_found",
             SocketError::ResumeUnavailable => "resume_unavailable",
             SocketError::TooManyChats => "too_many_chats",
+            SocketError::ConfigNotFound => "config_not_found",
             SocketError::ApiKeyRevoked => "api_key_revoked",
             SocketError::StorageFailure => "storage_failure",
             SocketError::AudioCaptureFailed => "audio_capture_failed",

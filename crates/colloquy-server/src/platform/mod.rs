@@ -13,6 +13,7 @@
 //! `invalid_combination`, `invalid_json`, `unknown_reference` and `still_referenced` for
 //! what it cannot), `401`, `404` for unknown ids and other accounts' ids alike.
 
+pub mod chat_config;
 pub mod configs;
 pub mod prompts;
 mod routes;

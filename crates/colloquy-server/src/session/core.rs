@@ -7,13 +7,15 @@ use super::settings;
 use crate::capture::VoiceRecorder;
 use crate::clock::now_ms;
 use crate::limits::OpenChat;
+use crate::platform::chat_config::ChatConfig;
 use crate::recorder::RecordError;
 use crate::state::AppState;
 use axum::extract::ws::WebSocket;
 use colloquy_audio::StreamProbe;
 use colloquy_storage::{NewEvent, OpOutcome, Principal, WriteOp};
-use colloquy_wire::socket::SessionSettings;
+use colloquy_wire::socket::{ChatMessage, Inference, ServerMessage, SessionSettings};
 use colloquy_wire::{EventRole, EventType};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -30,6 +32,14 @@ pub struct Core {
     pub(crate) request_id: String,
     /// Epoch ms the socket was accepted.
     pub(crate) start_ms: i64,
+    /// When the socket was accepted.
+    pub(crate) accepted: Instant,
+    /// The chat's config version (`config_id` at connect), resolved before the chat is
+    /// stored.
+    pub(crate) config: Option<Arc<ChatConfig>>,
+    /// The config's inactivity message was said; the chat ends at the next inactivity
+    /// deadline unless the user does something first.
+    pub(crate) warned_inactive: bool,
     last_ts: i64,
     next_seq: i64,
     /// Session settings in effect (connect-time ones merged with later messages).
@@ -78,6 +88,9 @@ impl Core {
             group_id: Uuid::now_v7(),
             request_id,
             start_ms,
+            accepted: now,
+            config: None,
+            warned_inactive: false,
             last_ts: start_ms,
             next_seq: 0,
             settings: SessionSettings::default(),
@@ -93,6 +106,59 @@ impl Core {
             capture_notices: Vec::new(),
             counted: None,
         }
+    }
+
+    /// Applies the chat's config: its timeouts replace the server's `chat.*` ones (a
+    /// disabled maximum duration falls back to `chat.max_duration_secs`).
+    pub(crate) fn set_config(&mut self, config: ChatConfig) {
+        if let Some(max) = config.max_duration {
+            self.max_at = self.accepted + max;
+        }
+        self.config = Some(Arc::new(config));
+    }
+
+    /// The inactivity timeout in effect: the config's (`None` when the config disables
+    /// it), else `chat.inactivity_timeout_secs`.
+    pub(crate) fn inactivity(&self) -> Option<Duration> {
+        match &self.config {
+            Some(c) => c.inactivity,
+            None => Some(Duration::from_secs(
+                self.state.settings.chat.inactivity_timeout_secs,
+            )),
+        }
+    }
+
+    /// The system prompt in effect: the session's (`session_settings.system_prompt`), else
+    /// the config's.
+    pub(crate) fn system_prompt(&self) -> Option<&str> {
+        self.settings
+            .system_prompt
+            .as_deref()
+            .or_else(|| self.config.as_ref().and_then(|c| c.prompt.as_deref()))
+    }
+
+    /// Records `text` as an `AGENT_MESSAGE` and queues its `assistant_message` (sent with
+    /// the next flush); returns the message id (the event's).
+    pub(crate) async fn assistant_says(
+        &mut self,
+        text: &str,
+        from_text: bool,
+    ) -> Result<String, End> {
+        let ev = self.event(EventRole::Agent, EventType::AgentMessage, text);
+        let id = ev.id.to_string();
+        self.record(vec![ev]).await?;
+        self.feed(&ServerMessage::AssistantMessage {
+            id: id.clone(),
+            message: ChatMessage {
+                role: "assistant".into(),
+                content: Some(text.to_string()),
+            },
+            models: Inference::default(),
+            from_text,
+            is_quick_response: false,
+        })
+        .await?;
+        Ok(id)
     }
 
     /// A new event with the next sequence number and a non-decreasing timestamp.

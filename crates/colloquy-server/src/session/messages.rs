@@ -99,22 +99,9 @@ impl Session {
                     .await
             }
             ClientMessage::AssistantInput(input) => {
-                let ev = core.event(EventRole::Agent, EventType::AgentMessage, &input.text);
-                let id = ev.id.to_string();
-                core.record(vec![ev]).await?;
                 // Queued: without speech it leaves with `assistant_end` in one write; an
                 // engine that speaks sends it first.
-                core.feed(&ServerMessage::AssistantMessage {
-                    id: id.clone(),
-                    message: ChatMessage {
-                        role: "assistant".into(),
-                        content: Some(input.text.clone()),
-                    },
-                    models: Inference::default(),
-                    from_text: true,
-                    is_quick_response: false,
-                })
-                .await?;
+                let id = core.assistant_says(&input.text, true).await?;
                 let event = ClientEvent::AssistantText {
                     id: &id,
                     text: &input.text,

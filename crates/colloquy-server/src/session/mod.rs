@@ -121,6 +121,16 @@ pub async fn chat_socket(
         })
 }
 
+/// A timer that never fires (about thirty years).
+const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// Which of the config's event messages is said.
+#[derive(Debug, Clone, Copy)]
+enum Said {
+    Inactivity,
+    MaxDuration,
+}
+
 /// One chat session: the engine-independent [`Core`] and the chat's [`Engine`].
 pub struct Session {
     pub(crate) core: Core,
@@ -142,6 +152,9 @@ async fn start(
                 .await
         }
     };
+    if !core.resolve_config(&params, mode).await {
+        return;
+    }
     let Some(group) = core.group_choice(&params).await else {
         return;
     };
@@ -158,6 +171,8 @@ async fn start(
             Some(services) => Engine::Pipeline(Box::new(PipelineEngine::new(
                 services,
                 params.verbose_transcription,
+                core.config.as_deref(),
+                &core.state.settings.engine.pipeline,
             ))),
             None => {
                 return core
@@ -183,7 +198,10 @@ async fn start(
             Some(end) => end,
             None => {
                 session.engine.opened(&mut session.core, resumed).await;
-                session.run().await
+                match session.greet().await {
+                    Ok(()) => session.run().await,
+                    Err(end) => end,
+                }
             }
         },
     };
@@ -195,7 +213,8 @@ async fn start(
 impl Session {
     /// Runs the chat until it ends.
     async fn run(&mut self) -> End {
-        let inactivity = Duration::from_secs(self.core.state.settings.chat.inactivity_timeout_secs);
+        // A disabled inactivity timeout (by the chat's config) never fires.
+        let inactivity = self.core.inactivity().unwrap_or(NEVER);
         self.core.idle_at = Instant::now() + inactivity;
         let max_duration = sleep_until(self.core.max_at);
         let idle = sleep_until(self.core.idle_at);
@@ -225,8 +244,26 @@ impl Session {
             let msg = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                _ = &mut max_duration => return End::MaxDuration,
-                _ = &mut idle => return End::Inactivity,
+                _ = &mut max_duration => {
+                    return match self.say_event_message(Said::MaxDuration).await {
+                        Ok(()) => End::MaxDuration,
+                        Err(end) => end,
+                    };
+                }
+                _ = &mut idle => {
+                    if self.core.warned_inactive || self.core.config.as_ref().is_none_or(|c| c.on_inactivity.is_none()) {
+                        return End::Inactivity;
+                    }
+                    // Said once; the user has a grace period to answer.
+                    if let Err(end) = self.say_event_message(Said::Inactivity).await {
+                        return end;
+                    }
+                    self.core.warned_inactive = true;
+                    let grace = Duration::from_secs(self.core.state.settings.chat.inactivity_grace_secs);
+                    self.core.idle_at = Instant::now() + grace;
+                    idle.as_mut().reset(self.core.idle_at);
+                    continue;
+                }
                 _ = flush_due => {
                     self.core.flush_audio().await;
                     continue;
@@ -281,6 +318,7 @@ impl Session {
                     .await
             } else {
                 self.core.idle_at = Instant::now() + inactivity;
+                self.core.warned_inactive = false;
                 idle.as_mut().reset(self.core.idle_at);
                 match text {
                     Message::Text(t) => {
@@ -307,6 +345,39 @@ impl Session {
             if let Err(end) = step {
                 return end;
             }
+        }
+    }
+
+    /// The config's `on_new_chat` greeting, right after `chat_metadata` (relayed chats leave
+    /// greetings to the upstream).
+    async fn greet(&mut self) -> Result<(), End> {
+        if matches!(self.engine, Engine::Relay(_)) {
+            return Ok(());
+        }
+        let Some(text) = self.core.config.as_ref().and_then(|c| c.greeting.clone()) else {
+            return Ok(());
+        };
+        self.engine.say(&mut self.core, &text).await
+    }
+
+    /// Says the config's message for a timeout that fired, if it has one enabled.
+    async fn say_event_message(&mut self, which: Said) -> Result<(), End> {
+        let text = self.core.config.as_ref().and_then(|c| match which {
+            Said::Inactivity => c.on_inactivity.clone(),
+            Said::MaxDuration => c.on_max_duration.clone(),
+        });
+        if text.is_some() {
+            // The deadline that fired no longer bounds the sends of the message itself.
+            let grace = Instant::now()
+                + Duration::from_secs(self.core.state.settings.chat.send_timeout_secs);
+            match which {
+                Said::Inactivity => self.core.idle_at = grace,
+                Said::MaxDuration => self.core.max_at = grace,
+            }
+        }
+        match text {
+            Some(text) => self.engine.say(&mut self.core, &text).await,
+            None => Ok(()),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod audio;
 mod client_voice;
+mod configs;
 mod disk_full;
 mod expression;
 mod fuzz;

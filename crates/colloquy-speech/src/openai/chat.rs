@@ -140,6 +140,8 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Output token limit.
     pub max_tokens: Option<u32>,
+    /// The model to use instead of the service's configured `model`.
+    pub model: Option<String>,
 }
 
 /// The streamed answer: text deltas, then tool calls, then [`LlmDelta::Done`]. Dropping it
@@ -169,7 +171,7 @@ impl ChatClient {
     /// The JSON body sent for `request`.
     pub fn request_body(&self, request: &ChatRequest) -> Value {
         let mut body = serde_json::json!({
-            "model": self.endpoint.config.model,
+            "model": request.model.as_deref().unwrap_or(&self.endpoint.config.model),
             "messages": request.messages,
             "stream": true,
         });
@@ -301,6 +303,7 @@ mod tests {
             }],
             temperature: None,
             max_tokens: Some(100),
+            model: None,
         });
         assert_eq!(
             body,

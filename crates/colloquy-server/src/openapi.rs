@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         crate::rest::delete_chat_group,
         crate::download::download,
         crate::auth::token,
+        crate::control::send::send,
         crate::server::healthz,
     ),
     modifiers(&Security, &EmptyQueryValues),
@@ -36,6 +37,7 @@ use utoipa::{Modify, OpenApi};
         (name = "prompts", description = "System prompts, versioned"),
         (name = "tools", description = "User-defined tools, versioned"),
         (name = "configs", description = "EVI configs, versioned"),
+        (name = "control_plane", description = "Messages into live chats"),
     )
 )]
 pub struct ApiDoc;

@@ -105,6 +105,14 @@ pub fn build_router(state: AppState) -> Router {
         .route("/oauth2-cc/token", post(auth::token))
         .route("/v0/evi/chat", get(session::chat_socket))
         .route("/v0/assistant/chat", get(session::chat_socket))
+        .route(
+            "/v0/evi/chat/{chat_id}/send",
+            post(crate::control::send::send),
+        )
+        .route(
+            "/v0/evi/chat/{chat_id}/connect",
+            get(crate::control::observe::connect),
+        )
         .route("/v0/evi/chats", get(rest::list_chats))
         .route(
             "/v0/evi/chats/{id}",
@@ -329,6 +337,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         client_voice,
         account_limits: Arc::default(),
         auth_failures: AuthFailureLimiter::new(auth_failures_per_minute),
+        live: Arc::default(),
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let workers = spawn_workers(

@@ -48,6 +48,8 @@ pub struct Inner {
     pub account_limits: Arc<crate::limits::AccountLimits>,
     /// Failed authentications per client address (`[limits] auth_failures_per_minute`).
     pub auth_failures: AuthFailureLimiter,
+    /// The chats running on this server, for the control plane.
+    pub live: Arc<crate::live::LiveSessions>,
 }
 
 impl AppState {

@@ -27,6 +27,10 @@ pub enum SocketError {
     TooManyChats,
     /// `config_id` (or its `config_version`) is unknown or another account's.
     ConfigNotFound,
+    /// Control plane: no active chat of the account has this id.
+    ChatNotLive,
+    /// Control plane: the chat was not opened with `allow_connection=true`.
+    ConnectionNotAllowed,
     /// The API key was revoked.
     ApiKeyRevoked,
     /// The database failed.
@@ -49,7 +53,7 @@ pub enum SocketError {
 
 impl SocketError {
     /// Every socket error, in the order of the documentation's table.
-    pub const ALL: [SocketError; 19] = [
+    pub const ALL: [SocketError; 21] = [
         SocketError::InvalidJson,
         SocketError::InvalidMessage,
         SocketError::MessageTooLarge,
@@ -60,6 +64,8 @@ impl SocketError {
         SocketError::ResumeUnavailable,
         SocketError::TooManyChats,
         SocketError::ConfigNotFound,
+        SocketError::ChatNotLive,
+        SocketError::ConnectionNotAllowed,
         SocketError::ApiKeyRevoked,
         SocketError::StorageFailure,
         SocketError::AudioCaptureFailed,
@@ -84,6 +90,8 @@ impl SocketError {
             SocketError::ResumeUnavailable => "E0202",
             SocketError::TooManyChats => "E0203",
             SocketError::ConfigNotFound => "E0204",
+            SocketError::ChatNotLive => "E0205",
+            SocketError::ConnectionNotAllowed => "E0206",
             SocketError::ApiKeyRevoked => "E0300",
             SocketError::StorageFailure => "I0100",
             SocketError::AudioCaptureFailed => "I0101",
@@ -108,6 +116,8 @@ impl SocketError {
             SocketError::ResumeUnavailable => "resume_unavailable",
             SocketError::TooManyChats => "too_many_chats",
             SocketError::ConfigNotFound => "config_not_found",
+            SocketError::ChatNotLive => "chat_not_active",
+            SocketError::ConnectionNotAllowed => "connection_not_allowed",
             SocketError::ApiKeyRevoked => "api_key_revoked",
             SocketError::StorageFailure => "storage_failure",
             SocketError::AudioCaptureFailed => "audio_capture_failed",

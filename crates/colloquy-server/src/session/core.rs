@@ -7,6 +7,7 @@ use super::settings;
 use crate::capture::VoiceRecorder;
 use crate::clock::now_ms;
 use crate::limits::OpenChat;
+use crate::live::{Observed, ObserverTx};
 use crate::platform::chat_config::ChatConfig;
 use crate::recorder::RecordError;
 use crate::state::AppState;
@@ -15,6 +16,7 @@ use colloquy_audio::StreamProbe;
 use colloquy_storage::{NewEvent, OpOutcome, Principal, WriteOp};
 use colloquy_wire::socket::{ChatMessage, Inference, ServerMessage, SessionSettings};
 use colloquy_wire::{EventRole, EventType};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -53,6 +55,8 @@ pub struct Core {
     pub(crate) assistant_audio: Option<VoiceRecorder>,
     /// Set when the current client message was refused with an `error`.
     pub(crate) rejected: bool,
+    /// What the last refused message was told (for a control-plane message's answer).
+    pub(crate) last_refusal: Option<String>,
     /// The current client message still needs its key check (see `check_key_or_defer`).
     pub(crate) key_check_due: bool,
     /// The engine lets key checks of messages that record nothing finish in the background.
@@ -70,7 +74,29 @@ pub struct Core {
     /// Counts this chat among its account's open chats on this server, for
     /// retention-disabled accounts under `limits.max_concurrent_chats_per_account`.
     pub(crate) counted: Option<OpenChat>,
+    /// Observers attached through the control plane; every message to the client is also
+    /// sent to them (one that falls behind is dropped).
+    pub(crate) observers: Vec<ObserverTx>,
+    /// For retention-disabled accounts with `allow_connection` (nothing is stored): the
+    /// messages an observer attaching now is sent as the history, newest last.
+    pub(crate) held: Option<VecDeque<Arc<str>>>,
+    /// The `chat_metadata` the client received.
+    pub(crate) chat_metadata: String,
 }
+
+/// Messages a retention-disabled chat holds for observers' history.
+const HELD_MESSAGES: usize = 300;
+
+/// Message types an observer's history replays.
+const REPLAYED: [&str; 7] = [
+    "\"user_message\"",
+    "\"assistant_message\"",
+    "\"tool_call\"",
+    "\"tool_response\"",
+    "\"tool_error\"",
+    "\"user_interruption\"",
+    "\"assistant_end\"",
+];
 
 impl Core {
     /// A session on an accepted socket; the chat is not stored yet.
@@ -99,12 +125,16 @@ impl Core {
             user_audio: None,
             assistant_audio: None,
             rejected: false,
+            last_refusal: None,
             key_check_due: false,
             defer_key_checks: false,
             end_detail: None,
             stalled: false,
             capture_notices: Vec::new(),
             counted: None,
+            observers: Vec::new(),
+            held: None,
+            chat_metadata: String::new(),
         }
     }
 
@@ -159,6 +189,43 @@ impl Core {
         })
         .await?;
         Ok(id)
+    }
+
+    /// The sequence number the next event gets.
+    pub(crate) fn next_seq(&self) -> i64 {
+        self.next_seq
+    }
+
+    /// Sends a message the client is sent to the chat's observers (and holds it for the
+    /// history of later ones when nothing is stored).
+    pub(crate) fn observe(&mut self, text: &str) {
+        if self.observers.is_empty() && self.held.is_none() {
+            return;
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.observers
+            .retain(|o| o.try_send(Observed::Message(shared.clone())).is_ok());
+        if let Some(held) = &mut self.held {
+            let replayed = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("type").map(|t| t.to_string()))
+                .is_some_and(|t| {
+                    REPLAYED.contains(&t.as_str()) && !text.contains("\"interim\":true")
+                });
+            if replayed {
+                if held.len() == HELD_MESSAGES {
+                    held.pop_front();
+                }
+                held.push_back(shared);
+            }
+        }
+    }
+
+    /// The chat ended: each observer's socket closes with `reason`.
+    pub(crate) fn release_observers(&mut self, reason: &str) {
+        for o in self.observers.drain(..) {
+            let _ = o.try_send(Observed::Ended(reason.to_string()));
+        }
     }
 
     /// A new event with the next sequence number and a non-decreasing timestamp.

@@ -212,7 +212,20 @@ impl Session {
             chat_group_id: core.group_id.to_string(),
             request_id: core.request_id.clone(),
         };
-        core.send_or_end(&meta).await.map_err(NotOpened::ClientGone)
+        core.chat_metadata = serde_json::to_string(&meta).unwrap_or_default();
+        core.send_or_end(&meta)
+            .await
+            .map_err(NotOpened::ClientGone)?;
+        // Reachable through the control plane from now on.
+        if params.allow_connection && !core.who.data_retention {
+            core.held = Some(Default::default());
+        }
+        let (registration, control) =
+            core.state
+                .live
+                .register(core.chat_id, core.who.user_id, params.allow_connection);
+        self.live = Some((registration, control));
+        Ok(())
     }
 
     /// Ends the chat: records the end, then lets the close handshake finish.
@@ -301,6 +314,10 @@ impl Session {
             }
         }
         tracing::info!(status = %ending.status, reason = ending.reason, "chat ended");
+        // Not reachable any more; observers' sockets close with the chat's end reason.
+        self.live = None;
+        let core = &mut self.core;
+        core.release_observers(ending.reason);
         if let Some(error) = ending.farewell {
             let limit = core.state.settings.chat.max_message_bytes * super::HARD_LIMIT_FACTOR;
             let message = end.farewell_message(core.end_detail.as_deref(), deleted, limit);

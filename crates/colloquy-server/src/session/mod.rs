@@ -21,7 +21,7 @@ pub mod connect;
 pub mod core;
 pub mod ending;
 pub mod lifecycle;
-mod messages;
+pub mod messages;
 mod output;
 pub mod settings;
 
@@ -31,6 +31,7 @@ use crate::engine::pipeline::PipelineEngine;
 use crate::engine::relay::RelayEngine;
 use crate::engine::{Engine, EngineMode};
 use crate::error::ApiError;
+use crate::live::{Attached, Control, Registration};
 use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -45,6 +46,7 @@ use ending::End;
 use futures::stream::{FuturesUnordered, StreamExt};
 use lifecycle::NotOpened;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
@@ -135,6 +137,9 @@ enum Said {
 pub struct Session {
     pub(crate) core: Core,
     pub(crate) engine: Engine,
+    /// The chat's place among the live chats (`crate::live`) and its control queue, once
+    /// open.
+    pub(crate) live: Option<(Registration, mpsc::Receiver<Control>)>,
 }
 
 /// Runs a session from the accepted socket to its end.
@@ -190,7 +195,11 @@ async fn start(
         Engine::Relay(r) => r.start_failure(),
         _ => None,
     };
-    let mut session = Session { core, engine };
+    let mut session = Session {
+        core,
+        engine,
+        live: None,
+    };
     let end = match session.open(params, group).await {
         Err(NotOpened::Refused) => return session.engine.close(End::ClientClosed).await,
         Err(NotOpened::ClientGone(end)) => end,
@@ -276,6 +285,49 @@ impl Session {
                 }
                 out = self.engine.next(start_ms) => {
                     if let Err(end) = self.engine.on_output(&mut self.core, out).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Some(control) = next_control(&mut self.live) => {
+                    let step = match control {
+                        Control::Publish { raw, reply } => {
+                            // A control-plane message is user activity, like the client's.
+                            self.core.idle_at = Instant::now() + inactivity;
+                            self.core.warned_inactive = false;
+                            idle.as_mut().reset(self.core.idle_at);
+                            self.core.rejected = false;
+                            self.core.last_refusal = None;
+                            let step = self.handle_text(&raw).await;
+                            if std::mem::take(&mut self.core.key_check_due) && step.is_ok() {
+                                let checked = self.core.check_key().await;
+                                let _ = reply.send(match (&checked, self.core.last_refusal.take()) {
+                                    (Ok(()), Some(refusal)) => Err(refusal),
+                                    _ => Ok(()),
+                                });
+                                checked
+                            } else {
+                                let _ = reply.send(match self.core.last_refusal.take() {
+                                    Some(refusal) => Err(refusal),
+                                    None => Ok(()),
+                                });
+                                step
+                            }
+                        }
+                        Control::Observe { tx, reply } => {
+                            let attached = Attached {
+                                chat_metadata: self.core.chat_metadata.clone(),
+                                next_seq: self.core.next_seq(),
+                                start_ms: self.core.start_ms,
+                                held: self.core.held.iter().flatten().cloned().collect(),
+                            };
+                            if reply.send(attached).is_ok() {
+                                self.core.observers.push(tx);
+                            }
+                            Ok(())
+                        }
+                    };
+                    if let Err(end) = step {
                         return end;
                     }
                     continue;
@@ -393,6 +445,16 @@ impl Session {
             .state
             .account_limits
             .allow_message(self.core.who.user_id, per_second)
+    }
+}
+
+/// The next control-plane request of an open chat (never, before it is open).
+async fn next_control(
+    live: &mut Option<(Registration, mpsc::Receiver<Control>)>,
+) -> Option<Control> {
+    match live {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -16,6 +16,9 @@ impl Core {
     /// fire on time. `flush: false` only queues the frame (the next flushing write sends
     /// both in one write).
     pub(crate) async fn write(&mut self, msg: Message, flush: bool) -> Result<(), End> {
+        if let Message::Text(text) = &msg {
+            self.observe(text.as_str());
+        }
         if flush {
             self.with_deadline(|socket| futures::SinkExt::send(socket, msg))
                 .await
@@ -101,6 +104,7 @@ impl Core {
     ) -> Result<(), End> {
         tracing::debug!(code = error.code(), %message, "bad client message");
         self.rejected = true;
+        self.last_refusal = Some(message.clone());
         self.send_error(error, message).await
     }
 

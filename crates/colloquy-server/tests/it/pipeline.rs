@@ -944,3 +944,54 @@ async fn a_pipeline_chat_follows_its_config() {
     assert_eq!(events[3]["message_text"], "Hi from the config.");
     srv.stop(None).await;
 }
+
+/// A backend answers the model's tool call through the control plane (`send`), without the
+/// client: the pipeline goes on with the result.
+#[tokio::test]
+async fn a_tool_call_is_answered_through_the_control_plane() {
+    let (fake, url) = Fake::start().await;
+    let srv = TestServer::sqlite(pipeline_to(url)).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let (mut ws, meta) = srv.connect(k, "").await;
+    let chat = meta["chat_id"].as_str().unwrap();
+    let (status, _) = crate::control::send(
+        &srv,
+        k,
+        chat,
+        json!({"type": "session_settings",
+               "tools": [{"type": "function", "name": "get_weather",
+                          "parameters": "{\"type\":\"object\"}"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = crate::control::send(
+        &srv,
+        k,
+        chat,
+        json!({"type": "user_input", "text": "weather"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    sentence(&mut ws, "Let me check.").await;
+    let call = recv_json(&mut ws).await;
+    assert_eq!(call["tool_call_id"], "call-1");
+    let (status, _) = crate::control::send(
+        &srv,
+        k,
+        chat,
+        json!({"type": "tool_response", "tool_call_id": "call-1", "content": "sunny"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sentence(&mut ws, "It is sunny in Paris.").await;
+    assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
+    let req = fake.chats.lock().unwrap()[1].clone();
+    let last = req["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last,
+        json!({"role": "tool", "content": "sunny", "tool_call_id": "call-1"})
+    );
+    srv.stop(None).await;
+}

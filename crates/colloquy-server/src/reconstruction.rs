@@ -87,6 +87,7 @@ mod tests {
             account_limits: Default::default(),
             auth_failures: crate::limits::AuthFailureLimiter::new(10),
             live: Default::default(),
+            remote: None,
         })
     }
 

@@ -322,6 +322,10 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .unwrap_or_else(|| format!("http://{addr}"));
     let (pipeline, client_voice) = crate::engine::pipeline::turn::shared_engines(&settings.engine);
     let auth_failures_per_minute = settings.limits.auth_failures_per_minute;
+    // The control plane reaches this server's chats, and through the database those of
+    // other servers sharing it.
+    let live = Arc::new(crate::live::LiveSessions::default());
+    let remote = crate::live::remote::Remote::start(store.clone(), instance_id, live.clone()).await;
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -337,7 +341,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         client_voice,
         account_limits: Arc::default(),
         auth_failures: AuthFailureLimiter::new(auth_failures_per_minute),
-        live: Arc::default(),
+        live,
+        remote,
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let workers = spawn_workers(

@@ -211,6 +211,9 @@ impl SqliteStore {
     }
 }
 
+/// One server owns a SQLite database: nothing to reach across servers.
+impl colloquy_storage::LiveStore for SqliteStore {}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {

@@ -7,6 +7,7 @@
 
 use super::history;
 use crate::auth::{authenticate, find_credentials};
+use crate::live::remote::RemoteObserver;
 use crate::live::{Attached, Control, Observed, Unreachable, OBSERVER_QUEUE};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -20,6 +21,36 @@ use colloquy_wire::SocketError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 use uuid::Uuid;
+
+/// How often an observer of a chat on another server checks that server is alive.
+const OWNER_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Attaches an observer to `who`'s live chat `id`, on this server or (through the database)
+/// another one; the history to send first, the live messages, and what keeps a remote
+/// observer attached.
+async fn attach(
+    state: &AppState,
+    who: &Principal,
+    id: Uuid,
+) -> Result<(Attached, mpsc::Receiver<Observed>, Option<RemoteObserver>), Unreachable> {
+    let (tx, rx) = mpsc::channel(OBSERVER_QUEUE);
+    match state.live.find(who.user_id, id, true) {
+        Ok(control) => {
+            let (reply, attached) = oneshot::channel();
+            let _ = control.send(Control::Observe { tx, reply }).await;
+            let attached = attached.await.map_err(|_| Unreachable::NotFound)?;
+            Ok((attached, rx, None))
+        }
+        Err(Unreachable::NotFound) => match &state.remote {
+            Some(remote) => {
+                let (attached, guard) = remote.observe(who.user_id, id, tx).await?;
+                Ok((attached, rx, Some(guard)))
+            }
+            None => Err(Unreachable::NotFound),
+        },
+        Err(e) => Err(e),
+    }
+}
 
 /// Upgrades (401 on bad credentials) and runs the observer.
 pub async fn connect(
@@ -64,10 +95,11 @@ async fn refuse(mut socket: WebSocket, error: SocketError, message: String, requ
 
 async fn observe(state: AppState, who: Principal, chat_id: String, mut socket: WebSocket) {
     let request_id = Uuid::new_v4().to_string();
-    let found = Uuid::parse_str(&chat_id)
-        .map_err(|_| Unreachable::NotFound)
-        .and_then(|id| Ok((id, state.live.find(who.user_id, id, true)?)));
-    let (id, control) = match found {
+    let attached = match Uuid::parse_str(&chat_id) {
+        Ok(id) => attach(&state, &who, id).await.map(|a| (id, a)),
+        Err(_) => Err(Unreachable::NotFound),
+    };
+    let (id, (attached, mut rx, remote)) = match attached {
         Ok(found) => found,
         Err(Unreachable::NotFound) => {
             let msg = format!(
@@ -83,19 +115,12 @@ async fn observe(state: AppState, who: Principal, chat_id: String, mut socket: W
             return refuse(socket, SocketError::ConnectionNotAllowed, msg, &request_id).await;
         }
     };
-    let (tx, mut rx) = mpsc::channel(OBSERVER_QUEUE);
-    let (reply, attached) = oneshot::channel();
-    let _ = control.send(Control::Observe { tx, reply }).await;
-    let Ok(Attached {
+    let Attached {
         chat_metadata,
         next_seq,
         held,
         start_ms,
-    }) = attached.await
-    else {
-        let msg = format!("chat {chat_id} has ended");
-        return refuse(socket, SocketError::ChatNotLive, msg, &request_id).await;
-    };
+    } = attached;
     tracing::info!("observer attached");
     let mut first = vec![chat_metadata];
     if who.data_retention {
@@ -113,8 +138,22 @@ async fn observe(state: AppState, who: Principal, chat_id: String, mut socket: W
             return;
         }
     }
+    // An observer through another server checks that the chat's server is still alive.
+    let mut owner_check = tokio::time::interval(OWNER_CHECK);
     loop {
         tokio::select! {
+            _ = owner_check.tick(), if remote.is_some() => {
+                let alive = match &state.remote {
+                    Some(r) => r.still_running(who.user_id, id).await,
+                    None => false,
+                };
+                if !alive {
+                    tracing::info!("the server running the observed chat is gone");
+                    let close = CloseFrame { code: 1000, reason: "the server running this chat stopped".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
+            }
             out = rx.recv() => match out {
                 Some(Observed::Message(text)) => {
                     if socket.send(Message::Text(text.to_string().into())).await.is_err() {

@@ -4,7 +4,8 @@
 use super::ControlError;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::live::{Control, Unreachable};
+use crate::live::remote::Refusal;
+use crate::live::Control;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -15,6 +16,10 @@ use uuid::Uuid;
 
 /// How long a posted message may wait for the session to handle it.
 const HANDLED_WITHIN: Duration = Duration::from_secs(30);
+
+/// The same for a chat on another server (a server that died answers nothing; its chats are
+/// 404 once its heartbeat is stale).
+const REMOTE_HANDLED_WITHIN: Duration = Duration::from_secs(10);
 
 /// The 404 of a chat that is not live for the caller.
 pub(crate) fn not_live(chat_id: &str) -> ApiError {
@@ -64,10 +69,10 @@ pub(crate) async fn publish(
     chat_id: Uuid,
     raw: String,
 ) -> Result<(), ControlError> {
-    let tx = state
-        .live
-        .find(user_id, chat_id, false)
-        .map_err(|_: Unreachable| not_live(&chat_id.to_string()))?;
+    let tx = match state.live.find(user_id, chat_id, false) {
+        Ok(tx) => tx,
+        Err(_) => return publish_elsewhere(state, user_id, chat_id, raw).await,
+    };
     let (reply, handled) = oneshot::channel();
     if tx.send(Control::Publish { raw, reply }).await.is_err() {
         return Err(not_live(&chat_id.to_string()).into());
@@ -80,9 +85,34 @@ pub(crate) async fn publish(
         }),
         // The chat ended before handling it.
         Ok(Err(_)) => Err(not_live(&chat_id.to_string()).into()),
-        Err(_) => Err(ApiError::Unavailable(
-            "the chat did not handle the message in time; try again".into(),
-        )
-        .into()),
+        Err(_) => Err(too_slow()),
+    }
+}
+
+fn too_slow() -> ControlError {
+    ApiError::Unavailable("the chat did not handle the message in time; try again".into()).into()
+}
+
+/// A chat this server does not run: another server sharing the database may.
+async fn publish_elsewhere(
+    state: &AppState,
+    user_id: Uuid,
+    chat_id: Uuid,
+    raw: String,
+) -> Result<(), ControlError> {
+    let Some(remote) = &state.remote else {
+        return Err(not_live(&chat_id.to_string()).into());
+    };
+    match remote
+        .publish(user_id, chat_id, raw, REMOTE_HANDLED_WITHIN)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(Refusal::Refused(message)) => Err(ControlError::Invalid {
+            loc: vec!["body"],
+            message,
+        }),
+        Err(Refusal::Timeout) => Err(too_slow()),
+        Err(Refusal::NotFound | Refusal::NotAllowed) => Err(not_live(&chat_id.to_string()).into()),
     }
 }

@@ -6,6 +6,8 @@
 //! requests that its loop handles in order with the client's own messages, so a posted
 //! message is validated, recorded and echoed exactly like one from the client.
 
+pub mod remote;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};

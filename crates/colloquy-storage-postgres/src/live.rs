@@ -38,6 +38,24 @@ impl LiveStore for PostgresStore {
         }))
     }
 
+    async fn set_chat_metadata(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        metadata: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE chats SET metadata = $3 WHERE id = $1 AND user_id = $2 AND status = 'ACTIVE'",
+        )
+        .bind(chat_id)
+        .bind(user_id)
+        .bind(colloquy_storage::storable_text(metadata).as_ref())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn notify(&self, channel: &str, payload: &str) -> StoreResult<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel)

@@ -1,5 +1,5 @@
-//! What the control plane needs from the database to reach a chat running on another
-//! server: who owns a live chat, and messages between servers. PostgreSQL carries them
+//! What live sessions and the control plane need from the database beyond the write
+//! batches: a live chat's metadata, who owns a live chat, and messages between servers. PostgreSQL carries them
 //! (`NOTIFY` / `LISTEN`, no other infrastructure); a SQLite database has one server, so the
 //! defaults say nothing is shared.
 
@@ -36,6 +36,17 @@ pub trait LiveStore: Send + Sync {
         _chat_id: Uuid,
     ) -> StoreResult<Option<LiveOwner>> {
         Ok(None)
+    }
+
+    /// Replaces the `metadata` of `user_id`'s `ACTIVE` chat `chat_id` (its session's
+    /// `custom_session_id` changed); false when there is no such chat.
+    async fn set_chat_metadata(
+        &self,
+        _user_id: Uuid,
+        _chat_id: Uuid,
+        _metadata: &str,
+    ) -> StoreResult<bool> {
+        Ok(false)
     }
 
     /// Sends `payload` (at most [`MAX_PAYLOAD`] bytes) to whoever listens on `channel`.

@@ -82,6 +82,10 @@ pub struct Core {
     pub(crate) held: Option<VecDeque<Arc<str>>>,
     /// The `chat_metadata` the client received.
     pub(crate) chat_metadata: String,
+    /// The connect query's `event_limit` (`session_settings.event_limit` wins).
+    pub(crate) connect_event_limit: Option<u32>,
+    /// The chat's stored `metadata`.
+    pub(crate) chat_meta: serde_json::Value,
 }
 
 /// Messages a retention-disabled chat holds for observers' history.
@@ -135,6 +139,8 @@ impl Core {
             observers: Vec::new(),
             held: None,
             chat_metadata: String::new(),
+            connect_event_limit: None,
+            chat_meta: serde_json::Value::Null,
         }
     }
 
@@ -267,6 +273,30 @@ impl Core {
             events.push(self.event(EventRole::System, EventType::SystemPrompt, prompt));
         }
         events
+    }
+
+    /// Merges new settings into the session's (given fields replace earlier ones); a new
+    /// `custom_session_id` is stored in the chat's `metadata`.
+    pub(crate) async fn apply_settings_and_store(&mut self, s: SessionSettings) {
+        let changed = s
+            .custom_session_id
+            .as_ref()
+            .filter(|c| self.settings.custom_session_id.as_ref() != Some(*c))
+            .cloned();
+        self.apply_settings(s);
+        let Some(csid) = changed.filter(|_| self.who.data_retention) else {
+            return;
+        };
+        self.chat_meta["custom_session_id"] = serde_json::Value::String(csid);
+        let meta = self.chat_meta.to_string();
+        if let Err(e) = self
+            .state
+            .store
+            .set_chat_metadata(self.who.user_id, self.chat_id, &meta)
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the new custom_session_id in the chat's metadata");
+        }
     }
 
     /// Merges new settings into the session's: given fields replace earlier ones.

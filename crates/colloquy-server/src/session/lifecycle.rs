@@ -157,6 +157,7 @@ impl Session {
             metadata["custom_session_id"] = json!(csid);
         }
         self.engine.on_open(core, &mut events, &mut metadata);
+        core.chat_meta = metadata.clone();
         // The resolved config; a relayed chat's unresolved one (the upstream's) as given.
         let (config_id, config_version) = match &core.config {
             Some(c) => (Some(c.id.to_string()), Some(c.version)),
@@ -212,7 +213,7 @@ impl Session {
             chat_group_id: core.group_id.to_string(),
             request_id: core.request_id.clone(),
         };
-        core.chat_metadata = serde_json::to_string(&meta).unwrap_or_default();
+        core.chat_metadata = core.text_of(&meta).unwrap_or_default();
         core.send_or_end(&meta)
             .await
             .map_err(NotOpened::ClientGone)?;

@@ -127,7 +127,7 @@ impl Session {
                 }
                 let events = core.settings_events(&s);
                 core.record(events).await?;
-                core.apply_settings(s);
+                core.apply_settings_and_store(s).await;
                 self.engine
                     .on_client(core, accepted(ClientEvent::Settings))
                     .await

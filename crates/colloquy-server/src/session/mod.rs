@@ -157,6 +157,7 @@ async fn start(
                 .await
         }
     };
+    core.connect_event_limit = params.event_limit;
     if !core.resolve_config(&params, mode).await {
         return;
     }

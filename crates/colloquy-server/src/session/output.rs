@@ -63,15 +63,30 @@ impl Core {
         }
     }
 
+    /// A message as sent: with the session's `custom_session_id`, once set (every server
+    /// message has the field).
+    pub(crate) fn text_of(&self, msg: &ServerMessage) -> Result<String, End> {
+        let mut text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        if let Some(csid) = &self.settings.custom_session_id {
+            if text.ends_with('}') {
+                text.pop();
+                text.push_str(",\"custom_session_id\":");
+                text.push_str(&serde_json::to_string(csid).map_err(|_| End::ClientClosed)?);
+                text.push('}');
+            }
+        }
+        Ok(text)
+    }
+
     /// Queues a message without flushing the socket; the next flushing write sends both.
     pub(crate) async fn feed(&mut self, msg: &ServerMessage) -> Result<(), End> {
-        let text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        let text = self.text_of(msg)?;
         self.write(Message::Text(text.into()), false).await
     }
 
     /// Sends a message now.
     pub(crate) async fn send_or_end(&mut self, msg: &ServerMessage) -> Result<(), End> {
-        let text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        let text = self.text_of(msg)?;
         self.write(Message::Text(text.into()), true).await
     }
 

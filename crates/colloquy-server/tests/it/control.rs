@@ -297,3 +297,45 @@ async fn a_retention_disabled_chat_is_observed_from_what_it_holds() {
     assert_eq!(recv_json(&mut ws).await["message"]["content"], "sent");
     srv.stop(None).await;
 }
+
+/// `custom_session_id` from connect or a later `session_settings` (also one sent through
+/// the control plane) is echoed on every server message and stored in the chat's metadata.
+#[tokio::test]
+async fn the_custom_session_id_is_echoed_and_stored() {
+    let srv = TestServer::sqlite(|_| {}).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let (mut ws, meta) = srv
+        .connect(k, "session_settings[custom_session_id]=first")
+        .await;
+    assert_eq!(meta["custom_session_id"], "first", "{meta}");
+    let chat = meta["chat_id"].as_str().unwrap().to_string();
+    send_json(&mut ws, json!({"type": "user_input", "text": "hi"})).await;
+    assert_eq!(recv_json(&mut ws).await["custom_session_id"], "first");
+    send_json(&mut ws, json!({"type": "nonsense"})).await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(
+        (err["type"].as_str(), err["custom_session_id"].as_str()),
+        (Some("error"), Some("first"))
+    );
+
+    let (status, _) = send(
+        &srv,
+        k,
+        &chat,
+        json!({"type": "session_settings", "custom_session_id": "second"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    send_json(&mut ws, json!({"type": "assistant_input", "text": "Ok."})).await;
+    let said = recv_json(&mut ws).await;
+    assert_eq!(said["custom_session_id"], "second", "{said}");
+    let (_, c) = srv.get(k, &format!("/v0/evi/chats/{chat}")).await;
+    let stored: Value = serde_json::from_str(c["metadata"].as_str().unwrap()).unwrap();
+    assert_eq!(stored["custom_session_id"], "second", "{stored}");
+    assert!(
+        stored["request_id"].is_string(),
+        "the rest is kept: {stored}"
+    );
+    srv.stop(None).await;
+}

@@ -26,6 +26,8 @@ pub(crate) struct Fake {
     spoken: Arc<Mutex<Vec<String>>>,
     /// The `voice` of each speech request.
     voices: Arc<Mutex<Vec<String>>>,
+    /// The `Authorization` header of each chat request.
+    auth: Arc<Mutex<Vec<String>>>,
     /// Length of each spoken sentence (250 ms when 0).
     speech_ms: Arc<Mutex<u32>>,
     /// What the transcription service answers, in order.
@@ -125,8 +127,15 @@ fn tool_chunk(id: &str, name: &str, args: &str) -> Value {
     json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":id,"type":"function","function":{"name":name,"arguments":args}}]}}]})
 }
 
-async fn chat(State(f): State<Fake>, body: Bytes) -> Response {
+async fn chat(State(f): State<Fake>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap();
+    f.auth.lock().unwrap().push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    );
     assert_eq!(req["stream"], true);
     f.chats.lock().unwrap().push(req.clone());
     let last = req["messages"].as_array().unwrap().last().unwrap().clone();
@@ -992,6 +1001,75 @@ async fn a_tool_call_is_answered_through_the_control_plane() {
     assert_eq!(
         last,
         json!({"role": "tool", "content": "sunny", "tool_call_id": "call-1"})
+    );
+    srv.stop(None).await;
+}
+
+/// The connect query's `event_limit` bounds a resumed chat's history (a
+/// `session_settings.event_limit` would win), and `language_model_api_key` is the key the
+/// model is called with for that chat only, never stored.
+#[tokio::test]
+async fn the_event_limit_query_and_the_language_model_key_are_used() {
+    let (fake, url) = Fake::start().await;
+    let srv = TestServer::sqlite(pipeline_to(url)).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let (mut ws, meta) = srv.connect(k, "").await;
+    let group = meta["chat_group_id"].as_str().unwrap().to_string();
+    send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    for s in [
+        "Hello there!",
+        "I am Colloquy, a pipeline.",
+        "How can I help?",
+    ] {
+        sentence(&mut ws, s).await;
+    }
+    assert_eq!(recv_json(&mut ws).await["type"], "assistant_end");
+    ws.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (mut ws, meta) = srv
+        .connect(
+            k,
+            &format!(
+                "resumed_chat_group_id={group}&event_limit=1\
+                 &session_settings[language_model_api_key]=sk-chat-only"
+            ),
+        )
+        .await;
+    send_json(&mut ws, json!({"type": "user_input", "text": "again"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    for s in [
+        "Hello there!",
+        "I am Colloquy, a pipeline.",
+        "How can I help?",
+    ] {
+        sentence(&mut ws, s).await;
+    }
+    assert_eq!(recv_json(&mut ws).await["type"], "assistant_end");
+    let req = fake.chats.lock().unwrap()[1].clone();
+    assert_eq!(
+        req["messages"],
+        json!([
+            {"role": "system", "content": "Configured prompt"},
+            {"role": "user", "content": "again"},
+        ]),
+        "one event of history (the earlier chat's end): no earlier turns"
+    );
+    let auth = fake.auth.lock().unwrap().clone();
+    assert_eq!(auth[0], "", "the first chat: the service's own (no) key");
+    assert_eq!(auth[1], "Bearer sk-chat-only");
+    ws.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = srv
+        .all_events(k, meta["chat_id"].as_str().unwrap(), 100)
+        .await;
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains("sk-chat-only"),
+        "the key is never stored"
     );
     srv.stop(None).await;
 }

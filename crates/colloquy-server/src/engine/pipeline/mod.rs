@@ -247,9 +247,11 @@ impl PipelineEngine {
 
     /// Loads a resumed group's earlier events as the model's history.
     pub(super) async fn load_history(&mut self, core: &mut Core) {
+        // `session_settings.event_limit` wins over the connect query's `event_limit`.
         let limit = core
             .settings
             .event_limit
+            .or(core.connect_event_limit)
             .map(|l| l as usize)
             .unwrap_or(core.state.settings.engine.pipeline.event_limit);
         let mut events: Vec<ReturnChatEvent> = Vec::new();
@@ -392,6 +394,8 @@ impl PipelineEngine {
             tools,
             model: self.model.clone(),
             temperature: self.temperature,
+            // The session's `language_model_api_key`, for this chat only.
+            api_key: core.settings.language_model_api_key.clone(),
             ..ChatRequest::default()
         };
         self.answer.clear();

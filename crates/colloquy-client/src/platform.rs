@@ -155,7 +155,33 @@ impl Client {
         kind: Resource,
         body: &serde_json::Value,
     ) -> Result<T, ClientError> {
-        let url = self.url(&["v0", "evi", kind.segment()]);
+        self.post_json(&["v0", "evi", kind.segment()], body, None)
+            .await
+    }
+
+    /// `POST /v0/evi/{kind}/{id}` with `body`: the next version of `id`, as the server
+    /// returns it (like [`Client::create_resource`]; 404 when there is no such resource).
+    pub async fn create_version<T: DeserializeOwned>(
+        &self,
+        kind: Resource,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        self.post_json(
+            &["v0", "evi", kind.segment(), id],
+            body,
+            Some((kind.what(), id)),
+        )
+        .await
+    }
+
+    async fn post_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &serde_json::Value,
+        not_found: Option<(&'static str, &str)>,
+    ) -> Result<T, ClientError> {
+        let url = self.url(segments);
         let mut req = self
             .http
             .post(url.clone())
@@ -165,7 +191,7 @@ impl Client {
             req = req.header(API_KEY_HEADER, key);
         }
         let resp = req.send().await.map_err(|e| self.network(e))?;
-        let resp = self.check(resp, None).await?;
+        let resp = self.check(resp, not_found).await?;
         let bytes = resp.bytes().await.map_err(|e| self.network(e))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url: url.to_string(),

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 /// Arguments of `colloquy configs`.
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true)]
+// `--version` is the config version here, not the program's (`colloquy --version`).
+#[command(args_conflicts_with_subcommands = true, disable_version_flag = true)]
 pub struct ConfigsArgs {
     #[command(subcommand)]
     command: Option<ConfigsCommand>,

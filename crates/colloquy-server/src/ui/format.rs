@@ -131,6 +131,6 @@ mod tests {
         let b = Uuid::parse_str("0192f0c4-1b2c-7a11-9b22-fedcba987654").unwrap();
         assert_ne!(short_id(&a), short_id(&b));
         assert_eq!(short_text("abc"), "abc");
-        assert_eq!(short_text("not-a-uuid-at-all"), "\u{2026}t-at-all");
+        assert_eq!(short_text("not-a-uuid-at-all"), "\u{2026}d-at-all");
     }
 }

@@ -80,7 +80,10 @@ impl Client {
     ) -> Result<P, ClientError> {
         let q = page.query();
         match id {
-            None => self.get_json(&["v0", "evi", kind.segment()], &q, None).await,
+            None => {
+                self.get_json(&["v0", "evi", kind.segment()], &q, None)
+                    .await
+            }
             Some(id) => {
                 self.get_json(
                     &["v0", "evi", kind.segment(), id],
@@ -136,7 +139,11 @@ impl Client {
     }
 
     /// `GET /v0/evi/configs/{id}/version/{version}`.
-    pub async fn config_version(&self, id: &str, version: i64) -> Result<ReturnConfig, ClientError> {
+    pub async fn config_version(
+        &self,
+        id: &str,
+        version: i64,
+    ) -> Result<ReturnConfig, ClientError> {
         let v = version.to_string();
         self.get_json(
             &["v0", "evi", "configs", id, "version", &v],

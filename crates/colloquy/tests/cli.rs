@@ -935,7 +935,10 @@ async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
         .unwrap();
     // Nothing yet: an empty table is a note on stderr, an empty array with --json.
     let none = srv.run(&["configs"]).await.ok();
-    assert_eq!((none.stdout.as_str(), none.stderr.trim()), ("", "No configs."));
+    assert_eq!(
+        (none.stdout.as_str(), none.stderr.trim()),
+        ("", "No configs.")
+    );
     assert_eq!(srv.run(&["configs", "--json"]).await.ok().json(), json!([]));
 
     // `configs create --file`: the body as the API takes it; the created config printed.
@@ -962,7 +965,10 @@ async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
         "Version:             0".to_string(),
         "Voice:               Ava Song (HUME_AI".to_string(),
         "Language model:      ANTHROPIC, claude-3-7-sonnet-latest, temperature 0.5".into(),
-        format!("Tools:               get_tide_times ({}) version 1 LATEST: Tide times, v1", tool.id),
+        format!(
+            "Tools:               get_tide_times ({}) version 1 LATEST: Tide times, v1",
+            tool.id
+        ),
         "Built-in tools:      hang_up".into(),
         "Greeting:            on: \"Ahoy!\"".into(),
         "Inactivity timeout:  on, after 300 s".into(),
@@ -1001,23 +1007,51 @@ async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
     let table = srv.run(&["configs"]).await.ok().stdout;
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    for col in ["CONFIG ID", "NAME", "VERSION", "MODIFIED", "PROMPT", "VOICE", "TOOLS"] {
+    for col in [
+        "CONFIG ID",
+        "NAME",
+        "VERSION",
+        "MODIFIED",
+        "PROMPT",
+        "VOICE",
+        "TOOLS",
+    ] {
         assert!(lines[0].contains(col), "{}", lines[0]);
     }
     let row = cells(lines[1]);
-    assert_eq!(row[..3], [harbour_id.as_str(), "Harbour guide", "1"], "newest version: {table}");
-    assert_eq!(row[4..], ["Version two of the guide.", "Ava Song", "get_tide_times, hang_up"]);
+    assert_eq!(
+        row[..3],
+        [harbour_id.as_str(), "Harbour guide", "1"],
+        "newest version: {table}"
+    );
+    assert_eq!(
+        row[4..],
+        [
+            "Version two of the guide.",
+            "Ava Song",
+            "get_tide_times, hang_up"
+        ]
+    );
     assert_eq!(cells(lines[2])[1..3], ["Lighthouse keeper", "0"], "{table}");
     let listed = srv.run(&["configs", "--json"]).await.ok().json();
-    assert_eq!(ids(&listed), vec![harbour_id.clone(), second["id"].as_str().unwrap().into()]);
+    assert_eq!(
+        ids(&listed),
+        vec![harbour_id.clone(), second["id"].as_str().unwrap().into()]
+    );
 
     // One config: its versions; `--version N`: that version in full.
     let versions = srv.run(&["configs", &harbour_id]).await.ok().stdout;
     let vlines: Vec<&str> = versions.lines().collect();
     assert_eq!(vlines.len(), 3, "{versions}");
     assert!(vlines[0].starts_with("VERSION") && vlines[0].contains("DESCRIPTION"));
-    assert!(vlines[1].starts_with("0 ") && vlines[1].contains("inactivity 300"), "{versions}");
-    assert!(vlines[2].starts_with("1 ") && vlines[2].contains("inactivity 600"), "{versions}");
+    assert!(
+        vlines[1].starts_with("0 ") && vlines[1].contains("inactivity 300"),
+        "{versions}"
+    );
+    assert!(
+        vlines[2].starts_with("1 ") && vlines[2].contains("inactivity 600"),
+        "{versions}"
+    );
     let v0 = srv
         .run(&["configs", &harbour_id, "--version", "0", "--json"])
         .await
@@ -1030,11 +1064,19 @@ async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
         .await
         .ok()
         .stdout;
-    assert!(v1_text.contains("Inactivity timeout:  on, after 600 s"), "{v1_text}");
-    assert!(v1_text.contains("    Version two of the guide."), "{v1_text}");
+    assert!(
+        v1_text.contains("Inactivity timeout:  on, after 600 s"),
+        "{v1_text}"
+    );
+    assert!(
+        v1_text.contains("    Version two of the guide."),
+        "{v1_text}"
+    );
     srv.run(&["configs", &harbour_id, "--version", "9"])
         .await
-        .fails_with(&format!("no config with id {harbour_id} and version 9 (404)"));
+        .fails_with(&format!(
+            "no config with id {harbour_id} and version 9 (404)"
+        ));
     let unknown = Uuid::new_v4().to_string();
     srv.run(&["configs", &unknown])
         .await
@@ -1048,10 +1090,16 @@ async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["Harbour guide", "Harbour guide", "Lighthouse keeper"]);
+    assert_eq!(
+        names,
+        ["Harbour guide", "Harbour guide", "Lighthouse keeper"]
+    );
     let ptable = srv.run(&["prompts"]).await.ok().stdout;
     assert!(ptable.starts_with("PROMPT ID"), "{ptable}");
-    assert!(ptable.contains("You are a harbour guide. Speak of tides and boats."), "one line: {ptable}");
+    assert!(
+        ptable.contains("You are a harbour guide. Speak of tides and boats."),
+        "one line: {ptable}"
+    );
     let pid = prompts[0]["id"].as_str().unwrap();
     let pversions = srv.run(&["prompts", pid]).await.ok().stdout;
     assert_eq!(pversions.lines().count(), 2, "{pversions}");
@@ -1062,7 +1110,11 @@ async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
     let tlines: Vec<&str> = ttable.lines().collect();
     assert_eq!(tlines.len(), 2, "{ttable}");
     let row = cells(tlines[1]);
-    assert_eq!(row[..3], [tool.id.as_str(), "get_tide_times", "1"], "{ttable}");
+    assert_eq!(
+        row[..3],
+        [tool.id.as_str(), "get_tide_times", "1"],
+        "{ttable}"
+    );
     assert_eq!(row[4], "Tide times, v1", "{ttable}");
     let tversions = srv.run(&["tools", &tool.id, "--json"]).await.ok().json();
     let tv: Vec<i64> = tversions
@@ -1073,7 +1125,12 @@ async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
         .collect();
     assert_eq!(tv, [0, 1]);
     let tvtable = srv.run(&["tools", &tool.id]).await.ok().stdout;
-    assert!(tvtable.contains(r#"{"type":"object","properties":{"port":{"type":"string"}},"required":["port"]}"#), "{tvtable}");
+    assert!(
+        tvtable.contains(
+            r#"{"type":"object","properties":{"port":{"type":"string"}},"required":["port"]}"#
+        ),
+        "{tvtable}"
+    );
 
     // Refusals: the server's 400 message, naming the field; a file that is not JSON.
     let mut bad = harbour_config("Bad", &tool.id, "x", 29);

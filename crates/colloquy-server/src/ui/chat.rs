@@ -223,9 +223,9 @@ pub async fn page(
         group_href: format!("/ui/groups/{}", chat.chat_group_id),
         group_chats,
         config: match &chat.config_id {
-            Some(id) => Some(
-                super::configs::config_ref(&state, &session, id, chat.config_version).await?,
-            ),
+            Some(id) => {
+                Some(super::configs::config_ref(&state, &session, id, chat.config_version).await?)
+            }
             None => None,
         },
         event_count: chat.event_count,

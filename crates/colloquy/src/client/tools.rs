@@ -22,8 +22,7 @@ pub struct ToolsArgs {
 /// Runs `colloquy tools`.
 pub async fn run(args: ToolsArgs) -> anyhow::Result<()> {
     let client = args.conn.client()?;
-    let tools: Vec<ReturnUserDefinedTool> =
-        client.tools(args.id.as_deref()).try_collect().await?;
+    let tools: Vec<ReturnUserDefinedTool> = client.tools(args.id.as_deref()).try_collect().await?;
     if args.json {
         return output::print_json(&tools);
     }

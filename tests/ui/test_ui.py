@@ -516,6 +516,9 @@ def test_pages_work_without_javascript(browser, server, seed):
         ui.sign_in(seed.main.api_key)
         expect(rows(ui)).to_have_count(seed.main_chat_count)
         expect(rows(ui).first.locator("time")).to_contain_text("UTC")  # the server's fallback
+        # Copy buttons need the script: without it none is shown, the whole id is in the title.
+        expect(ui.page.locator("button.copy-id").first).to_be_hidden()
+        expect(rows(ui).first.locator("td").first.locator("a")).to_have_attribute("title", seed.filler_chats[-1])
         ui.page.get_by_label("Status").select_option("INACTIVITY_TIMEOUT")
         ui.page.get_by_role("button", name="Apply").click()
         ui.page.wait_for_url("**status=INACTIVITY_TIMEOUT**")
@@ -771,6 +774,25 @@ def test_copy_button_copies_the_whole_id(browser, server, configs_seed):
         fallback.click()
         expect(fallback).to_have_text("Copied")
         assert ui.page.evaluate("window.__copied") == configs_seed.harbour_id
+        assert not ui.console_errors, ui.console_errors
+    finally:
+        ui.close()
+
+
+@pytest.mark.parametrize("name", ["configs", "config"])
+def test_config_pages_are_usable_at_375px(browser, server, configs_seed, name):
+    ui = UI(browser, server, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True, device_scale_factor=2)
+    try:
+        ui.sign_in(configs_seed.account.api_key)
+        target = "/ui/configs" if name == "configs" else f"/ui/configs/{configs_seed.harbour_id}"
+        ui.goto(target)
+        overflow = ui.page.evaluate("document.documentElement.scrollWidth")
+        wide = ui.page.evaluate(
+            """[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 375.5)
+                 .map(e => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`).slice(0, 10)"""
+        )
+        assert overflow <= 375, f"{target} is {overflow}px wide at a 375px viewport: {wide}"
+        ui.shot(f"mobile-{name}")
         assert not ui.console_errors, ui.console_errors
     finally:
         ui.close()

@@ -16,10 +16,12 @@
 pub mod chat_config;
 pub mod configs;
 pub mod prompts;
+mod read;
 mod routes;
 pub mod tools;
 pub mod validation;
 
+pub(crate) use read::config_version;
 pub use routes::{router, PlatformDoc};
 
 use crate::auth::Caller;

@@ -114,6 +114,12 @@ impl Engine {
         !matches!(self, Engine::Client(_))
     }
 
+    /// Whether the engine runs turn detection on the user's audio (and so tells when the
+    /// user is heard, for the inactivity timeout).
+    pub fn detects_turns(&self) -> bool {
+        matches!(self, Engine::Pipeline(_))
+    }
+
     /// Whether `user_input` and `assistant_input` are recorded from the engine's replies
     /// instead of by the session (the relay records the upstream's `user_message` and
     /// `assistant_message`).

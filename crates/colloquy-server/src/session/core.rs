@@ -86,6 +86,11 @@ pub struct Core {
     pub(crate) connect_event_limit: Option<u32>,
     /// The chat's stored `metadata`.
     pub(crate) chat_meta: serde_json::Value,
+    /// The current client message is user activity (resets the inactivity timer): any
+    /// message but `audio_input`, and `audio_input` in which the user is heard.
+    pub(crate) active: bool,
+    /// Decodes the user's audio to tell sound from silence (client and relay modes).
+    pub(crate) loudness: Option<colloquy_audio::InputDecoder>,
 }
 
 /// Messages a retention-disabled chat holds for observers' history.
@@ -141,6 +146,8 @@ impl Core {
             chat_metadata: String::new(),
             connect_event_limit: None,
             chat_meta: serde_json::Value::Null,
+            active: false,
+            loudness: None,
         }
     }
 
@@ -162,6 +169,13 @@ impl Core {
                 self.state.settings.chat.inactivity_timeout_secs,
             )),
         }
+    }
+
+    /// The user did something (see [`Core::active`]): the inactivity timer starts over.
+    pub(crate) fn mark_active(&mut self) {
+        self.active = true;
+        self.warned_inactive = false;
+        self.idle_at = Instant::now() + self.inactivity().unwrap_or(super::NEVER);
     }
 
     /// The system prompt in effect: the session's (`session_settings.system_prompt`), else

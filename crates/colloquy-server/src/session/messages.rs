@@ -39,7 +39,13 @@ impl Session {
                 .await;
         }
         let msg = match ClientMessage::parse(text) {
-            Ok((m, _)) => m,
+            Ok((m, _)) => {
+                // Audio counts as activity only where the user is heard (below).
+                if !matches!(m, ClientMessage::AudioInput(_)) {
+                    core.mark_active();
+                }
+                m
+            }
             Err(e) => {
                 core.check_key().await?;
                 return core.client_error(e.error(), e.message().to_string()).await;
@@ -182,6 +188,9 @@ impl Session {
                     core.check_key_or_defer().await?;
                 }
                 core.user_chunks += 1;
+                if !self.engine.detects_turns() && core.audio_is_heard(&bytes) {
+                    core.mark_active();
+                }
                 // A capture failure is not a bad message: the engine still gets the chunk.
                 core.capture_user_audio(offset, &bytes).await;
                 self.engine

@@ -124,7 +124,7 @@ pub async fn chat_socket(
 }
 
 /// A timer that never fires (about thirty years).
-const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+pub(crate) const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// Which of the config's event messages is said.
 #[derive(Debug, Clone, Copy)]
@@ -294,8 +294,7 @@ impl Session {
                     let step = match control {
                         Control::Publish { raw, reply } => {
                             // A control-plane message is user activity, like the client's.
-                            self.core.idle_at = Instant::now() + inactivity;
-                            self.core.warned_inactive = false;
+                            self.core.mark_active();
                             idle.as_mut().reset(self.core.idle_at);
                             self.core.rejected = false;
                             self.core.last_refusal = None;
@@ -370,13 +369,16 @@ impl Session {
                     )
                     .await
             } else {
-                self.core.idle_at = Instant::now() + inactivity;
-                self.core.warned_inactive = false;
-                idle.as_mut().reset(self.core.idle_at);
                 match text {
                     Message::Text(t) => {
                         self.core.rejected = false;
+                        self.core.active = false;
                         let step = self.handle_text(t.as_str()).await;
+                        if std::mem::take(&mut self.core.active) {
+                            // User activity (not silent audio): the inactivity timer
+                            // started over (`Core::mark_active`).
+                            idle.as_mut().reset(self.core.idle_at);
+                        }
                         if std::mem::take(&mut self.core.key_check_due) && step.is_ok() {
                             let recorder = self.core.state.recorder.clone();
                             let op = self.core.check_key_op();

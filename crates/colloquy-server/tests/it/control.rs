@@ -339,3 +339,59 @@ async fn the_custom_session_id_is_echoed_and_stored() {
     );
     srv.stop(None).await;
 }
+
+/// Inactivity means no user activity: a client streaming silent microphone audio reaches
+/// `INACTIVITY_TIMEOUT`; one streaming sound does not; a control-plane message counts.
+#[tokio::test]
+async fn silent_audio_is_not_activity() {
+    use base64::Engine as _;
+    let srv = TestServer::sqlite(|s| s.chat.inactivity_timeout_secs = 2).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let query = colloquy_testkit::LINEAR16_16K_MONO;
+    let (mut silent, quiet_meta) = srv.connect(k, query).await;
+    let (mut loud, loud_meta) = srv.connect(k, query).await;
+    let (mut steered, steered_meta) = srv.connect(k, query).await;
+    let silence = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 3200]);
+    let sound = base64::engine::general_purpose::STANDARD.encode(tone(440.0, 16_000, 100));
+    let started = std::time::Instant::now();
+    // Sends without caring whether the socket is still open.
+    async fn push(ws: &mut Ws, v: Value) {
+        let text = tokio_tungstenite::tungstenite::Message::Text(v.to_string().into());
+        let _ = futures::SinkExt::send(ws, text).await;
+    }
+    let mut paused = false;
+    while started.elapsed() < Duration::from_millis(2800) {
+        push(&mut silent, json!({"type": "audio_input", "data": silence})).await;
+        push(&mut loud, json!({"type": "audio_input", "data": sound})).await;
+        push(
+            &mut steered,
+            json!({"type": "audio_input", "data": silence}),
+        )
+        .await;
+        if !paused && started.elapsed() > Duration::from_millis(1000) {
+            paused = true;
+            let chat = steered_meta["chat_id"].as_str().unwrap();
+            let (status, _) = send(&srv, k, chat, json!({"type": "pause_assistant_message"})).await;
+            assert_eq!(status, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = |meta: &Value| {
+        let chat = meta["chat_id"].as_str().unwrap().to_string();
+        let srv = &srv;
+        async move { srv.get(k, &format!("/v0/evi/chats/{chat}")).await.1["status"].clone() }
+    };
+    assert_eq!(
+        status(&quiet_meta).await,
+        "INACTIVITY_TIMEOUT",
+        "silence is not activity"
+    );
+    assert_eq!(status(&loud_meta).await, "ACTIVE", "sound is activity");
+    assert_eq!(
+        status(&steered_meta).await,
+        "ACTIVE",
+        "a control-plane message is activity"
+    );
+    srv.stop(None).await;
+}

@@ -65,6 +65,14 @@ impl PipelineEngine {
         };
         let events = detector.push(&pcm.samples);
         let (speaking, heard_ms) = (detector.is_speaking(), detector.position_ms());
+        if speaking
+            || events
+                .iter()
+                .any(|e| matches!(e, VadEvent::SpeechStart { .. }))
+        {
+            // The user is heard: activity for the inactivity timeout.
+            core.mark_active();
+        }
         let min_speech = u64::from(detector.config().min_speech_ms);
         let min_interruption = u64::from(self.min_interruption_ms);
         for event in events {

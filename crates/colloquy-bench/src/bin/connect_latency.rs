@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use colloquy_bench::stats::Summary;
 use colloquy_testkit::{keyed_request, ServerThread, TestDatabase};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;

@@ -115,6 +115,24 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Reads `refs` at once (concurrently), for the [`Self::get`]s that follow.
+    pub(crate) async fn prefetch(&mut self, refs: Vec<ResourceRef>) -> Result<(), ApiError> {
+        let missing: Vec<ResourceRef> = refs
+            .into_iter()
+            .filter(|r| !self.seen.contains_key(r))
+            .collect();
+        let store = &self.state.store;
+        let user_id = self.user_id;
+        let found = futures::future::try_join_all(
+            missing
+                .iter()
+                .map(|r| store.get_resource_version(user_id, r.kind, r.id, r.version)),
+        )
+        .await?;
+        self.seen.extend(missing.into_iter().zip(found));
+        Ok(())
+    }
+
     /// The referenced version (the newest one for a reference to the latest), if it exists.
     pub(crate) async fn get(
         &mut self,

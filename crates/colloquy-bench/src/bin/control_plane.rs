@@ -213,8 +213,17 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rss(std::process::id())?;
     let mut idle = Vec::with_capacity(args.idle_observers);
+    // Small client buffers, so the reading is mostly the server's side.
+    let small = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
     for _ in 0..args.idle_observers {
-        let (mut ws, _) = tokio_tungstenite::connect_async(keyed_request(&obs_url, &key)?).await?;
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+            keyed_request(&obs_url, &key)?,
+            Some(small),
+            false,
+        )
+        .await?;
         let first = next_json(&mut ws).await?;
         anyhow::ensure!(first["type"] == "chat_metadata");
         idle.push(ws);

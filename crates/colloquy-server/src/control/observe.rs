@@ -72,7 +72,14 @@ pub async fn connect(
         Err(e) => return e.into_response(),
     };
     let span = tracing::info_span!("observer", %chat_id);
-    ws.on_upgrade(move |socket| observe(state, who, chat_id, socket).instrument(span))
+    // Small buffers, as for the chat socket: an idle observer costs little. Observers send
+    // small control messages; what they receive is the chat's messages.
+    let limit = state.settings.chat.max_message_bytes;
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size((16 * 1024).min(limit))
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| observe(state, who, chat_id, socket).instrument(span))
 }
 
 async fn refuse(mut socket: WebSocket, error: SocketError, message: String, request_id: &str) {

@@ -525,3 +525,44 @@ def test_a_refused_config_leaves_no_prompt_behind(evi):
     )
     assert err["code"] == "unknown_reference"
     assert list(evi.prompts.list_prompts(name="Orphan")) == []
+
+
+def test_servers_sharing_a_database_see_a_new_config_version_at_once(colloquy_bin, backend):
+    """Two `colloquy serve` processes on one PostgreSQL database: a config version created
+    through one is what the other's next connect uses (nothing is cached), seen here by the
+    greeting each version says."""
+    if backend != "postgres":
+        pytest.skip("servers share a database on PostgreSQL")
+    from colloquy_server import Account, ServerProcess, create_pg_database, drop_pg_database, new_temp_dir, pg_url_for, require_backend
+    from colloquy_testkit import expect, expect_answer
+
+    require_backend("postgres")
+    db = create_pg_database()
+    servers = []
+    try:
+        for label in ("cfg-a", "cfg-b"):
+            servers.append(ServerProcess(colloquy_bin, "postgres", new_temp_dir(label), pg_url_for(db), label=label).start())
+        a, b = servers
+        acct = a.create_account()
+        on_a = acct.client().empathic_voice
+        on_b = Account(server=b, user_id=acct.user_id, api_key=acct.api_key, secret_key=acct.secret_key).client().empathic_voice
+
+        def greeting(text):
+            return PostedConfigEventMessages(on_new_chat=PostedConfigEventMessagesOnNewChat(enabled=True, text=text))
+
+        cfg = on_a.configs.create_config(name="shared", evi_version="3", event_messages=greeting("Version zero."))
+        said = []
+        for version in ("Version zero.", "Version one.", "Version two."):
+            if version != "Version zero.":
+                on_a.configs.create_config_version(cfg.id, evi_version="3", event_messages=greeting(version))
+            with on_b.chat.connect(config_id=cfg.id) as sock:
+                expect(sock, "chat_metadata")
+                am, _ = expect_answer(sock, version)
+                said.append(am.message.content)
+        assert said == ["Version zero.", "Version one.", "Version two."]
+        versions = sorted(c.config.version for c in on_a.chats.list_chats(config_id=cfg.id))
+        assert versions == [0, 1, 2]
+    finally:
+        for srv in servers:
+            srv.stop()
+        drop_pg_database(db)

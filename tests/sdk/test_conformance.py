@@ -14,6 +14,7 @@ import json
 import math
 import struct
 import time
+import uuid
 import wave
 
 import httpx
@@ -525,7 +526,10 @@ def test_config_id_is_recorded_and_filters_lists(account, client, api):
     """config_id/config_version of the socket end up in ReturnChat.config and drive the
     config_id filters of list_chats (chat's config) and list_chat_groups (most recent chat)."""
     ev = client.empathic_voice
-    cfg_a, cfg_b = "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "6f1c2a4e-8d0b-4c4e-9a55-3f3b1c0d2e11"
+    cfg_a = ev.configs.create_config(name="a", evi_version="3").id
+    for _ in range(2):
+        ev.configs.create_config_version(cfg_a, evi_version="3")
+    cfg_b = ev.configs.create_config(name="b", evi_version="3").id
     with ev.chat.connect(config_id=cfg_a, config_version=2) as sock:
         first = expect(sock, "chat_metadata")
     with ev.chat.connect() as sock:
@@ -550,11 +554,24 @@ def test_config_id_is_recorded_and_filters_lists(account, client, api):
     assert (g.id, g.most_recent_chat_id, g.most_recent_config.id) == (first.chat_group_id, resumed.chat_id, cfg_b)
     assert sorted(c.id for c in ev.chats.list_chats(config_id=cfg_b)) == [resumed.chat_id]
 
+    # resolved at connect: without a version, the newest (2); a config's chats keep
+    # their resolved version
+    with ev.chat.connect(config_id=cfg_a) as sock:
+        newest = expect(sock, "chat_metadata")
+    (c,) = [c for c in ev.chats.list_chats(config_id=cfg_a) if c.id == newest.chat_id]
+    assert (c.config.id, c.config.version) == (cfg_a, 2)
+
     # a malformed config_id on the socket is refused and stores nothing
     with ev.chat.connect(config_id="not-a-uuid") as sock:
         got = expect_closed(sock)
     assert [m.type for m in got] == ["error"] and "config_id" in got[0].message, got
-    assert len(list(ev.chats.list_chats())) == 3
+    # an unknown config (or version) is E0204 and stores nothing either
+    for kwargs in [dict(config_id=str(uuid.uuid4())), dict(config_id=cfg_b, config_version=5)]:
+        with ev.chat.connect(**kwargs) as sock:
+            got = expect_closed(sock)
+        assert [(m.type, m.code) for m in got] == [("error", "E0204")], got
+        assert "config" in got[0].message, got
+    assert len(list(ev.chats.list_chats())) == 4
 
 
 def test_default_paging_values_are_echoed(account, client, api):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import httpx
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +203,8 @@ def _drain_until_echo(sock, text: str, timeout: float = 30) -> None:
             return
 
 
-def record_chat(account: Account, steps: List, *, audio_rate: Optional[int] = None, resume: Optional[str] = None):
+def record_chat(account: Account, steps: List, *, audio_rate: Optional[int] = None, resume: Optional[str] = None,
+                config_id: Optional[str] = None, config_version: Optional[int] = None):
     """One chat over the real socket: `steps` (SDK messages, the last a UserInput) are sent in
     order; returns the chat_metadata message."""
     assert isinstance(steps[-1], UserInput), "the last step must be a UserInput (its echo ends the chat)"
@@ -213,6 +215,10 @@ def record_chat(account: Account, steps: List, *, audio_rate: Optional[int] = No
         )
     if resume:
         kwargs["resumed_chat_group_id"] = resume
+    if config_id:
+        kwargs["config_id"] = config_id
+    if config_version is not None:
+        kwargs["config_version"] = config_version
     with account.client().empathic_voice.chat.connect(**kwargs) as sock:
         meta = recv(sock)
         assert meta.type == "chat_metadata", meta
@@ -391,6 +397,139 @@ def record_relayed_chat(account: Account) -> str:
                 if msg.type == "assistant_end":
                     break
     return meta.chat_id
+
+
+# ---- configs ------------------------------------------------------------------------------
+
+HARBOUR_PROMPT_V0 = "You are a harbour guide.\nSpeak of tides, boats and the lighthouse."
+HARBOUR_PROMPT_V1 = "You are a harbour guide, version two.\nAlways give the next high tide first."
+TIDE_TOOL_PARAMETERS = {
+    "type": "object",
+    "properties": {"port": {"type": "string", "description": "Port name"}},
+    "required": ["port"],
+}
+
+
+def rest(account: Account, method: str, path: str, body=None) -> dict:
+    """A REST call of the platform API with the account's key; fails unless 2xx."""
+    r = httpx.request(method, account.server.base_url + path, json=body,
+                      headers={"X-Hume-Api-Key": account.api_key}, timeout=30)
+    assert r.is_success, (method, path, r.status_code, r.text)
+    return r.json() if r.content else {}
+
+
+def harbour_config(tool_id: str, prompt: str, inactivity: int, description: str) -> dict:
+    return {
+        "evi_version": "3",
+        "version_description": description,
+        "prompt": {"text": prompt},
+        "voice": {"provider": "HUME_AI", "name": "Ava Song"},
+        "language_model": {"model_provider": "ANTHROPIC", "model_resource": "claude-3-7-sonnet-latest",
+                           "temperature": 0.5},
+        "tools": [{"id": tool_id}],
+        "builtin_tools": [{"name": "hang_up"}],
+        "event_messages": {"on_new_chat": {"enabled": True, "text": "Ahoy! Welcome aboard."}},
+        "timeouts": {"inactivity": {"enabled": True, "duration_secs": inactivity},
+                     "max_duration": {"enabled": True, "duration_secs": 900}},
+        "nudges": {"enabled": True, "interval_secs": 20},
+        "webhooks": [{"url": "https://hooks.example.com/evi", "events": ["chat_ended"]}],
+    }
+
+
+def seed_plain_chat(srv: ServerProcess, user_id: str, chat_id: str, group_id: str, start: int) -> None:
+    """A finished chat of one user message, written straight into the SQLite file (so its
+    id can be chosen: two UUIDv7 of the same millisecond)."""
+    text = f"Seeded chat {chat_id[-4:]}"
+    rows = [
+        (str(uuid.uuid4()), chat_id, 0, group_id, start, "SYSTEM", "CHAT_START_MESSAGE", "", "", "", None),
+        (str(uuid.uuid4()), chat_id, 1, group_id, start + 500, "USER", "USER_MESSAGE", text, "", "", None),
+        (str(uuid.uuid4()), chat_id, 2, group_id, start + 1000, "SYSTEM", "CHAT_END_MESSAGE", "",
+         "", json.dumps({"status": "USER_ENDED", "reason": "user_ended"}), None),
+    ]
+    conn = sqlite3.connect(srv.data_dir / "colloquy.db", timeout=30)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO chat_groups (id, user_id, first_start_timestamp, most_recent_start_timestamp, "
+                "most_recent_chat_id, most_recent_config_id, most_recent_config_version, num_chats) "
+                "VALUES (?, ?, ?, ?, ?, NULL, NULL, 1)",
+                (group_id, user_id, start, start, chat_id),
+            )
+            conn.execute(
+                "INSERT INTO chats (id, user_id, chat_group_id, status, start_timestamp, end_timestamp, "
+                "last_event_timestamp, event_count, metadata, config_id, config_version, instance_id) "
+                "VALUES (?, ?, ?, 'USER_ENDED', ?, ?, ?, 3, NULL, NULL, NULL, NULL)",
+                (chat_id, user_id, group_id, start, start + 1000, start + 1000),
+            )
+            conn.executemany(
+                "INSERT INTO chat_events (id, chat_id, seq, chat_group_id, timestamp, role, type, "
+                "message_text, emotion_features, metadata, related_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+    finally:
+        conn.close()
+
+
+def uuid7_pair(ms: int) -> List[str]:
+    """Two UUIDv7 of the same millisecond: equal in their first 13 characters."""
+    prefix = f"{ms:012x}"
+    out = []
+    for _ in range(2):
+        rand = uuid.uuid4().hex
+        out.append(f"{prefix[:8]}-{prefix[8:]}-7{rand[:3]}-{'89ab'[int(rand[3], 16) % 4]}{rand[4:7]}-{rand[7:19]}")
+    return out
+
+
+@dataclass
+class ConfigSeed:
+    account: Account
+    tool_id: str = ""
+    harbour_id: str = ""
+    second_id: str = ""
+    doomed_id: str = ""
+    chat_v0: str = ""
+    chat_v1: str = ""
+    doomed_chat: str = ""
+    twin_chats: List[str] = field(default_factory=list)
+    twin_groups: List[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def configs_seed(server) -> ConfigSeed:
+    """An account of its own (the main account's chat counts stay as they are) with a tool,
+    the config "Harbour guide" in two versions, a second config, chats that used them, a
+    config one of whose versions was deleted after a chat used it, and two chats (in two
+    groups) whose UUIDv7 ids share the same millisecond."""
+    acct = server.create_account(name="ui-configs")
+    s = ConfigSeed(account=acct)
+    tool = rest(acct, "POST", "/v0/evi/tools", {
+        "name": "get_tide_times", "description": "High and low tide times for a port",
+        "parameters": json.dumps(TIDE_TOOL_PARAMETERS), "version_description": "tides v0",
+    })
+    s.tool_id = tool["id"]
+    v0 = rest(acct, "POST", "/v0/evi/configs", {"name": "Harbour guide",
+                                                 **harbour_config(s.tool_id, HARBOUR_PROMPT_V0, 300, "first draft")})
+    s.harbour_id = v0["id"]
+    v1 = rest(acct, "POST", f"/v0/evi/configs/{s.harbour_id}",
+              harbour_config(s.tool_id, HARBOUR_PROMPT_V1, 600, "second draft"))
+    assert v1["version"] == 1, v1
+    s.second_id = rest(acct, "POST", "/v0/evi/configs", {"name": "Second config", "evi_version": "3"})["id"]
+    s.doomed_id = rest(acct, "POST", "/v0/evi/configs", {"name": "Doomed config", "evi_version": "3"})["id"]
+    rest(acct, "POST", f"/v0/evi/configs/{s.doomed_id}", {"evi_version": "3", "version_description": "kept"})
+
+    s.chat_v0 = record_chat(acct, [UserInput(text="When is high tide?")],
+                            config_id=s.harbour_id, config_version=0).chat_id
+    s.chat_v1 = record_chat(acct, [UserInput(text="And the lighthouse?")],
+                            config_id=s.harbour_id, config_version=1).chat_id
+    s.doomed_chat = record_chat(acct, [UserInput(text="This config will lose a version.")],
+                                config_id=s.doomed_id, config_version=0).chat_id
+    rest(acct, "DELETE", f"/v0/evi/configs/{s.doomed_id}/version/0")
+
+    ms = now_ms() - 3600 * 1000
+    s.twin_chats, s.twin_groups = uuid7_pair(ms), uuid7_pair(ms)
+    for chat_id, group_id in zip(s.twin_chats, s.twin_groups):
+        seed_plain_chat(server, acct.user_id, chat_id, group_id, ms)
+    return s
 
 
 # ---- browser -------------------------------------------------------------------------------

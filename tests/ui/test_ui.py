@@ -17,7 +17,18 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from conftest import EMOTION_MESSAGES, LEADERS, RELAY_LEADERS, RELAY_LINES, RUNNERS_UP, UI, UserInput, recv
+from conftest import (
+    EMOTION_MESSAGES,
+    HARBOUR_PROMPT_V0,
+    HARBOUR_PROMPT_V1,
+    LEADERS,
+    RELAY_LEADERS,
+    RELAY_LINES,
+    RUNNERS_UP,
+    UI,
+    UserInput,
+    recv,
+)
 
 
 def rows(ui: UI):
@@ -59,7 +70,7 @@ def test_sign_in_with_a_wrong_then_the_right_key(ui, seed):
     ui.page.wait_for_url("**/ui/chats")
     expect(ui.page.get_by_role("heading", name="Chats", exact=True)).to_be_visible()
     expect(rows(ui)).to_have_count(seed.main_chat_count)
-    expect(ui.page.locator(".account")).to_contain_text(seed.main.user_id[:8])
+    expect(ui.page.locator(".account")).to_contain_text(seed.main.user_id[-8:])
 
     session = [c for c in ui.context.cookies() if c["name"] == "colloquy_session"]
     assert len(session) == 1, ui.context.cookies()
@@ -87,7 +98,10 @@ def test_chat_list_columns_and_local_times(signed_in, seed):
     # Newest first by default: the last filler chat recorded.
     assert first.get_attribute("data-chat-id") == seed.filler_chats[-1]
     cells = first.locator("td")
-    expect(cells.nth(0)).to_have_text(seed.filler_chats[-1])
+    # Ids: the last 8 hex digits (UUIDv7 start with the time), the whole id on hover.
+    chat_link = cells.nth(0).locator("a")
+    expect(chat_link).to_have_text("\u2026" + seed.filler_chats[-1][-8:])
+    expect(chat_link).to_have_attribute("title", seed.filler_chats[-1])
     expect(cells.nth(3)).to_have_text("4")  # start, assistant, user message, end
     expect(cells.nth(4)).to_have_text("USER_ENDED")
     expect(cells.nth(2)).to_have_text(re.compile(r"^\d+ s$"))
@@ -502,6 +516,9 @@ def test_pages_work_without_javascript(browser, server, seed):
         ui.sign_in(seed.main.api_key)
         expect(rows(ui)).to_have_count(seed.main_chat_count)
         expect(rows(ui).first.locator("time")).to_contain_text("UTC")  # the server's fallback
+        # Copy buttons need the script: without it none is shown, the whole id is in the title.
+        expect(ui.page.locator("button.copy-id").first).to_be_hidden()
+        expect(rows(ui).first.locator("td").first.locator("a")).to_have_attribute("title", seed.filler_chats[-1])
         ui.page.get_by_label("Status").select_option("INACTIVITY_TIMEOUT")
         ui.page.get_by_role("button", name="Apply").click()
         ui.page.wait_for_url("**status=INACTIVITY_TIMEOUT**")
@@ -577,3 +594,205 @@ def test_relayed_chat_shows_the_upstreams_prosody(ui, seed):
     expect(call.locator(".bubble")).to_contain_text('"city": "Boston"')
     expect(t.locator(".turn-assistant .bubble").filter(has_text="The forecast says light rain.")).to_have_count(1)
     ui.shot("chat-relayed")
+
+
+# ---- configs ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def configs_ui(ui, configs_seed):
+    ui.sign_in(configs_seed.account.api_key)
+    return ui
+
+
+def test_configs_page_lists_the_accounts_configs(configs_ui, configs_seed):
+    ui, s = configs_ui, configs_seed
+    ui.page.get_by_role("navigation", name="Main").get_by_role("link", name="Configs").click()
+    ui.page.wait_for_url("**/ui/configs")
+    expect(ui.page.get_by_role("link", name="Configs")).to_have_attribute("aria-current", "page")
+    table = ui.page.locator("#configs-table tbody tr")
+    expect(table).to_have_count(3)
+    assert [r.get_attribute("data-config-id") for r in table.all()] == [s.harbour_id, s.second_id, s.doomed_id]
+    harbour = ui.page.locator(f'tr[data-config-id="{s.harbour_id}"] td')
+    expect(harbour.nth(0)).to_have_text("Harbour guide")
+    expect(harbour.nth(1).locator("a")).to_have_text("\u2026" + s.harbour_id[-8:])
+    expect(harbour.nth(1).locator("a")).to_have_attribute("title", s.harbour_id)
+    expect(harbour.nth(2)).to_have_text("2")
+    expect(harbour.nth(3)).to_have_text("version 1")
+    expect(harbour.nth(4).locator("time")).to_have_attribute("data-localized", "1")
+    doomed = ui.page.locator(f'tr[data-config-id="{s.doomed_id}"] td')
+    expect(doomed.nth(2)).to_have_text("1")  # version 0 was deleted
+    expect(ui.page.locator("#config-count")).to_have_text("Showing 1–3 of 3 configs")
+    ui.shot("configs")
+
+
+def test_config_page_shows_the_chosen_version(configs_ui, configs_seed):
+    ui, s = configs_ui, configs_seed
+    ui.goto("/ui/configs")
+    ui.page.get_by_role("link", name="Harbour guide").click()
+    ui.page.wait_for_url(f"**/ui/configs/{s.harbour_id}")
+    expect(ui.page.locator("#config-name")).to_have_text("Harbour guide")
+    expect(ui.page.locator("#config-id")).to_have_text(s.harbour_id)
+    versions = ui.page.locator("#config-versions tbody tr")
+    expect(versions).to_have_count(2)
+    expect(versions.nth(0)).to_contain_text("second draft")
+    expect(versions.nth(1)).to_contain_text("first draft")
+    expect(versions.nth(0)).to_have_attribute("aria-current", "true")  # the newest by default
+    expect(versions.nth(0).locator("time")).to_have_count(2)  # created and modified
+
+    # The newest version: its prompt, tools, voice, timeouts and the rest.
+    card = ui.page.locator("#config-version")
+    expect(card).to_have_attribute("data-version", "1")
+    expect(ui.page.locator("#prompt-text")).to_have_text(HARBOUR_PROMPT_V1)
+    setting = lambda key: ui.page.locator(f'#config-settings dd[data-setting="{key}"]')  # noqa: E731
+    expect(setting("inactivity_timeout")).to_have_text("on, after 600 s")
+    expect(setting("max_duration_timeout")).to_have_text("on, after 900 s")
+    expect(setting("voice")).to_contain_text("Ava Song (HUME_AI")
+    expect(setting("language_model")).to_have_text("ANTHROPIC, claude-3-7-sonnet-latest, temperature 0.5")
+    expect(setting("on_new_chat")).to_have_text("on: \u201cAhoy! Welcome aboard.\u201d")
+    expect(setting("on_inactivity_timeout")).to_have_text("off")
+    expect(setting("nudges")).to_have_text("on, every 20 s")
+    expect(setting("evi_version")).to_have_text("3")
+    tool = ui.page.locator('#config-tools tr[data-tool="get_tide_times"]')
+    expect(tool).to_contain_text("High and low tide times for a port")
+    expect(tool.locator("pre")).to_contain_text('"port"')
+    expect(tool.locator("pre")).to_contain_text('"required"')
+    expect(ui.page.locator("#config-builtin-tools")).to_contain_text("hang_up")
+    expect(ui.page.locator("#config-webhooks")).to_contain_text("https://hooks.example.com/evi")
+    expect(ui.page.locator("#config-webhooks")).to_contain_text("chat_ended")
+    ui.shot("config")
+
+    # Version 0, chosen from the version table.
+    versions.nth(1).get_by_role("link", name="0").click()
+    ui.page.wait_for_url(f"**/ui/configs/{s.harbour_id}?version=0")
+    expect(card).to_have_attribute("data-version", "0")
+    expect(ui.page.locator("#prompt-text")).to_have_text(HARBOUR_PROMPT_V0)
+    expect(setting("inactivity_timeout")).to_have_text("on, after 300 s")
+    expect(ui.page.locator("#version-description")).to_have_text("first draft")
+    expect(versions.nth(1)).to_have_attribute("aria-current", "true")
+
+    # A version that does not exist: a 404 that still lists the versions.
+    r = ui.goto(f"/ui/configs/{s.harbour_id}?version=7")
+    assert r.status == 404
+    expect(ui.page.locator("#missing-version")).to_contain_text("no version 7")
+    expect(versions).to_have_count(2)
+    # Another account's config is not found.
+    r = ui.goto(f"/ui/configs/{uuid.uuid4()}")
+    assert r.status == 404
+    ui.console_errors.clear()
+
+
+def test_chat_links_to_the_config_version_it_used(configs_ui, configs_seed, browser, server, seed):
+    ui, s = configs_ui, configs_seed
+    ui.goto(f"/ui/chats/{s.chat_v0}")
+    link = ui.page.locator("#config-link")
+    expect(link).to_have_text("config Harbour guide, version 0")
+    expect(link).to_have_attribute("href", f"/ui/configs/{s.harbour_id}?version=0")
+    expect(ui.page.locator("#chat-config .id")).to_have_attribute("title", s.harbour_id)
+    ui.shot("chat-with-config")
+    link.click()
+    ui.page.wait_for_url(f"**/ui/configs/{s.harbour_id}?version=0")
+    expect(ui.page.locator("#prompt-text")).to_have_text(HARBOUR_PROMPT_V0)
+
+    ui.goto(f"/ui/chats/{s.chat_v1}")
+    expect(ui.page.locator("#config-link")).to_have_text("config Harbour guide, version 1")
+
+    # A deleted version: said plainly, the link goes to the config (no broken link).
+    r = ui.goto(f"/ui/chats/{s.doomed_chat}")
+    assert r.status == 200
+    expect(ui.page.locator("#config-link")).to_have_text("config Doomed config, version 0")
+    expect(ui.page.locator("#config-link")).to_have_attribute("href", f"/ui/configs/{s.doomed_id}")
+    expect(ui.page.locator("#config-note")).to_have_text("(this version was deleted)")
+
+    # A config that no longer exists (the seeded emotion chat's): no link, the id shown.
+    other = UI(browser, server)
+    try:
+        other.sign_in(seed.main.api_key)
+        r = other.goto(f"/ui/chats/{seed.emotion_chat}")
+        assert r.status == 200
+        facts = other.page.locator("#chat-config")
+        expect(facts).to_contain_text("deleted config, version 3")
+        expect(facts.locator("a")).to_have_count(0)
+        expect(facts.locator(".id")).to_have_attribute("title", seed.emotion_config)
+        expect(other.page.locator("#config-note")).to_contain_text("no longer exists")
+        assert not other.console_errors, other.console_errors
+    finally:
+        other.close()
+
+
+def test_ids_of_the_same_millisecond_read_differently(configs_ui, configs_seed):
+    ui, s = configs_ui, configs_seed
+    a, b = s.twin_chats
+    ga, gb = s.twin_groups
+    assert a[:13] == b[:13] and ga[:13] == gb[:13], "the same millisecond: the old 8-character form was equal"
+    ui.goto("/ui/chats?order=oldest")
+    shown = {}
+    for chat, group in zip(s.twin_chats, s.twin_groups):
+        row = ui.page.locator(f'tr[data-chat-id="{chat}"]')
+        chat_link = row.locator("td").nth(0).locator("a")
+        group_link = row.locator("td").nth(5).locator("a")
+        expect(chat_link).to_have_attribute("title", chat)
+        expect(group_link).to_have_attribute("title", group)
+        shown[chat] = (chat_link.inner_text(), group_link.inner_text())
+        assert shown[chat][0].lstrip("\u2026") in chat and shown[chat][1].lstrip("\u2026") in group
+    assert shown[a][0] != shown[b][0], shown
+    assert shown[a][1] != shown[b][1], shown
+    ui.shot("chats-same-minute")
+    # The chat and group pages' headings too.
+    ui.goto(f"/ui/chats/{a}")
+    expect(ui.page.locator("h1 .id")).to_have_attribute("title", a)
+    expect(ui.page.locator("h1 .id .mono")).to_have_text("\u2026" + a[-8:])
+    ui.goto(f"/ui/groups/{gb}")
+    expect(ui.page.locator("h1 .id")).to_have_attribute("title", gb)
+    expect(ui.page.locator("h1 .id .mono")).to_have_text("\u2026" + gb[-8:])
+
+
+def test_copy_button_copies_the_whole_id(browser, server, configs_seed):
+    ui = UI(browser, server)
+    try:
+        ui.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=ui.base)
+        ui.sign_in(configs_seed.account.api_key)
+        chat = configs_seed.chat_v0
+        ui.goto(f"/ui/chats/{chat}")
+        button = ui.page.locator("h1 .id button.copy-id")
+        expect(button).to_be_visible()
+        expect(button).to_have_attribute("aria-label", f"Copy id {chat}")
+        button.click()
+        expect(button).to_have_text("Copied")
+        assert ui.page.evaluate("navigator.clipboard.readText()") == chat
+        # The fallback when the Clipboard API is unavailable: a selected textarea and
+        # execCommand("copy").
+        ui.goto(f"/ui/configs/{configs_seed.harbour_id}")
+        ui.page.evaluate("Object.defineProperty(navigator, 'clipboard', {value: undefined, configurable: true})")
+        ui.page.evaluate(
+            """window.__copied = null;
+               document.addEventListener('copy', () => { window.__copied = String(window.getSelection()
+                 || document.activeElement.value.substring(document.activeElement.selectionStart,
+                                                           document.activeElement.selectionEnd)); });"""
+        )
+        fallback = ui.page.locator("h1 .id button.copy-id")
+        fallback.click()
+        expect(fallback).to_have_text("Copied")
+        assert ui.page.evaluate("window.__copied") == configs_seed.harbour_id
+        assert not ui.console_errors, ui.console_errors
+    finally:
+        ui.close()
+
+
+@pytest.mark.parametrize("name", ["configs", "config"])
+def test_config_pages_are_usable_at_375px(browser, server, configs_seed, name):
+    ui = UI(browser, server, viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True, device_scale_factor=2)
+    try:
+        ui.sign_in(configs_seed.account.api_key)
+        target = "/ui/configs" if name == "configs" else f"/ui/configs/{configs_seed.harbour_id}"
+        ui.goto(target)
+        overflow = ui.page.evaluate("document.documentElement.scrollWidth")
+        wide = ui.page.evaluate(
+            """[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 375.5)
+                 .map(e => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`).slice(0, 10)"""
+        )
+        assert overflow <= 375, f"{target} is {overflow}px wide at a 375px viewport: {wide}"
+        ui.shot(f"mobile-{name}")
+        assert not ui.console_errors, ui.console_errors
+    finally:
+        ui.close()

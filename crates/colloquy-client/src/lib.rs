@@ -19,9 +19,11 @@
 
 mod error;
 pub mod paging;
+mod platform;
 
 pub use error::ClientError;
 pub use paging::{paginate, PageRequest, Paged, MAX_PAGE_SIZE};
+pub use platform::Resource;
 
 use colloquy_wire::*;
 use futures::{Stream, StreamExt};

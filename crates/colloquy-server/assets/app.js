@@ -39,11 +39,68 @@
     }
   }
 
+  /* Copy buttons next to ids (<button class="copy-id" data-copy="ID" hidden>): shown only
+   * here, since they need the browser. navigator.clipboard where the page may use it, else
+   * a selected, off-screen textarea and execCommand("copy"). */
+  function showCopyButtons(root) {
+    var buttons = root.querySelectorAll("button.copy-id[hidden]");
+    for (var i = 0; i < buttons.length; i++) buttons[i].hidden = false;
+  }
+
+  function copyWithSelection(text) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.top = "-1000px";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try {
+      ok = document.execCommand("copy");
+    } catch (e) {
+      ok = false;
+    }
+    document.body.removeChild(area);
+    return ok;
+  }
+
+  function copied(button, ok) {
+    var label = button.getAttribute("data-label") || button.textContent;
+    button.setAttribute("data-label", label);
+    button.textContent = ok ? "Copied" : "Copy failed";
+    if (ok) button.setAttribute("data-copied", "1");
+    clearTimeout(button._colloquyTimer);
+    button._colloquyTimer = setTimeout(function () {
+      button.textContent = label;
+      button.removeAttribute("data-copied");
+    }, 2000);
+  }
+
+  function copyId(event) {
+    var button = event.target.closest && event.target.closest("button.copy-id");
+    if (!button) return;
+    event.preventDefault();
+    var text = button.getAttribute("data-copy") || "";
+    if (navigator.clipboard && navigator.clipboard.writeText && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(
+        function () { copied(button, true); },
+        function () { copied(button, copyWithSelection(text)); }
+      );
+    } else {
+      copied(button, copyWithSelection(text));
+    }
+  }
+
   function init(root) {
     root = root || document;
     localizeTimes(root);
     fillTimezone(root);
+    showCopyButtons(root);
   }
+
+  document.addEventListener("click", copyId);
 
   /* After htmx replaced the element that had focus (a pager link), move focus to the
    * updated region instead of leaving it on <body>. */

@@ -50,6 +50,9 @@ pub enum ApiError {
         /// The limit, failures per minute.
         limit: u32,
     },
+    /// 503: the server could not do it now; a retry may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -112,6 +115,7 @@ impl IntoResponse for ApiError {
                     ),
                 )
             }
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (

@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         crate::rest::delete_chat_group,
         crate::download::download,
         crate::auth::token,
+        crate::control::send::send,
         crate::server::healthz,
         crate::webhooks::routes::list_deliveries,
         crate::webhooks::routes::retry_delivery,
@@ -39,6 +40,7 @@ use utoipa::{Modify, OpenApi};
         (name = "tools", description = "User-defined tools, versioned"),
         (name = "configs", description = "EVI configs, versioned"),
         (name = "webhooks", description = "Deliveries of chat webhooks (Colloquy extension)"),
+        (name = "control_plane", description = "Messages into live chats"),
     )
 )]
 pub struct ApiDoc;

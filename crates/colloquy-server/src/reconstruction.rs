@@ -87,6 +87,8 @@ mod tests {
             account_limits: Default::default(),
             auth_failures: crate::limits::AuthFailureLimiter::new(10),
             webhooks: crate::webhooks::Webhooks::new(&Default::default()),
+            live: Default::default(),
+            remote: None,
         })
     }
 

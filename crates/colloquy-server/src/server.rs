@@ -105,6 +105,14 @@ pub fn build_router(state: AppState) -> Router {
         .route("/oauth2-cc/token", post(auth::token))
         .route("/v0/evi/chat", get(session::chat_socket))
         .route("/v0/assistant/chat", get(session::chat_socket))
+        .route(
+            "/v0/evi/chat/{chat_id}/send",
+            post(crate::control::send::send),
+        )
+        .route(
+            "/v0/evi/chat/{chat_id}/connect",
+            get(crate::control::observe::connect),
+        )
         .route("/v0/evi/chats", get(rest::list_chats))
         .route(
             "/v0/evi/chats/{id}",
@@ -316,6 +324,10 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
     let (pipeline, client_voice) = crate::engine::pipeline::turn::shared_engines(&settings.engine);
     let auth_failures_per_minute = settings.limits.auth_failures_per_minute;
     let webhook_settings = settings.webhooks.clone();
+    // The control plane reaches this server's chats, and through the database those of
+    // other servers sharing it.
+    let live = Arc::new(crate::live::LiveSessions::default());
+    let remote = crate::live::remote::Remote::start(store.clone(), instance_id, live.clone()).await;
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -332,6 +344,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         account_limits: Arc::default(),
         auth_failures: AuthFailureLimiter::new(auth_failures_per_minute),
         webhooks: crate::webhooks::Webhooks::new(&webhook_settings),
+        live,
+        remote,
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let mut workers = spawn_workers(

@@ -50,6 +50,10 @@ pub struct Inner {
     pub auth_failures: AuthFailureLimiter,
     /// Chat webhooks: settings, the delivery worker's bell, the HTTP client.
     pub webhooks: crate::webhooks::Webhooks,
+    /// The chats running on this server, for the control plane.
+    pub live: Arc<crate::live::LiveSessions>,
+    /// The chats of other servers sharing the database (`None` on SQLite).
+    pub remote: Option<Arc<crate::live::remote::Remote>>,
 }
 
 impl AppState {

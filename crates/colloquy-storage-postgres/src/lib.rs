@@ -22,6 +22,7 @@ mod configs;
 mod erasure;
 mod jobs;
 mod keys;
+mod live;
 mod reads;
 mod rows;
 #[cfg(feature = "test-support")]

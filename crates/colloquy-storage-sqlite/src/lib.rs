@@ -212,6 +212,28 @@ impl SqliteStore {
     }
 }
 
+/// One server owns a SQLite database: nothing to reach across servers.
+#[async_trait]
+impl colloquy_storage::LiveStore for SqliteStore {
+    async fn set_chat_metadata(
+        &self,
+        user_id: Uuid,
+        chat_id: Uuid,
+        metadata: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE chats SET metadata = ? WHERE id = ? AND user_id = ? AND status = 'ACTIVE'",
+        )
+        .bind(colloquy_storage::storable_text(metadata).as_ref())
+        .bind(chat_id.to_string())
+        .bind(user_id.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {

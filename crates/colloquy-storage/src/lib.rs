@@ -14,6 +14,7 @@ mod batch;
 #[cfg(feature = "test-support")]
 pub mod conformance;
 mod error;
+mod live;
 mod model;
 mod resources;
 mod search;
@@ -25,6 +26,7 @@ pub use batch::{
     storable_text, BatchRules, BatchTx, ChatCounters, QueuedEvent, QueuedEvents, Step,
 };
 pub use error::{StoreError, StoreResult};
+pub use live::{LiveOwner, LiveStore, MAX_PAYLOAD};
 pub use model::*;
 pub use resources::*;
 pub use search::{search_terms, MAX_SEARCH_TERMS};
@@ -42,7 +44,7 @@ use uuid::Uuid;
 /// Reads are scoped by `user_id` where an id comes from a caller; a row owned by another
 /// account is reported as absent, never as forbidden.
 #[async_trait]
-pub trait Store: ResourceStore + Send + Sync + 'static {
+pub trait Store: ResourceStore + LiveStore + Send + Sync + 'static {
     /// Short backend name (`sqlite`, `postgres`) for logs.
     fn backend(&self) -> &'static str;
 

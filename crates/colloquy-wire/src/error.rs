@@ -13,3 +13,24 @@ pub struct ErrorResponse {
     /// What went wrong and what to change, for a person.
     pub message: Option<String>,
 }
+
+/// One item of [`HttpValidationError`]: where the request is wrong and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ValidationError {
+    /// Where: `["body"]`, `["body", "type"]`, `["body", "session_settings", "audio"]`, ….
+    pub loc: Vec<serde_json::Value>,
+    /// What to fix, for a person.
+    pub msg: String,
+    /// A short machine-readable kind, e.g. `value_error`, `missing`.
+    #[serde(rename = "type")]
+    pub error_type: String,
+}
+
+/// `HTTPValidationError`: the 422 body of the control plane (and the TTS API), as the SDKs
+/// model it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = HTTPValidationError)]
+pub struct HttpValidationError {
+    /// The problems found.
+    pub detail: Vec<ValidationError>,
+}

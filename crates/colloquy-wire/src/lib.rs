@@ -16,7 +16,7 @@ pub mod socket;
 pub mod socket_error;
 
 pub use enums::*;
-pub use error::ErrorResponse;
+pub use error::{ErrorResponse, HttpValidationError, ValidationError};
 pub use paging::{PageRequest, MAX_PAGE_SIZE};
 pub use platform::*;
 pub use platform_config::*;

@@ -25,6 +25,12 @@ pub enum SocketError {
     ResumeUnavailable,
     /// The account has as many open chats as allowed.
     TooManyChats,
+    /// `config_id` (or its `config_version`) is unknown or another account's.
+    ConfigNotFound,
+    /// Control plane: no active chat of the account has this id.
+    ChatNotLive,
+    /// Control plane: the chat was not opened with `allow_connection=true`.
+    ConnectionNotAllowed,
     /// The API key was revoked.
     ApiKeyRevoked,
     /// The database failed.
@@ -47,7 +53,7 @@ pub enum SocketError {
 
 impl SocketError {
     /// Every socket error, in the order of the documentation's table.
-    pub const ALL: [SocketError; 18] = [
+    pub const ALL: [SocketError; 21] = [
         SocketError::InvalidJson,
         SocketError::InvalidMessage,
         SocketError::MessageTooLarge,
@@ -57,6 +63,9 @@ impl SocketError {
         SocketError::ChatGroupNotFound,
         SocketError::ResumeUnavailable,
         SocketError::TooManyChats,
+        SocketError::ConfigNotFound,
+        SocketError::ChatNotLive,
+        SocketError::ConnectionNotAllowed,
         SocketError::ApiKeyRevoked,
         SocketError::StorageFailure,
         SocketError::AudioCaptureFailed,
@@ -80,6 +89,9 @@ impl SocketError {
             SocketError::ChatGroupNotFound => "E0201",
             SocketError::ResumeUnavailable => "E0202",
             SocketError::TooManyChats => "E0203",
+            SocketError::ConfigNotFound => "E0204",
+            SocketError::ChatNotLive => "E0205",
+            SocketError::ConnectionNotAllowed => "E0206",
             SocketError::ApiKeyRevoked => "E0300",
             SocketError::StorageFailure => "I0100",
             SocketError::AudioCaptureFailed => "I0101",
@@ -103,6 +115,9 @@ impl SocketError {
             SocketError::ChatGroupNotFound => "chat_group_not_found",
             SocketError::ResumeUnavailable => "resume_unavailable",
             SocketError::TooManyChats => "too_many_chats",
+            SocketError::ConfigNotFound => "config_not_found",
+            SocketError::ChatNotLive => "chat_not_active",
+            SocketError::ConnectionNotAllowed => "connection_not_allowed",
             SocketError::ApiKeyRevoked => "api_key_revoked",
             SocketError::StorageFailure => "storage_failure",
             SocketError::AudioCaptureFailed => "audio_capture_failed",

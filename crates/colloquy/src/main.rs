@@ -228,3 +228,15 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or(());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks (unique names, valid `requires`) over every command;
+    /// they would otherwise fail only when the command is run.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

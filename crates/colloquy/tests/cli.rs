@@ -861,6 +861,9 @@ async fn shell_completions_cover_the_client_commands() {
             "transcript",
             "emotions",
             "audio",
+            "configs",
+            "prompts",
+            "tools",
             "--base-url",
             "serve",
         ] {
@@ -878,4 +881,276 @@ async fn shell_completions_cover_the_client_commands() {
     assert!(fish.contains("USER_ENDED"), "status values complete");
     let bad = run_in(dir.path(), &["completions", "tcsh"]).await;
     assert_eq!(bad.code, 2);
+}
+
+/// The cells of a table row (columns are two or more spaces apart).
+fn cells(line: &str) -> Vec<&str> {
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// The config body of `configs create --file` (the JSON `POST /v0/evi/configs` takes).
+fn harbour_config(name: &str, tool_id: &str, prompt: &str, inactivity: i64) -> Value {
+    json!({
+        "name": name,
+        "evi_version": "3",
+        "version_description": format!("inactivity {inactivity}"),
+        "prompt": {"text": prompt},
+        "voice": {"provider": "HUME_AI", "name": "Ava Song"},
+        "language_model": {"model_provider": "ANTHROPIC", "model_resource": "claude-3-7-sonnet-latest", "temperature": 0.5},
+        "tools": [{"id": tool_id}],
+        "builtin_tools": [{"name": "hang_up"}],
+        "event_messages": {"on_new_chat": {"enabled": true, "text": "Ahoy!"}},
+        "timeouts": {"inactivity": {"enabled": true, "duration_secs": inactivity},
+                     "max_duration": {"enabled": false, "duration_secs": 900}},
+        "webhooks": [{"url": "https://hooks.example.com/evi", "events": ["chat_ended"]}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_prompts_and_tools_are_listed_and_created_from_a_file() {
+    use colloquy_client::Resource;
+    use colloquy_wire::{ReturnConfig, ReturnUserDefinedTool};
+
+    let srv = Srv::start(|_| {}).await;
+    let client = srv.client();
+    let params = r#"{"type":"object","properties":{"port":{"type":"string"}},"required":["port"]}"#;
+    let tool: ReturnUserDefinedTool = client
+        .create_resource(
+            Resource::Tools,
+            &json!({"name": "get_tide_times", "description": "Tide times for a port",
+                    "parameters": params}),
+        )
+        .await
+        .unwrap();
+    let _: ReturnUserDefinedTool = client
+        .create_version(
+            Resource::Tools,
+            &tool.id,
+            &json!({"description": "Tide times, v1", "parameters": params,
+                    "version_description": "clearer"}),
+        )
+        .await
+        .unwrap();
+    // Nothing yet: an empty table is a note on stderr, an empty array with --json.
+    let none = srv.run(&["configs"]).await.ok();
+    assert_eq!(
+        (none.stdout.as_str(), none.stderr.trim()),
+        ("", "No configs.")
+    );
+    assert_eq!(srv.run(&["configs", "--json"]).await.ok().json(), json!([]));
+
+    // `configs create --file`: the body as the API takes it; the created config printed.
+    let file = srv.work.path().join("harbour.json");
+    let prompt_v0 = "You are a harbour guide.\nSpeak of tides and boats.";
+    std::fs::write(
+        &file,
+        harbour_config("Harbour guide", &tool.id, prompt_v0, 300).to_string(),
+    )
+    .unwrap();
+    let created = srv
+        .run(&["configs", "create", "--file", "harbour.json"])
+        .await
+        .ok();
+    let harbour_id = created
+        .stderr
+        .strip_prefix("Created config Harbour guide (")
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("{}", created.stderr))
+        .to_string();
+    let details = &created.stdout;
+    for line in [
+        format!("Config:              Harbour guide ({harbour_id})"),
+        "Version:             0".to_string(),
+        "Voice:               Ava Song (HUME_AI".to_string(),
+        "Language model:      ANTHROPIC, claude-3-7-sonnet-latest, temperature 0.5".into(),
+        format!(
+            "Tools:               get_tide_times ({}) version 1 LATEST: Tide times, v1",
+            tool.id
+        ),
+        "Built-in tools:      hang_up".into(),
+        "Greeting:            on: \"Ahoy!\"".into(),
+        "Inactivity timeout:  on, after 300 s".into(),
+        "Max duration:        off (900 s)".into(),
+        "Webhooks:            https://hooks.example.com/evi (chat_ended)".into(),
+        "Prompt text:\n    You are a harbour guide.\n    Speak of tides and boats.\n".into(),
+    ] {
+        assert!(details.contains(&line), "{line:?} not in\n{details}");
+    }
+    // A second version (through the API), and a second config from the same file as JSON.
+    let v1: ReturnConfig = client
+        .create_version(
+            Resource::Configs,
+            &harbour_id,
+            &harbour_config("ignored", &tool.id, "Version two of the guide.", 600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    std::fs::write(
+        &file,
+        harbour_config("Lighthouse keeper", &tool.id, "Keep the light.", 120).to_string(),
+    )
+    .unwrap();
+    let second = srv
+        .run(&["configs", "create", "--file", "harbour.json", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(second["name"], "Lighthouse keeper");
+    assert_eq!(second["version"], 0);
+    assert_eq!(second["prompt"]["text"], "Keep the light.");
+    assert_eq!(second["timeouts"]["inactivity"]["duration_secs"], 120);
+
+    // The list: the newest version of each, oldest config first.
+    let table = srv.run(&["configs"]).await.ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    for col in [
+        "CONFIG ID",
+        "NAME",
+        "VERSION",
+        "MODIFIED",
+        "PROMPT",
+        "VOICE",
+        "TOOLS",
+    ] {
+        assert!(lines[0].contains(col), "{}", lines[0]);
+    }
+    let row = cells(lines[1]);
+    assert_eq!(
+        row[..3],
+        [harbour_id.as_str(), "Harbour guide", "1"],
+        "newest version: {table}"
+    );
+    assert_eq!(
+        row[4..],
+        [
+            "Version two of the guide.",
+            "Ava Song",
+            "get_tide_times, hang_up"
+        ]
+    );
+    assert_eq!(cells(lines[2])[1..3], ["Lighthouse keeper", "0"], "{table}");
+    let listed = srv.run(&["configs", "--json"]).await.ok().json();
+    assert_eq!(
+        ids(&listed),
+        vec![harbour_id.clone(), second["id"].as_str().unwrap().into()]
+    );
+
+    // One config: its versions; `--version N`: that version in full.
+    let versions = srv.run(&["configs", &harbour_id]).await.ok().stdout;
+    let vlines: Vec<&str> = versions.lines().collect();
+    assert_eq!(vlines.len(), 3, "{versions}");
+    assert!(vlines[0].starts_with("VERSION") && vlines[0].contains("DESCRIPTION"));
+    assert!(
+        vlines[1].starts_with("0 ") && vlines[1].contains("inactivity 300"),
+        "{versions}"
+    );
+    assert!(
+        vlines[2].starts_with("1 ") && vlines[2].contains("inactivity 600"),
+        "{versions}"
+    );
+    let v0 = srv
+        .run(&["configs", &harbour_id, "--version", "0", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(v0["version"], 0);
+    assert_eq!(v0["prompt"]["text"], prompt_v0);
+    let v1_text = srv
+        .run(&["configs", &harbour_id, "--version", "1"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        v1_text.contains("Inactivity timeout:  on, after 600 s"),
+        "{v1_text}"
+    );
+    assert!(
+        v1_text.contains("    Version two of the guide."),
+        "{v1_text}"
+    );
+    srv.run(&["configs", &harbour_id, "--version", "9"])
+        .await
+        .fails_with(&format!(
+            "no config with id {harbour_id} and version 9 (404)"
+        ));
+    let unknown = Uuid::new_v4().to_string();
+    srv.run(&["configs", &unknown])
+        .await
+        .fails_with(&format!("no config with id {unknown} (404)"));
+
+    // Prompts: the two made from the configs' `text` (named after them), and their versions.
+    let prompts = srv.run(&["prompts", "--json"]).await.ok().json();
+    let names: Vec<&str> = prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Harbour guide", "Harbour guide", "Lighthouse keeper"]
+    );
+    let ptable = srv.run(&["prompts"]).await.ok().stdout;
+    assert!(ptable.starts_with("PROMPT ID"), "{ptable}");
+    assert!(
+        ptable.contains("You are a harbour guide. Speak of tides and boats."),
+        "one line: {ptable}"
+    );
+    let pid = prompts[0]["id"].as_str().unwrap();
+    let pversions = srv.run(&["prompts", pid]).await.ok().stdout;
+    assert_eq!(pversions.lines().count(), 2, "{pversions}");
+    assert!(pversions.starts_with("VERSION"), "{pversions}");
+
+    // Tools: the newest version of each, and every version of one.
+    let ttable = srv.run(&["tools"]).await.ok().stdout;
+    let tlines: Vec<&str> = ttable.lines().collect();
+    assert_eq!(tlines.len(), 2, "{ttable}");
+    let row = cells(tlines[1]);
+    assert_eq!(
+        row[..3],
+        [tool.id.as_str(), "get_tide_times", "1"],
+        "{ttable}"
+    );
+    assert_eq!(row[4], "Tide times, v1", "{ttable}");
+    let tversions = srv.run(&["tools", &tool.id, "--json"]).await.ok().json();
+    let tv: Vec<i64> = tversions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(tv, [0, 1]);
+    let tvtable = srv.run(&["tools", &tool.id]).await.ok().stdout;
+    assert!(
+        tvtable.contains(
+            r#"{"type":"object","properties":{"port":{"type":"string"}},"required":["port"]}"#
+        ),
+        "{tvtable}"
+    );
+
+    // Refusals: the server's 400 message, naming the field; a file that is not JSON.
+    let mut bad = harbour_config("Bad", &tool.id, "x", 29);
+    bad["evi_version"] = json!("3");
+    std::fs::write(&file, bad.to_string()).unwrap();
+    srv.run(&["configs", "create", "--file", "harbour.json"])
+        .await
+        .fails_with(
+            "the server refused the config in harbour.json (400 invalid_parameter): \
+             timeouts.inactivity.duration_secs must be between 30 and 1800 inclusive (got 29)",
+        );
+    std::fs::write(&file, "{\"name\": ").unwrap();
+    srv.run(&["configs", "create", "--file", "harbour.json"])
+        .await
+        .fails_with("harbour.json is not valid JSON");
+    srv.run(&["configs", "create", "--file", "missing.json"])
+        .await
+        .fails_with("could not read missing.json");
+    let listed = srv.run(&["configs", "--json"]).await.ok().json();
+    assert_eq!(ids(&listed).len(), 2, "nothing stored by the refusals");
+    srv.stop().await;
 }

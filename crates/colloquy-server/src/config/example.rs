@@ -20,8 +20,10 @@ data_dir = "./colloquy-data"             # COLLOQUY_DATA_DIR, --data-dir
 
 [chat]
 # End a chat as INACTIVITY_TIMEOUT after this many seconds without a client message.
+# A chat connected with a config_id uses its config's timeouts instead.
 inactivity_timeout_secs = 120
-# End a chat as MAX_DURATION_TIMEOUT after this many seconds.
+# End a chat as MAX_DURATION_TIMEOUT after this many seconds (also the limit of a chat whose
+# config disables its maximum duration).
 max_duration_secs = 1800
 # Largest accepted socket message in bytes; larger ones are refused with an `error` message
 # and the session goes on (messages over 4x this size close the socket with code 1009).
@@ -29,6 +31,9 @@ max_message_bytes = 16777216
 # A send to the client that makes no progress for this many seconds (the client stopped
 # reading) ends the chat as ERROR with reason client_not_reading.
 send_timeout_secs = 10
+# After a config's on_inactivity_timeout message is said, seconds the user has to answer
+# before the chat ends as INACTIVITY_TIMEOUT.
+inactivity_grace_secs = 15
 
 [limits]
 # Failed authentication attempts (wrong API key, secret or token) one client address may

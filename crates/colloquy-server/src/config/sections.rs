@@ -108,6 +108,9 @@ pub struct ChatSettings {
     /// Seconds a send to the client may make no progress (a client that stopped reading)
     /// before the chat ends as `ERROR` (reason `client_not_reading`).
     pub send_timeout_secs: u64,
+    /// After a config's `on_inactivity_timeout` message is said, how long the user has to
+    /// answer before the chat ends as `INACTIVITY_TIMEOUT` (Hume's EVI waits 15 s).
+    pub inactivity_grace_secs: u64,
 }
 
 /// Database tuning.
@@ -139,6 +142,7 @@ impl Default for ChatSettings {
             max_duration_secs: 1800,
             max_message_bytes: 16 * 1024 * 1024,
             send_timeout_secs: 10,
+            inactivity_grace_secs: 15,
         }
     }
 }

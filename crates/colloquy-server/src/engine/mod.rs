@@ -27,6 +27,7 @@ use crate::config::EngineSettings;
 use crate::session::core::Core;
 use crate::session::ending::End;
 use colloquy_storage::{NewEvent, Principal};
+use colloquy_wire::socket::ServerMessage;
 use serde_json::Value;
 
 /// The engine mode of a chat opened by `who`: its key's override (by the key's prefix, from
@@ -92,6 +93,8 @@ pub enum Output {
     KeepAlive,
     /// Pipeline: the running turn's next output (`None`: it ended).
     Turn(Option<pipeline::turn::TurnOutput>),
+    /// Pipeline: the user stayed silent for the config's nudge interval.
+    Nudge,
 }
 
 impl Engine {
@@ -109,6 +112,12 @@ impl Engine {
     /// once).
     pub fn defers_key_checks(&self) -> bool {
         !matches!(self, Engine::Client(_))
+    }
+
+    /// Whether the engine runs turn detection on the user's audio (and so tells when the
+    /// user is heard, for the inactivity timeout).
+    pub fn detects_turns(&self) -> bool {
+        matches!(self, Engine::Pipeline(_))
     }
 
     /// Whether `user_input` and `assistant_input` are recorded from the engine's replies
@@ -164,7 +173,26 @@ impl Engine {
             (Engine::Relay(r), Output::Upstream(incoming)) => r.on_upstream(core, incoming).await,
             (Engine::Relay(r), Output::KeepAlive) => r.keep_alive(core).await,
             (Engine::Pipeline(p), Output::Turn(out)) => p.on_turn_output(core, out).await,
+            (Engine::Pipeline(p), Output::Nudge) => p.nudge(core).await,
             _ => Ok(()),
+        }
+    }
+
+    /// Says `text` as the assistant (a config's greeting or timeout message): recorded as
+    /// an `AGENT_MESSAGE`, sent as `assistant_message`, spoken as `audio_output` when the
+    /// chat has a voice, then `assistant_end`.
+    pub async fn say(&mut self, core: &mut Core, text: &str) -> Result<(), End> {
+        match self {
+            Engine::Pipeline(p) => p.say(core, text).await,
+            Engine::Client(c) => {
+                let id = core.assistant_says(text, false).await?;
+                c.speak(core, &id, text).await?;
+                core.send_or_end(&ServerMessage::AssistantEnd {}).await
+            }
+            Engine::Relay(_) => {
+                core.assistant_says(text, false).await?;
+                core.send_or_end(&ServerMessage::AssistantEnd {}).await
+            }
         }
     }
 

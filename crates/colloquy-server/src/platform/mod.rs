@@ -13,12 +13,15 @@
 //! `invalid_combination`, `invalid_json`, `unknown_reference` and `still_referenced` for
 //! what it cannot), `401`, `404` for unknown ids and other accounts' ids alike.
 
+pub mod chat_config;
 pub mod configs;
 pub mod prompts;
+mod read;
 mod routes;
 pub mod tools;
 pub mod validation;
 
+pub(crate) use read::config_version;
 pub use routes::{router, PlatformDoc};
 
 use crate::auth::Caller;
@@ -110,6 +113,24 @@ impl<'a> Resolver<'a> {
             user_id,
             seen: HashMap::new(),
         }
+    }
+
+    /// Reads `refs` at once (concurrently), for the [`Self::get`]s that follow.
+    pub(crate) async fn prefetch(&mut self, refs: Vec<ResourceRef>) -> Result<(), ApiError> {
+        let missing: Vec<ResourceRef> = refs
+            .into_iter()
+            .filter(|r| !self.seen.contains_key(r))
+            .collect();
+        let store = &self.state.store;
+        let user_id = self.user_id;
+        let found = futures::future::try_join_all(
+            missing
+                .iter()
+                .map(|r| store.get_resource_version(user_id, r.kind, r.id, r.version)),
+        )
+        .await?;
+        self.seen.extend(missing.into_iter().zip(found));
+        Ok(())
     }
 
     /// The referenced version (the newest one for a reference to the latest), if it exists.

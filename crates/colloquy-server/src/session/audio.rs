@@ -6,7 +6,34 @@ use super::core::Core;
 use crate::capture::{CaptureError, CapturedFormat, VoiceRecorder};
 use crate::objects::Voice;
 
+/// RMS (of full scale) from which a chunk of the user's audio counts as activity in chats
+/// without turn detection (client and relay modes): about −40 dBFS, above a quiet room's
+/// noise and far below speech.
+pub const HEARD_RMS: f32 = 0.01;
+
 impl Core {
+    /// Whether an accepted `audio_input` chunk is loud enough to count as the user's
+    /// activity, for engines without turn detection (the pipeline's turn detector decides
+    /// in pipeline chats). Silence keeps the inactivity timer running.
+    pub(crate) fn audio_is_heard(&mut self, bytes: &[u8]) -> bool {
+        let format = self
+            .settings
+            .audio
+            .as_ref()
+            .map(|a| colloquy_audio::Linear16Format {
+                sample_rate: a.sample_rate,
+                channels: a.channels as u16,
+            });
+        let decoder = self.loudness.get_or_insert_with(Default::default);
+        match decoder.decode(bytes, format) {
+            Ok(Some(chunk)) if !chunk.samples.is_empty() => {
+                let energy: f32 = chunk.samples.iter().map(|s| s * s).sum();
+                (energy / chunk.samples.len() as f32).sqrt() >= HEARD_RMS
+            }
+            _ => false,
+        }
+    }
+
     /// Captures one accepted user chunk that arrived `offset` ms after the start.
     pub(crate) async fn capture_user_audio(&mut self, offset: i64, bytes: &[u8]) {
         if !self.who.data_retention {

@@ -96,6 +96,19 @@ impl ConnectParams {
                 _ => {}
             }
         }
+        if let Some(v) = p.config_version {
+            if p.config_id.is_none() {
+                return Err(format!(
+                    "config_version={v} was given without config_id; pass the config's id too"
+                ));
+            }
+            if !(0..=crate::platform::MAX_VERSION).contains(&v) {
+                return Err(format!(
+                    "config_version must be a version number from 0 to {} (got {v})",
+                    crate::platform::MAX_VERSION
+                ));
+            }
+        }
         if !settings.is_empty() {
             let parsed: SessionSettings = serde_json::from_value(Value::Object(settings))
                 .map_err(|e| format!("invalid session_settings query parameters: {e}"))?;

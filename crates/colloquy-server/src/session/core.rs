@@ -7,13 +7,17 @@ use super::settings;
 use crate::capture::VoiceRecorder;
 use crate::clock::now_ms;
 use crate::limits::OpenChat;
+use crate::live::{Observed, ObserverTx};
+use crate::platform::chat_config::ChatConfig;
 use crate::recorder::RecordError;
 use crate::state::AppState;
 use axum::extract::ws::WebSocket;
 use colloquy_audio::StreamProbe;
 use colloquy_storage::{NewEvent, OpOutcome, Principal, WriteOp};
-use colloquy_wire::socket::SessionSettings;
+use colloquy_wire::socket::{ChatMessage, Inference, ServerMessage, SessionSettings};
 use colloquy_wire::{EventRole, EventType};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -30,6 +34,14 @@ pub struct Core {
     pub(crate) request_id: String,
     /// Epoch ms the socket was accepted.
     pub(crate) start_ms: i64,
+    /// When the socket was accepted.
+    pub(crate) accepted: Instant,
+    /// The chat's config version (`config_id` at connect), resolved before the chat is
+    /// stored.
+    pub(crate) config: Option<Arc<ChatConfig>>,
+    /// The config's inactivity message was said; the chat ends at the next inactivity
+    /// deadline unless the user does something first.
+    pub(crate) warned_inactive: bool,
     last_ts: i64,
     next_seq: i64,
     /// Session settings in effect (connect-time ones merged with later messages).
@@ -43,6 +55,8 @@ pub struct Core {
     pub(crate) assistant_audio: Option<VoiceRecorder>,
     /// Set when the current client message was refused with an `error`.
     pub(crate) rejected: bool,
+    /// What the last refused message was told (for a control-plane message's answer).
+    pub(crate) last_refusal: Option<String>,
     /// The current client message still needs its key check (see `check_key_or_defer`).
     pub(crate) key_check_due: bool,
     /// The engine lets key checks of messages that record nothing finish in the background.
@@ -62,7 +76,38 @@ pub struct Core {
     pub(crate) counted: Option<OpenChat>,
     /// The chat's webhooks (issue 14).
     pub(crate) hooks: crate::webhooks::SessionHooks,
+    /// Observers attached through the control plane; every message to the client is also
+    /// sent to them (one that falls behind is dropped).
+    pub(crate) observers: Vec<ObserverTx>,
+    /// For retention-disabled accounts with `allow_connection` (nothing is stored): the
+    /// messages an observer attaching now is sent as the history, newest last.
+    pub(crate) held: Option<VecDeque<Arc<str>>>,
+    /// The `chat_metadata` the client received.
+    pub(crate) chat_metadata: String,
+    /// The connect query's `event_limit` (`session_settings.event_limit` wins).
+    pub(crate) connect_event_limit: Option<u32>,
+    /// The chat's stored `metadata`.
+    pub(crate) chat_meta: serde_json::Value,
+    /// The current client message is user activity (resets the inactivity timer): any
+    /// message but `audio_input`, and `audio_input` in which the user is heard.
+    pub(crate) active: bool,
+    /// Decodes the user's audio to tell sound from silence (client and relay modes).
+    pub(crate) loudness: Option<colloquy_audio::InputDecoder>,
 }
+
+/// Messages a retention-disabled chat holds for observers' history.
+const HELD_MESSAGES: usize = 300;
+
+/// Message types an observer's history replays.
+const REPLAYED: [&str; 7] = [
+    "\"user_message\"",
+    "\"assistant_message\"",
+    "\"tool_call\"",
+    "\"tool_response\"",
+    "\"tool_error\"",
+    "\"user_interruption\"",
+    "\"assistant_end\"",
+];
 
 impl Core {
     /// A session on an accepted socket; the chat is not stored yet.
@@ -80,6 +125,9 @@ impl Core {
             group_id: Uuid::now_v7(),
             request_id,
             start_ms,
+            accepted: now,
+            config: None,
+            warned_inactive: false,
             last_ts: start_ms,
             next_seq: 0,
             settings: SessionSettings::default(),
@@ -88,6 +136,7 @@ impl Core {
             user_audio: None,
             assistant_audio: None,
             rejected: false,
+            last_refusal: None,
             key_check_due: false,
             defer_key_checks: false,
             end_detail: None,
@@ -95,6 +144,110 @@ impl Core {
             capture_notices: Vec::new(),
             counted: None,
             hooks: Default::default(),
+            observers: Vec::new(),
+            held: None,
+            chat_metadata: String::new(),
+            connect_event_limit: None,
+            chat_meta: serde_json::Value::Null,
+            active: false,
+            loudness: None,
+        }
+    }
+
+    /// Applies the chat's config: its timeouts replace the server's `chat.*` ones (a
+    /// disabled maximum duration falls back to `chat.max_duration_secs`).
+    pub(crate) fn set_config(&mut self, config: ChatConfig) {
+        if let Some(max) = config.max_duration {
+            self.max_at = self.accepted + max;
+        }
+        self.config = Some(Arc::new(config));
+    }
+
+    /// The inactivity timeout in effect: the config's (`None` when the config disables
+    /// it), else `chat.inactivity_timeout_secs`.
+    pub(crate) fn inactivity(&self) -> Option<Duration> {
+        match &self.config {
+            Some(c) => c.inactivity,
+            None => Some(Duration::from_secs(
+                self.state.settings.chat.inactivity_timeout_secs,
+            )),
+        }
+    }
+
+    /// The user did something (see [`Core::active`]): the inactivity timer starts over.
+    pub(crate) fn mark_active(&mut self) {
+        self.active = true;
+        self.warned_inactive = false;
+        self.idle_at = Instant::now() + self.inactivity().unwrap_or(super::NEVER);
+    }
+
+    /// The system prompt in effect: the session's (`session_settings.system_prompt`), else
+    /// the config's.
+    pub(crate) fn system_prompt(&self) -> Option<&str> {
+        self.settings
+            .system_prompt
+            .as_deref()
+            .or_else(|| self.config.as_ref().and_then(|c| c.prompt.as_deref()))
+    }
+
+    /// Records `text` as an `AGENT_MESSAGE` and queues its `assistant_message` (sent with
+    /// the next flush); returns the message id (the event's).
+    pub(crate) async fn assistant_says(
+        &mut self,
+        text: &str,
+        from_text: bool,
+    ) -> Result<String, End> {
+        let ev = self.event(EventRole::Agent, EventType::AgentMessage, text);
+        let id = ev.id.to_string();
+        self.record(vec![ev]).await?;
+        self.feed(&ServerMessage::AssistantMessage {
+            id: id.clone(),
+            message: ChatMessage {
+                role: "assistant".into(),
+                content: Some(text.to_string()),
+            },
+            models: Inference::default(),
+            from_text,
+            is_quick_response: false,
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// The sequence number the next event gets.
+    pub(crate) fn next_seq(&self) -> i64 {
+        self.next_seq
+    }
+
+    /// Sends a message the client is sent to the chat's observers (and holds it for the
+    /// history of later ones when nothing is stored).
+    pub(crate) fn observe(&mut self, text: &str) {
+        if self.observers.is_empty() && self.held.is_none() {
+            return;
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.observers
+            .retain(|o| o.try_send(Observed::Message(shared.clone())).is_ok());
+        if let Some(held) = &mut self.held {
+            let replayed = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("type").map(|t| t.to_string()))
+                .is_some_and(|t| {
+                    REPLAYED.contains(&t.as_str()) && !text.contains("\"interim\":true")
+                });
+            if replayed {
+                if held.len() == HELD_MESSAGES {
+                    held.pop_front();
+                }
+                held.push_back(shared);
+            }
+        }
+    }
+
+    /// The chat ended: each observer's socket closes with `reason`.
+    pub(crate) fn release_observers(&mut self, reason: &str) {
+        for o in self.observers.drain(..) {
+            let _ = o.try_send(Observed::Ended(reason.to_string()));
         }
     }
 
@@ -137,6 +290,30 @@ impl Core {
             events.push(self.event(EventRole::System, EventType::SystemPrompt, prompt));
         }
         events
+    }
+
+    /// Merges new settings into the session's (given fields replace earlier ones); a new
+    /// `custom_session_id` is stored in the chat's `metadata`.
+    pub(crate) async fn apply_settings_and_store(&mut self, s: SessionSettings) {
+        let changed = s
+            .custom_session_id
+            .as_ref()
+            .filter(|c| self.settings.custom_session_id.as_ref() != Some(*c))
+            .cloned();
+        self.apply_settings(s);
+        let Some(csid) = changed.filter(|_| self.who.data_retention) else {
+            return;
+        };
+        self.chat_meta["custom_session_id"] = serde_json::Value::String(csid);
+        let meta = self.chat_meta.to_string();
+        if let Err(e) = self
+            .state
+            .store
+            .set_chat_metadata(self.who.user_id, self.chat_id, &meta)
+            .await
+        {
+            tracing::warn!(error = %e, "could not store the new custom_session_id in the chat's metadata");
+        }
     }
 
     /// Merges new settings into the session's: given fields replace earlier ones.

@@ -7,6 +7,8 @@ use super::core::Core;
 use super::ending::End;
 use super::Session;
 use crate::capture::VoiceRecorder;
+use crate::engine::EngineMode;
+use crate::platform::chat_config::{self, Unresolved};
 use crate::recorder::RecordError;
 use crate::state::AppState;
 use colloquy_storage::{GroupChoice, NewChat, OpOutcome, WriteOp};
@@ -27,6 +29,50 @@ pub enum NotOpened {
 }
 
 impl Core {
+    /// Resolves `config_id` (and `config_version`) before anything is stored; false (after
+    /// refusing) when the account has no such config or version.
+    ///
+    /// A relayed chat's `config_id` that the account does not have is the upstream's: it
+    /// is forwarded and recorded as given.
+    pub(crate) async fn resolve_config(
+        &mut self,
+        params: &ConnectParams,
+        mode: EngineMode,
+    ) -> bool {
+        let Some(id) = params.config_id.as_deref() else {
+            return true;
+        };
+        let Ok(id) = Uuid::parse_str(id) else {
+            // `ConnectParams::parse` only keeps UUIDs.
+            return true;
+        };
+        match chat_config::resolve(&self.state, self.who.user_id, id, params.config_version).await {
+            Ok(config) => {
+                tracing::debug!(config_id = %config.id, config_version = config.version, "config resolved");
+                self.set_config(config);
+                true
+            }
+            Err(Unresolved::NotFound(_)) if mode == EngineMode::Relay => {
+                tracing::debug!(config_id = %id, "not a config of this account: the upstream's");
+                true
+            }
+            Err(Unresolved::NotFound(message)) => {
+                self.refuse(SocketError::ConfigNotFound, message).await;
+                false
+            }
+            Err(Unresolved::Store(e)) => {
+                tracing::error!(error = ?e, "could not read the chat's config");
+                self.refuse(
+                    SocketError::StorageFailure,
+                    "the server could not read the config; try again later (details are in                      the server log)"
+                        .into(),
+                )
+                .await;
+                false
+            }
+        }
+    }
+
     /// The group the chat starts or joins; `None` (after refusing) if it cannot resume.
     pub(crate) async fn group_choice(&mut self, params: &ConnectParams) -> Option<GroupChoice> {
         let group = match params.resumed_chat_group_id {
@@ -100,32 +146,37 @@ impl Session {
             events.extend(core.settings_events(&s));
             core.apply_settings(s);
         }
+        if core.settings.system_prompt.is_none() {
+            // The config's prompt, unless the client's connect-time settings replaced it.
+            if let Some(prompt) = core.config.as_ref().and_then(|c| c.prompt.clone()) {
+                events.push(core.event(EventRole::System, EventType::SystemPrompt, &prompt));
+            }
+        }
         let mut metadata = json!({ "request_id": core.request_id });
         if let Some(csid) = &core.settings.custom_session_id {
             metadata["custom_session_id"] = json!(csid);
         }
         self.engine.on_open(core, &mut events, &mut metadata);
-        // Issue 14: the chat's webhook subscriptions (the config version's, read from the
-        // store until the configs work passes the resolved config here, and the server's).
-        let config_webhooks = crate::webhooks::config_webhooks_from_store(
-            core.state.store.as_ref(),
-            core.who.user_id,
-            params.config_id.as_deref(),
-            params.config_version,
-        )
-        .await;
+        core.chat_meta = metadata.clone();
+        // The resolved config; a relayed chat's unresolved one (the upstream's) as given.
+        let (config_id, config_version) = match &core.config {
+            Some(c) => (Some(c.id.to_string()), Some(c.version)),
+            None => (params.config_id.clone(), params.config_version),
+        };
+        // Issue 14: the chat's webhook subscriptions, its config's and the server's.
+        let config_webhooks = core.config.as_ref().map_or(&[][..], |c| &c.webhooks[..]);
         let chat = NewChat {
             id: core.chat_id,
             user_id: core.who.user_id,
             group,
             start_timestamp: core.start_ms,
             metadata: Some(metadata.to_string()),
-            config_id: params.config_id.clone(),
-            config_version: params.config_version,
+            config_id: config_id.clone(),
+            config_version,
             instance_id: core.state.instance_id,
             webhooks: crate::webhooks::subscriptions(
                 &core.state.settings.webhooks,
-                &config_webhooks,
+                config_webhooks,
             ),
         };
         core.hooks.prepare(&chat, &events, core.who.data_retention);
@@ -171,7 +222,20 @@ impl Session {
             chat_group_id: core.group_id.to_string(),
             request_id: core.request_id.clone(),
         };
-        core.send_or_end(&meta).await.map_err(NotOpened::ClientGone)
+        core.chat_metadata = core.text_of(&meta).unwrap_or_default();
+        core.send_or_end(&meta)
+            .await
+            .map_err(NotOpened::ClientGone)?;
+        // Reachable through the control plane from now on.
+        if params.allow_connection && !core.who.data_retention {
+            core.held = Some(Default::default());
+        }
+        let (registration, control) =
+            core.state
+                .live
+                .register(core.chat_id, core.who.user_id, params.allow_connection);
+        self.live = Some((registration, control));
+        Ok(())
     }
 
     /// Ends the chat: records the end, then lets the close handshake finish.
@@ -262,6 +326,10 @@ impl Session {
             core.hooks.ended(&core.state, ending.status, end_ts);
         }
         tracing::info!(status = %ending.status, reason = ending.reason, "chat ended");
+        // Not reachable any more; observers' sockets close with the chat's end reason.
+        self.live = None;
+        let core = &mut self.core;
+        core.release_observers(ending.reason);
         if let Some(error) = ending.farewell {
             let limit = core.state.settings.chat.max_message_bytes * super::HARD_LIMIT_FACTOR;
             let message = end.farewell_message(core.end_detail.as_deref(), deleted, limit);

@@ -39,7 +39,13 @@ impl Session {
                 .await;
         }
         let msg = match ClientMessage::parse(text) {
-            Ok((m, _)) => m,
+            Ok((m, _)) => {
+                // Audio counts as activity only where the user is heard (below).
+                if !matches!(m, ClientMessage::AudioInput(_)) {
+                    core.mark_active();
+                }
+                m
+            }
             Err(e) => {
                 core.check_key().await?;
                 return core.client_error(e.error(), e.message().to_string()).await;
@@ -99,22 +105,9 @@ impl Session {
                     .await
             }
             ClientMessage::AssistantInput(input) => {
-                let ev = core.event(EventRole::Agent, EventType::AgentMessage, &input.text);
-                let id = ev.id.to_string();
-                core.record(vec![ev]).await?;
                 // Queued: without speech it leaves with `assistant_end` in one write; an
                 // engine that speaks sends it first.
-                core.feed(&ServerMessage::AssistantMessage {
-                    id: id.clone(),
-                    message: ChatMessage {
-                        role: "assistant".into(),
-                        content: Some(input.text.clone()),
-                    },
-                    models: Inference::default(),
-                    from_text: true,
-                    is_quick_response: false,
-                })
-                .await?;
+                let id = core.assistant_says(&input.text, true).await?;
                 let event = ClientEvent::AssistantText {
                     id: &id,
                     text: &input.text,
@@ -140,7 +133,7 @@ impl Session {
                 }
                 let events = core.settings_events(&s);
                 core.record(events).await?;
-                core.apply_settings(s);
+                core.apply_settings_and_store(s).await;
                 self.engine
                     .on_client(core, accepted(ClientEvent::Settings))
                     .await
@@ -195,6 +188,9 @@ impl Session {
                     core.check_key_or_defer().await?;
                 }
                 core.user_chunks += 1;
+                if !self.engine.detects_turns() && core.audio_is_heard(&bytes) {
+                    core.mark_active();
+                }
                 // A capture failure is not a bad message: the engine still gets the chunk.
                 core.capture_user_audio(offset, &bytes).await;
                 self.engine

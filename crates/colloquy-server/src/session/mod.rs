@@ -21,7 +21,7 @@ pub mod connect;
 pub mod core;
 pub mod ending;
 pub mod lifecycle;
-mod messages;
+pub mod messages;
 mod output;
 pub mod settings;
 
@@ -31,6 +31,7 @@ use crate::engine::pipeline::PipelineEngine;
 use crate::engine::relay::RelayEngine;
 use crate::engine::{Engine, EngineMode};
 use crate::error::ApiError;
+use crate::live::{Attached, Control, Registration};
 use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -45,6 +46,7 @@ use ending::End;
 use futures::stream::{FuturesUnordered, StreamExt};
 use lifecycle::NotOpened;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
@@ -121,10 +123,23 @@ pub async fn chat_socket(
         })
 }
 
+/// A timer that never fires (about thirty years).
+pub(crate) const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// Which of the config's event messages is said.
+#[derive(Debug, Clone, Copy)]
+enum Said {
+    Inactivity,
+    MaxDuration,
+}
+
 /// One chat session: the engine-independent [`Core`] and the chat's [`Engine`].
 pub struct Session {
     pub(crate) core: Core,
     pub(crate) engine: Engine,
+    /// The chat's place among the live chats (`crate::live`) and its control queue, once
+    /// open.
+    pub(crate) live: Option<(Registration, mpsc::Receiver<Control>)>,
 }
 
 /// Runs a session from the accepted socket to its end.
@@ -142,6 +157,10 @@ async fn start(
                 .await
         }
     };
+    core.connect_event_limit = params.event_limit;
+    if !core.resolve_config(&params, mode).await {
+        return;
+    }
     let Some(group) = core.group_choice(&params).await else {
         return;
     };
@@ -158,6 +177,8 @@ async fn start(
             Some(services) => Engine::Pipeline(Box::new(PipelineEngine::new(
                 services,
                 params.verbose_transcription,
+                core.config.as_deref(),
+                &core.state.settings.engine.pipeline,
             ))),
             None => {
                 return core
@@ -175,7 +196,11 @@ async fn start(
         Engine::Relay(r) => r.start_failure(),
         _ => None,
     };
-    let mut session = Session { core, engine };
+    let mut session = Session {
+        core,
+        engine,
+        live: None,
+    };
     let end = match session.open(params, group).await {
         Err(NotOpened::Refused) => return session.engine.close(End::ClientClosed).await,
         Err(NotOpened::ClientGone(end)) => end,
@@ -183,7 +208,10 @@ async fn start(
             Some(end) => end,
             None => {
                 session.engine.opened(&mut session.core, resumed).await;
-                session.run().await
+                match session.greet().await {
+                    Ok(()) => session.run().await,
+                    Err(end) => end,
+                }
             }
         },
     };
@@ -195,7 +223,8 @@ async fn start(
 impl Session {
     /// Runs the chat until it ends.
     async fn run(&mut self) -> End {
-        let inactivity = Duration::from_secs(self.core.state.settings.chat.inactivity_timeout_secs);
+        // A disabled inactivity timeout (by the chat's config) never fires.
+        let inactivity = self.core.inactivity().unwrap_or(NEVER);
         self.core.idle_at = Instant::now() + inactivity;
         let max_duration = sleep_until(self.core.max_at);
         let idle = sleep_until(self.core.idle_at);
@@ -225,8 +254,26 @@ impl Session {
             let msg = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Shutdown,
-                _ = &mut max_duration => return End::MaxDuration,
-                _ = &mut idle => return End::Inactivity,
+                _ = &mut max_duration => {
+                    return match self.say_event_message(Said::MaxDuration).await {
+                        Ok(()) => End::MaxDuration,
+                        Err(end) => end,
+                    };
+                }
+                _ = &mut idle => {
+                    if self.core.warned_inactive || self.core.config.as_ref().is_none_or(|c| c.on_inactivity.is_none()) {
+                        return End::Inactivity;
+                    }
+                    // Said once; the user has a grace period to answer.
+                    if let Err(end) = self.say_event_message(Said::Inactivity).await {
+                        return end;
+                    }
+                    self.core.warned_inactive = true;
+                    let grace = Duration::from_secs(self.core.state.settings.chat.inactivity_grace_secs);
+                    self.core.idle_at = Instant::now() + grace;
+                    idle.as_mut().reset(self.core.idle_at);
+                    continue;
+                }
                 _ = flush_due => {
                     self.core.flush_audio().await;
                     continue;
@@ -239,6 +286,48 @@ impl Session {
                 }
                 out = self.engine.next(start_ms) => {
                     if let Err(end) = self.engine.on_output(&mut self.core, out).await {
+                        return end;
+                    }
+                    continue;
+                }
+                Some(control) = next_control(&mut self.live) => {
+                    let step = match control {
+                        Control::Publish { raw, reply } => {
+                            // A control-plane message is user activity, like the client's.
+                            self.core.mark_active();
+                            idle.as_mut().reset(self.core.idle_at);
+                            self.core.rejected = false;
+                            self.core.last_refusal = None;
+                            let step = self.handle_text(&raw).await;
+                            if std::mem::take(&mut self.core.key_check_due) && step.is_ok() {
+                                let checked = self.core.check_key().await;
+                                let _ = reply.send(match (&checked, self.core.last_refusal.take()) {
+                                    (Ok(()), Some(refusal)) => Err(refusal),
+                                    _ => Ok(()),
+                                });
+                                checked
+                            } else {
+                                let _ = reply.send(match self.core.last_refusal.take() {
+                                    Some(refusal) => Err(refusal),
+                                    None => Ok(()),
+                                });
+                                step
+                            }
+                        }
+                        Control::Observe { tx, reply } => {
+                            let attached = Attached {
+                                chat_metadata: self.core.chat_metadata.clone(),
+                                next_seq: self.core.next_seq(),
+                                start_ms: self.core.start_ms,
+                                held: self.core.held.iter().flatten().cloned().collect(),
+                            };
+                            if reply.send(attached).is_ok() {
+                                self.core.observers.push(tx);
+                            }
+                            Ok(())
+                        }
+                    };
+                    if let Err(end) = step {
                         return end;
                     }
                     continue;
@@ -280,12 +369,16 @@ impl Session {
                     )
                     .await
             } else {
-                self.core.idle_at = Instant::now() + inactivity;
-                idle.as_mut().reset(self.core.idle_at);
                 match text {
                     Message::Text(t) => {
                         self.core.rejected = false;
+                        self.core.active = false;
                         let step = self.handle_text(t.as_str()).await;
+                        if std::mem::take(&mut self.core.active) {
+                            // User activity (not silent audio): the inactivity timer
+                            // started over (`Core::mark_active`).
+                            idle.as_mut().reset(self.core.idle_at);
+                        }
                         if std::mem::take(&mut self.core.key_check_due) && step.is_ok() {
                             let recorder = self.core.state.recorder.clone();
                             let op = self.core.check_key_op();
@@ -310,6 +403,39 @@ impl Session {
         }
     }
 
+    /// The config's `on_new_chat` greeting, right after `chat_metadata` (relayed chats leave
+    /// greetings to the upstream).
+    async fn greet(&mut self) -> Result<(), End> {
+        if matches!(self.engine, Engine::Relay(_)) {
+            return Ok(());
+        }
+        let Some(text) = self.core.config.as_ref().and_then(|c| c.greeting.clone()) else {
+            return Ok(());
+        };
+        self.engine.say(&mut self.core, &text).await
+    }
+
+    /// Says the config's message for a timeout that fired, if it has one enabled.
+    async fn say_event_message(&mut self, which: Said) -> Result<(), End> {
+        let text = self.core.config.as_ref().and_then(|c| match which {
+            Said::Inactivity => c.on_inactivity.clone(),
+            Said::MaxDuration => c.on_max_duration.clone(),
+        });
+        if text.is_some() {
+            // The deadline that fired no longer bounds the sends of the message itself.
+            let grace = Instant::now()
+                + Duration::from_secs(self.core.state.settings.chat.send_timeout_secs);
+            match which {
+                Said::Inactivity => self.core.idle_at = grace,
+                Said::MaxDuration => self.core.max_at = grace,
+            }
+        }
+        match text {
+            Some(text) => self.engine.say(&mut self.core, &text).await,
+            None => Ok(()),
+        }
+    }
+
     /// Takes one client message from the account's rate budget.
     fn within_rate(&self) -> bool {
         let per_second = self
@@ -322,6 +448,16 @@ impl Session {
             .state
             .account_limits
             .allow_message(self.core.who.user_id, per_second)
+    }
+}
+
+/// The next control-plane request of an open chat (never, before it is open).
+async fn next_control(
+    live: &mut Option<(Registration, mpsc::Receiver<Control>)>,
+) -> Option<Control> {
+    match live {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

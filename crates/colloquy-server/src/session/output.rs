@@ -16,6 +16,9 @@ impl Core {
     /// fire on time. `flush: false` only queues the frame (the next flushing write sends
     /// both in one write).
     pub(crate) async fn write(&mut self, msg: Message, flush: bool) -> Result<(), End> {
+        if let Message::Text(text) = &msg {
+            self.observe(text.as_str());
+        }
         if flush {
             self.with_deadline(|socket| futures::SinkExt::send(socket, msg))
                 .await
@@ -60,15 +63,30 @@ impl Core {
         }
     }
 
+    /// A message as sent: with the session's `custom_session_id`, once set (every server
+    /// message has the field).
+    pub(crate) fn text_of(&self, msg: &ServerMessage) -> Result<String, End> {
+        let mut text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        if let Some(csid) = &self.settings.custom_session_id {
+            if text.ends_with('}') {
+                text.pop();
+                text.push_str(",\"custom_session_id\":");
+                text.push_str(&serde_json::to_string(csid).map_err(|_| End::ClientClosed)?);
+                text.push('}');
+            }
+        }
+        Ok(text)
+    }
+
     /// Queues a message without flushing the socket; the next flushing write sends both.
     pub(crate) async fn feed(&mut self, msg: &ServerMessage) -> Result<(), End> {
-        let text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        let text = self.text_of(msg)?;
         self.write(Message::Text(text.into()), false).await
     }
 
     /// Sends a message now.
     pub(crate) async fn send_or_end(&mut self, msg: &ServerMessage) -> Result<(), End> {
-        let text = serde_json::to_string(msg).map_err(|_| End::ClientClosed)?;
+        let text = self.text_of(msg)?;
         self.write(Message::Text(text.into()), true).await
     }
 
@@ -101,6 +119,7 @@ impl Core {
     ) -> Result<(), End> {
         tracing::debug!(code = error.code(), %message, "bad client message");
         self.rejected = true;
+        self.last_refusal = Some(message.clone());
         self.send_error(error, message).await
     }
 

@@ -98,6 +98,8 @@ pub struct EventsPage {
 
 /// One event with its wire fields.
 pub struct RawEvent {
+    id: String,
+    short: String,
     seq: i64,
     event_type: &'static str,
     role: &'static str,
@@ -123,7 +125,7 @@ pub struct ChatPage {
     group_id: String,
     group_href: String,
     group_chats: i64,
-    config: Option<String>,
+    config: Option<super::configs::ConfigRef>,
     event_count: i64,
     request_id: Option<String>,
     audio: String,
@@ -222,10 +224,12 @@ pub async fn page(
         group_id: chat.chat_group_id.to_string(),
         group_href: format!("/ui/groups/{}", chat.chat_group_id),
         group_chats,
-        config: chat.config_id.clone().map(|id| match chat.config_version {
-            Some(v) => format!("{id} (version {v})"),
-            None => id,
-        }),
+        config: match &chat.config_id {
+            Some(id) => {
+                Some(super::configs::config_ref(&state, &session, id, chat.config_version).await?)
+            }
+            None => None,
+        },
         event_count: chat.event_count,
         request_id: request_id(&chat),
         audio: render_string(&audio)?,
@@ -289,6 +293,8 @@ pub async fn events(
                 let parsed =
                     |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(pretty_json);
                 RawEvent {
+                    short: format::short_text(&wire.id),
+                    id: wire.id.clone(),
                     seq,
                     event_type,
                     role,

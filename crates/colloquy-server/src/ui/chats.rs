@@ -201,6 +201,8 @@ pub fn status_class(s: ChatStatus) -> &'static str {
 pub struct ChatRow {
     /// Chat id.
     pub id: String,
+    /// Short chat id.
+    pub short: String,
     /// Link to the chat.
     pub href: String,
     /// Start.
@@ -228,6 +230,7 @@ impl ChatRow {
     pub fn new(c: &ChatRecord) -> Self {
         ChatRow {
             id: c.id.to_string(),
+            short: format::short_id(&c.id),
             href: format!("/ui/chats/{}", c.id),
             start: format::stamp(c.start_timestamp),
             duration: chat_duration(c),

@@ -51,9 +51,23 @@ pub fn offset(ms: i64) -> String {
     }
 }
 
-/// The first block of a UUID, enough to tell chats apart on screen.
+/// The short form of an id on screen: `…` and its last 8 hex digits. Chat and group ids
+/// are UUIDv7, whose leading digits are the creation time (every chat started in the same
+/// minute shares its first 8); the last 8 are random in every UUID version, so they tell
+/// ids apart. Pages show the whole id on hover (`title`) with a copy button.
 pub fn short_id(id: &Uuid) -> String {
-    id.to_string()[..8].to_string()
+    short_text(&id.to_string())
+}
+
+/// [`short_id`] of an id held as text (a config id as a chat recorded it): the last 8
+/// characters after `…`, or the whole text when it is that short already.
+pub fn short_text(id: &str) -> String {
+    let chars: Vec<char> = id.trim().chars().collect();
+    if chars.len() <= 9 {
+        return chars.into_iter().collect();
+    }
+    let tail: String = chars[chars.len() - 8..].iter().collect();
+    format!("\u{2026}{tail}")
 }
 
 /// A `YYYY-MM-DD` date (as `<input type=date>` sends it).
@@ -111,6 +125,12 @@ mod tests {
     #[test]
     fn short_ids() {
         let id = Uuid::parse_str("0192f0c4-1b2c-7d3e-8f40-123456789abc").unwrap();
-        assert_eq!(short_id(&id), "0192f0c4");
+        assert_eq!(short_id(&id), "\u{2026}56789abc");
+        // Two UUIDv7 of the same millisecond differ in their short forms.
+        let a = Uuid::parse_str("0192f0c4-1b2c-7d3e-8f40-123456789abc").unwrap();
+        let b = Uuid::parse_str("0192f0c4-1b2c-7a11-9b22-fedcba987654").unwrap();
+        assert_ne!(short_id(&a), short_id(&b));
+        assert_eq!(short_text("abc"), "abc");
+        assert_eq!(short_text("not-a-uuid-at-all"), "\u{2026}d-at-all");
     }
 }

@@ -1,5 +1,5 @@
 //! The web UI under `/ui`: sign-in with an API key, chat history, one chat (transcript, raw
-//! events, audio player, emotion chart) and one chat group.
+//! events, audio player, emotion chart), one chat group, and the account's EVI configs.
 //!
 //! Server-rendered with askama templates (`templates/ui/`) and htmx; every asset is compiled
 //! into the binary ([`assets`]). Pages read the same [`Store`](colloquy_storage::Store) the
@@ -13,6 +13,7 @@ pub mod assets;
 mod audio;
 mod chat;
 mod chats;
+mod configs;
 mod emotions;
 pub mod error;
 mod format;
@@ -54,6 +55,8 @@ pub fn router() -> Router<AppState> {
         .route("/chats/{id}/audio", get(chat::audio))
         .route("/groups/{id}", get(group::page))
         .route("/groups/{id}/transcript", get(group::transcript))
+        .route("/configs", get(configs::list))
+        .route("/configs/{id}", get(configs::page))
         .route("/assets/{file}", get(assets::serve))
         .fallback(unknown_page)
         .method_not_allowed_fallback(wrong_method)
@@ -130,7 +133,7 @@ pub struct Layout {
     /// `<title>` and the page's heading context.
     pub title: String,
     /// Where the page sits in the top navigation: `chats` (the list itself), `chat` (a page
-    /// under it), or empty.
+    /// under it), `configs`, `config`, or empty.
     pub nav: &'static str,
     /// The signed-in account, if any.
     pub account: Option<AccountNav>,

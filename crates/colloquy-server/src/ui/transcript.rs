@@ -47,6 +47,8 @@ pub struct ChatMark {
     pub number: usize,
     /// Link to the chat page.
     pub href: String,
+    /// Whole chat id.
+    pub chat_id: String,
     /// Short chat id.
     pub short_id: String,
 }
@@ -114,6 +116,7 @@ pub fn turns(
             Some(number) if last_chat != Some(e.chat_id) => Some(ChatMark {
                 number: number(e.chat_id),
                 href: format!("/ui/chats/{}", e.chat_id),
+                chat_id: e.chat_id.to_string(),
                 short_id: format::short_id(&e.chat_id),
             }),
             _ => None,

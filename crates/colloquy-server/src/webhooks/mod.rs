@@ -16,13 +16,11 @@ mod targets;
 
 use crate::config::WebhookSettings;
 use colloquy_storage::{
-    ChatWebhooks, GroupChoice, NewChat, NewEvent, ResourceKind, Store, WebhookEvent,
-    WebhookSubscription,
+    ChatWebhooks, GroupChoice, NewChat, NewEvent, WebhookEvent, WebhookSubscription,
 };
 use colloquy_wire::ReturnWebhookSpec;
 use std::sync::Arc;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 pub use delivery::{spawn_delivery, DeliveryContext};
 
@@ -95,33 +93,6 @@ pub fn check_subscription(url: &str, events: &[String]) -> Result<Vec<WebhookEve
         }
     }
     Ok(out)
-}
-
-/// The `webhooks` of a config version, read from the store.
-///
-/// TEMPORARY (issue 14 on its own): to be replaced by the config the session resolved at
-/// connect (`Core::config`, `ChatConfig::webhooks`) once the configs work is merged; only
-/// `Session::open` calls it.
-pub async fn config_webhooks_from_store(
-    store: &dyn Store,
-    user_id: Uuid,
-    config_id: Option<&str>,
-    version: Option<i64>,
-) -> Vec<ReturnWebhookSpec> {
-    let Some(id) = config_id.and_then(|c| Uuid::parse_str(c).ok()) else {
-        return Vec::new();
-    };
-    let Ok(Some(v)) = store
-        .get_resource_version(user_id, ResourceKind::Config, id, version)
-        .await
-    else {
-        return Vec::new();
-    };
-    serde_json::from_str::<serde_json::Value>(&v.body)
-        .ok()
-        .and_then(|b| b.get("webhooks").cloned())
-        .and_then(|w| serde_json::from_value::<Vec<ReturnWebhookSpec>>(w).ok())
-        .unwrap_or_default()
 }
 
 /// The webhooks of a retention-disabled account's chat, kept in memory by its session

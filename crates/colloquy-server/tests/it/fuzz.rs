@@ -1098,7 +1098,10 @@ fn judge(i: usize, case: &Case, replies: Vec<Message>, request_id: &Value, t: &m
                     if msg["type"] == "assistant_message"
                         && msg["message"]["content"] == text.as_str()
                         && msg["id"].is_string()
-                        && *end == json!({"type": "assistant_end"}) =>
+                        && end["type"] == "assistant_end"
+                        && end.as_object().is_some_and(|o| {
+                            o.keys().all(|k| k == "type" || k == "custom_session_id")
+                        }) =>
                 {
                     let id = msg["id"].as_str().unwrap().to_string();
                     t.agent_ids.push((id, text.clone()));

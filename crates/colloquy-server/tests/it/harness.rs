@@ -41,7 +41,7 @@ pub async fn recv_answer(ws: &mut Ws, text: &str) -> (Value, Vec<colloquy_speech
     let mut chunks = Vec::new();
     loop {
         let m = recv_json(ws).await;
-        if m == serde_json::json!({"type": "assistant_end"}) {
+        if m["type"] == "assistant_end" {
             return (message, chunks);
         }
         assert_eq!(m["type"], "audio_output", "{m}");

@@ -3,6 +3,8 @@
 
 mod audio;
 mod client_voice;
+mod configs;
+mod control;
 mod disk_full;
 mod expression;
 mod fuzz;

@@ -24,6 +24,10 @@ use std::time::Duration;
 pub(crate) struct Fake {
     chats: Arc<Mutex<Vec<Value>>>,
     spoken: Arc<Mutex<Vec<String>>>,
+    /// The `voice` of each speech request.
+    voices: Arc<Mutex<Vec<String>>>,
+    /// The `Authorization` header of each chat request.
+    auth: Arc<Mutex<Vec<String>>>,
     /// Length of each spoken sentence (250 ms when 0).
     speech_ms: Arc<Mutex<u32>>,
     /// What the transcription service answers, in order.
@@ -59,6 +63,10 @@ async fn speech(State(f): State<Fake>, body: Bytes) -> Response {
         .lock()
         .unwrap()
         .push(req["input"].as_str().unwrap().to_string());
+    f.voices
+        .lock()
+        .unwrap()
+        .push(req["voice"].as_str().unwrap_or_default().to_string());
     Response::builder()
         .header("content-type", "audio/wav")
         .body(Body::from(spoken_wav(f.sentence_ms())))
@@ -119,8 +127,15 @@ fn tool_chunk(id: &str, name: &str, args: &str) -> Value {
     json!({"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":id,"type":"function","function":{"name":name,"arguments":args}}]}}]})
 }
 
-async fn chat(State(f): State<Fake>, body: Bytes) -> Response {
+async fn chat(State(f): State<Fake>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap();
+    f.auth.lock().unwrap().push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    );
     assert_eq!(req["stream"], true);
     f.chats.lock().unwrap().push(req.clone());
     let last = req["messages"].as_array().unwrap().last().unwrap().clone();
@@ -816,4 +831,245 @@ async fn revoking_the_key_ends_a_pipeline_chat_while_audio_streams() {
     let chat = srv.stored_chat(&key, &meta).await;
     assert_eq!(chat.status, colloquy_wire::ChatStatus::Error);
     srv.stop(db).await;
+}
+
+/// A pipeline chat connected with a config: the config's greeting (spoken with its voice),
+/// prompt (with the session's variables), model, temperature and tools reach the services;
+/// a silent user is nudged once after the nudge interval.
+#[tokio::test]
+async fn a_pipeline_chat_follows_its_config() {
+    let (fake, url) = Fake::start().await;
+    let srv = TestServer::sqlite(pipeline_to(url)).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let (status, tool) = crate::configs::post(
+        &srv,
+        k,
+        "/v0/evi/tools",
+        json!({"name": "get_weather", "description": "Weather of a city",
+               "parameters": "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{tool}");
+    let cfg = crate::configs::config(
+        &srv,
+        k,
+        None,
+        json!({"name": "Weather", "evi_version": "3",
+               "prompt": {"text": "You forecast for {{name}}."},
+               "voice": {"provider": "HUME_AI", "name": "ember"},
+               "language_model": {"model_provider": "OPEN_AI", "model_resource": "gpt-config",
+                                  "temperature": 0.3},
+               "tools": [{"id": tool["id"]}],
+               "builtin_tools": [{"name": "hang_up"}],
+               "nudges": {"enabled": true, "interval_secs": 1},
+               "event_messages": {"on_new_chat": {"enabled": true, "text": "Hi from the config."}}}),
+    )
+    .await;
+    let id = cfg["id"].as_str().unwrap();
+    let (mut ws, meta) = srv
+        .connect(
+            k,
+            &format!("config_id={id}&session_settings[variables][name]=Ada"),
+        )
+        .await;
+    sentence(&mut ws, "Hi from the config.").await;
+    assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
+    assert_eq!(fake.voices.lock().unwrap().as_slice(), ["ember"]);
+
+    send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    sentence(&mut ws, "Hello there!").await;
+    sentence(&mut ws, "I am Colloquy, a pipeline.").await;
+    sentence(&mut ws, "How can I help?").await;
+    assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
+    let req = fake.chats.lock().unwrap()[0].clone();
+    assert_eq!(req["model"], "gpt-config");
+    assert!(
+        (req["temperature"].as_f64().unwrap() - 0.3).abs() < 1e-6,
+        "{req}"
+    );
+    assert_eq!(
+        req["messages"][0],
+        json!({"role": "system", "content": "You forecast for Ada."})
+    );
+    assert_eq!(
+        req["messages"][1],
+        json!({"role": "assistant", "content": "Hi from the config."})
+    );
+    let tools: Vec<&str> = req["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["get_weather", "hang_up"]);
+    assert_eq!(
+        req["tools"][0]["function"]["description"],
+        "Weather of a city"
+    );
+
+    // Silence after the answer: one nudge (the model is asked to invite the user back).
+    let started = std::time::Instant::now();
+    sentence(&mut ws, "Hello there!").await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "nudged after {waited:?}"
+    );
+    sentence(&mut ws, "I am Colloquy, a pipeline.").await;
+    sentence(&mut ws, "How can I help?").await;
+    assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
+    let nudge = fake.chats.lock().unwrap()[1].clone();
+    let last = nudge["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["role"], "system");
+    assert_eq!(
+        last["content"],
+        colloquy_server::engine::pipeline::NUDGE_INSTRUCTION
+    );
+    // Only one nudge per silence.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(fake.chats.lock().unwrap().len(), 2);
+    ws.close(None).await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let chat_id = meta["chat_id"].as_str().unwrap();
+    let events = srv.all_events(k, chat_id, 100).await;
+    assert_eq!(
+        types(&events)[..4],
+        [
+            "CHAT_START_MESSAGE",
+            "SESSION_SETTINGS",
+            "SYSTEM_PROMPT",
+            "AGENT_MESSAGE"
+        ]
+    );
+    assert_eq!(events[2]["message_text"], "You forecast for {{name}}.");
+    assert_eq!(events[3]["message_text"], "Hi from the config.");
+    srv.stop(None).await;
+}
+
+/// A backend answers the model's tool call through the control plane (`send`), without the
+/// client: the pipeline goes on with the result.
+#[tokio::test]
+async fn a_tool_call_is_answered_through_the_control_plane() {
+    let (fake, url) = Fake::start().await;
+    let srv = TestServer::sqlite(pipeline_to(url)).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let (mut ws, meta) = srv.connect(k, "").await;
+    let chat = meta["chat_id"].as_str().unwrap();
+    let (status, _) = crate::control::send(
+        &srv,
+        k,
+        chat,
+        json!({"type": "session_settings",
+               "tools": [{"type": "function", "name": "get_weather",
+                          "parameters": "{\"type\":\"object\"}"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = crate::control::send(
+        &srv,
+        k,
+        chat,
+        json!({"type": "user_input", "text": "weather"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    sentence(&mut ws, "Let me check.").await;
+    let call = recv_json(&mut ws).await;
+    assert_eq!(call["tool_call_id"], "call-1");
+    let (status, _) = crate::control::send(
+        &srv,
+        k,
+        chat,
+        json!({"type": "tool_response", "tool_call_id": "call-1", "content": "sunny"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sentence(&mut ws, "It is sunny in Paris.").await;
+    assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
+    let req = fake.chats.lock().unwrap()[1].clone();
+    let last = req["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last,
+        json!({"role": "tool", "content": "sunny", "tool_call_id": "call-1"})
+    );
+    srv.stop(None).await;
+}
+
+/// The connect query's `event_limit` bounds a resumed chat's history (a
+/// `session_settings.event_limit` would win), and `language_model_api_key` is the key the
+/// model is called with for that chat only, never stored.
+#[tokio::test]
+async fn the_event_limit_query_and_the_language_model_key_are_used() {
+    let (fake, url) = Fake::start().await;
+    let srv = TestServer::sqlite(pipeline_to(url)).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let (mut ws, meta) = srv.connect(k, "").await;
+    let group = meta["chat_group_id"].as_str().unwrap().to_string();
+    send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    for s in [
+        "Hello there!",
+        "I am Colloquy, a pipeline.",
+        "How can I help?",
+    ] {
+        sentence(&mut ws, s).await;
+    }
+    assert_eq!(recv_json(&mut ws).await["type"], "assistant_end");
+    ws.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (mut ws, meta) = srv
+        .connect(
+            k,
+            &format!(
+                "resumed_chat_group_id={group}&event_limit=1\
+                 &session_settings[language_model_api_key]=sk-chat-only"
+            ),
+        )
+        .await;
+    send_json(&mut ws, json!({"type": "user_input", "text": "again"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    for s in [
+        "Hello there!",
+        "I am Colloquy, a pipeline.",
+        "How can I help?",
+    ] {
+        sentence(&mut ws, s).await;
+    }
+    assert_eq!(recv_json(&mut ws).await["type"], "assistant_end");
+    let req = fake.chats.lock().unwrap()[1].clone();
+    assert_eq!(
+        req["messages"],
+        json!([
+            {"role": "system", "content": "Configured prompt"},
+            {"role": "user", "content": "again"},
+        ]),
+        "one event of history (the earlier chat's end): no earlier turns"
+    );
+    let auth = fake.auth.lock().unwrap().clone();
+    assert_eq!(auth[0], "", "the first chat: the service's own (no) key");
+    assert_eq!(auth[1], "Bearer sk-chat-only");
+    ws.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = srv
+        .all_events(k, meta["chat_id"].as_str().unwrap(), 100)
+        .await;
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains("sk-chat-only"),
+        "the key is never stored"
+    );
+    srv.stop(None).await;
 }

@@ -774,3 +774,73 @@ async fn revoking_the_key_ends_a_relayed_chat_at_the_next_message() {
     assert_eq!(chat.status, colloquy_wire::ChatStatus::Error);
     srv.stop(db).await;
 }
+
+/// A config of the account is Colloquy's: resolved and recorded, its prompt recorded, and
+/// not forwarded to the upstream (which has configs of its own); a `config_id` the account
+/// does not have is the upstream's, forwarded and recorded as given.
+#[tokio::test]
+async fn a_relayed_chat_keeps_colloquy_configs_to_itself() {
+    let up = FakeUpstream::start().await;
+    let Some((srv, db)) = TestServer::start(Backend::Sqlite, relay_to(up.url.clone())).await else {
+        return;
+    };
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let cfg = crate::configs::config(
+        &srv,
+        k,
+        None,
+        json!({"name": "Relayed", "evi_version": "3", "prompt": {"text": "Local prompt."},
+               "event_messages": {"on_new_chat": {"enabled": true, "text": "Hi!"}}}),
+    )
+    .await;
+    let id = cfg["id"].as_str().unwrap();
+    let (mut ws, meta) = srv
+        .connect(k, &format!("config_id={id}&config_version=0"))
+        .await;
+    ws.close(None).await.unwrap();
+    let _ = recv_close(&mut ws).await;
+    let theirs = Uuid::new_v4();
+    let (mut ws2, meta2) = srv.connect(k, &format!("config_id={theirs}")).await;
+    ws2.close(None).await.unwrap();
+    let _ = recv_close(&mut ws2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let conns = up.connections();
+    assert!(!conns[0].uri.contains("config"), "{}", conns[0].uri);
+    assert!(
+        conns[1].uri.contains(&format!("config_id={theirs}")),
+        "{}",
+        conns[1].uri
+    );
+    let chat = meta["chat_id"].as_str().unwrap();
+    let (_, c) = srv.get(k, &format!("/v0/evi/chats/{chat}")).await;
+    assert_eq!(c["config"], json!({"id": id, "version": 0}));
+    let events = srv.all_events(k, chat, 100).await;
+    let texts: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["message_text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        texts.contains(&("SYSTEM_PROMPT", "Local prompt.")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|(t, _)| *t == "AGENT_MESSAGE"),
+        "the greeting is the upstream's: {texts:?}"
+    );
+    let (_, c2) = srv
+        .get(
+            k,
+            &format!("/v0/evi/chats/{}", meta2["chat_id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(c2["config"]["id"], theirs.to_string());
+    assert!(c2["config"]["version"].is_null(), "{c2}");
+    srv.stop(db).await;
+}

@@ -34,7 +34,12 @@ async fn pagination_filters_and_groups() {
     on_each_backend(|s| s.audio.workers = 0, |srv| async move {
         let key = srv.key(true).await;
         let k = key.api_key.as_str();
-        let cfg = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+        let created = crate::configs::config(&srv, k, None, json!({"name": "c", "evi_version": "3"})).await;
+        let cfg = created["id"].as_str().unwrap().to_string();
+        for _ in 0..2 {
+            crate::configs::config(&srv, k, Some(&cfg), json!({"evi_version": "3"})).await;
+        }
+        let cfg = cfg.as_str();
         let (ids, group) = make_chats(&srv, k, 5, &format!("config_id={cfg}&config_version=2")).await;
         let (other, _) = make_chats(&srv, k, 1, "").await;
 

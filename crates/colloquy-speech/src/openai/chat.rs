@@ -130,7 +130,7 @@ pub struct ToolDefinition {
 }
 
 /// A chat-completions request (the model comes from the [`ServiceConfig`]).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct ChatRequest {
     /// The conversation, system prompt first.
     pub messages: Vec<ChatMessage>,
@@ -140,6 +140,24 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Output token limit.
     pub max_tokens: Option<u32>,
+    /// The model to use instead of the service's configured `model`.
+    pub model: Option<String>,
+    /// The API key to send instead of the service's configured one (a chat's
+    /// `language_model_api_key`); never logged.
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("messages", &self.messages)
+            .field("tools", &self.tools)
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The streamed answer: text deltas, then tool calls, then [`LlmDelta::Done`]. Dropping it
@@ -169,7 +187,7 @@ impl ChatClient {
     /// The JSON body sent for `request`.
     pub fn request_body(&self, request: &ChatRequest) -> Value {
         let mut body = serde_json::json!({
-            "model": self.endpoint.config.model,
+            "model": request.model.as_deref().unwrap_or(&self.endpoint.config.model),
             "messages": request.messages,
             "stream": true,
         });
@@ -195,7 +213,8 @@ impl ChatClient {
     /// the model finished) come as the stream's last item.
     pub async fn stream(&self, request: &ChatRequest) -> Result<LlmStream, ServiceError> {
         let ep = self.endpoint.clone();
-        let response = ep.send(ep.post().json(&self.request_body(request))).await?;
+        let post = ep.post_as(request.api_key.as_deref());
+        let response = ep.send(post.json(&self.request_body(request))).await?;
         let state = StreamState {
             body: Box::pin(response.bytes_stream()),
             sse: SseDecoder::default(),
@@ -301,6 +320,8 @@ mod tests {
             }],
             temperature: None,
             max_tokens: Some(100),
+            model: None,
+            api_key: None,
         });
         assert_eq!(
             body,

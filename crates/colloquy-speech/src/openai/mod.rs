@@ -217,8 +217,13 @@ impl Endpoint {
     }
 
     fn post(&self) -> reqwest::RequestBuilder {
+        self.post_as(None)
+    }
+
+    /// A POST with `key` as the bearer token instead of the configured one.
+    fn post_as(&self, key: Option<&str>) -> reqwest::RequestBuilder {
         let req = self.http.post(&self.url);
-        match &self.config.api_key {
+        match key.or(self.config.api_key.as_deref()) {
             Some(key) => req.bearer_auth(key),
             None => req,
         }

@@ -1,17 +1,21 @@
 //! The client commands of `colloquy` (`chats`, `groups`, `events`, `transcript`, `emotions`,
-//! `audio`): they read chat history over the REST API of any server that speaks it —
-//! Colloquy, or the hosted EVI API — through `colloquy-client`.
+//! `audio`, and `configs`, `prompts`, `tools`): they read chat history and the account's EVI
+//! configs over the REST API of any server that speaks it — Colloquy, or the hosted EVI API —
+//! through `colloquy-client`. `configs create` is the one command that writes.
 //!
 //! Output conventions: results go to stdout (a table or listing, or JSON with `--json`);
 //! progress, notes and errors go to stderr. Every error is one line and exits non-zero.
 
 mod audio;
 mod chats;
+mod configs;
 mod emotions;
 mod events;
 mod groups;
 mod output;
+mod prompts;
 mod target;
+mod tools;
 mod transcript;
 
 use anyhow::Context;
@@ -58,6 +62,13 @@ pub enum ClientCommand {
     Emotions(emotions::EmotionsArgs),
     /// Reconstruct and download the audio (MP4) of a chat or of every chat of a group.
     Audio(audio::AudioArgs),
+    /// List EVI configs; given an id, its versions (`--version N`: one in full); or
+    /// `configs create --file config.json`.
+    Configs(configs::ConfigsArgs),
+    /// List prompts (the newest version of each); given an id, its versions.
+    Prompts(prompts::PromptsArgs),
+    /// List user-defined tools (the newest version of each); given an id, its versions.
+    Tools(tools::ToolsArgs),
 }
 
 /// Runs a client command.
@@ -69,6 +80,9 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Transcript(a) => transcript::run(a).await,
         ClientCommand::Emotions(a) => emotions::run(a).await,
         ClientCommand::Audio(a) => audio::run(a).await,
+        ClientCommand::Configs(a) => configs::run(a).await,
+        ClientCommand::Prompts(a) => prompts::run(a).await,
+        ClientCommand::Tools(a) => tools::run(a).await,
     };
     match result {
         // `colloquy chats | head`: the reader left; that is not a failure.

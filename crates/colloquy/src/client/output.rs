@@ -62,6 +62,16 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `text` on one line, cut to at most `max` characters (with `…` when cut).
+pub fn excerpt(text: &str, max: usize) -> String {
+    let line = one_line(text);
+    if line.chars().count() <= max {
+        return line;
+    }
+    let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    format!("{}\u{2026}", cut.trim_end())
+}
+
 /// A plain table: a header row and rows, columns padded to their widest cell and separated
 /// by two spaces; the last column is not padded.
 pub struct Table {
@@ -166,5 +176,7 @@ mod tests {
     #[test]
     fn one_line_collapses_whitespace() {
         assert_eq!(one_line("a\n\nb  c\t"), "a b c");
+        assert_eq!(excerpt("a\nb", 10), "a b");
+        assert_eq!(excerpt("abcdef ghij", 8), "abcdef\u{2026}");
     }
 }

@@ -46,7 +46,7 @@ impl ClientEngine {
 
     /// Speaks one `assistant_input` (whose `assistant_message` is queued with `id`): sends its
     /// `audio_output` chunks and records them. Nothing without a voice.
-    async fn speak(&mut self, core: &mut Core, id: &str, text: &str) -> Result<(), End> {
+    pub(super) async fn speak(&mut self, core: &mut Core, id: &str, text: &str) -> Result<(), End> {
         let Some(voice) = self.voice.clone() else {
             return Ok(());
         };

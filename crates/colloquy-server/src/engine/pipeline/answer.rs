@@ -121,6 +121,7 @@ impl PipelineEngine {
                 if !said.trim().is_empty() {
                     self.turns.push(ChatMessage::assistant(said.trim()));
                 }
+                self.wait_for_user(core);
                 core.send_or_end(&ServerMessage::AssistantEnd {}).await
             }
             TurnOutput::Failed(detail) => {
@@ -141,7 +142,7 @@ impl PipelineEngine {
     }
 
     /// One sentence: `AGENT_MESSAGE` committed, then `assistant_message` and its audio.
-    async fn say_sentence(
+    pub(super) async fn say_sentence(
         &mut self,
         core: &mut Core,
         text: String,

@@ -64,14 +64,46 @@ impl PipelineEngine {
             }
         };
         let events = detector.push(&pcm.samples);
+        let (speaking, heard_ms) = (detector.is_speaking(), detector.position_ms());
+        if speaking
+            || events
+                .iter()
+                .any(|e| matches!(e, VadEvent::SpeechStart { .. }))
+        {
+            // The user is heard: activity for the inactivity timeout.
+            core.mark_active();
+        }
+        let min_speech = u64::from(detector.config().min_speech_ms);
+        let min_interruption = u64::from(self.min_interruption_ms);
         for event in events {
             match event {
-                VadEvent::SpeechStart { .. } => self.interrupt(core).await?,
+                VadEvent::SpeechStart { at_ms } => {
+                    self.user_active();
+                    if min_interruption > min_speech && self.assistant_talking(core) {
+                        // Not long enough yet to interrupt (`interruption.min_interruption_ms`).
+                        self.pending_interrupt = Some(at_ms);
+                    } else {
+                        self.interrupt(core).await?
+                    }
+                }
                 VadEvent::SpeechEnd {
                     start_ms,
                     end_ms,
                     audio,
                 } => {
+                    if let Some(at) = self.pending_interrupt.take() {
+                        if end_ms.saturating_sub(at) < min_interruption
+                            && self.assistant_talking(core)
+                        {
+                            // Too short to interrupt the assistant (a backchannel): ignored.
+                            tracing::debug!(
+                                speech_ms = end_ms - at,
+                                "speech too short to interrupt"
+                            );
+                            continue;
+                        }
+                        self.interrupt(core).await?;
+                    }
                     let measure = &core.state.settings.engine.expression;
                     self.stop_answer();
                     self.heard_span = (start_ms as i64, end_ms as i64);
@@ -88,16 +120,27 @@ impl PipelineEngine {
                 }
             }
         }
+        if let Some(at) = self.pending_interrupt {
+            if speaking && heard_ms.saturating_sub(at) >= min_interruption {
+                self.pending_interrupt = None;
+                self.interrupt(core).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// An answer is coming or its speech is still playing.
+    fn assistant_talking(&mut self, core: &mut Core) -> bool {
+        self.answering || self.speech_end_ms > core.offset_now()
     }
 
     /// The user started speaking: if the assistant is talking (an answer is coming or its
     /// speech is still playing), it stops, and the interruption is recorded and sent.
     async fn interrupt(&mut self, core: &mut Core) -> Result<(), End> {
-        let now = core.offset_now();
-        if !(self.answering || self.speech_end_ms > now) {
+        if !self.assistant_talking(core) {
             return Ok(());
         }
+        let now = core.offset_now();
         let cut = self.last_spoken.filter(|&(_, _, end)| end > now);
         self.stop_answer();
         // The client stops playing: what had started is recorded, the rest is dropped.

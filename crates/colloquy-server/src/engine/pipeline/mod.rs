@@ -14,6 +14,8 @@ mod listen;
 pub mod turn;
 
 use super::{ClientEvent, Output};
+use crate::config::PipelineSettings;
+use crate::platform::chat_config::ChatConfig;
 use crate::session::core::Core;
 use crate::session::ending::End;
 use colloquy_audio::InputDecoder;
@@ -67,14 +69,44 @@ pub struct PipelineEngine {
     /// Emotion scores of the user's speech (`[engine.expression]`); one socket per chat,
     /// opened at the first utterance.
     expression: Option<ExpressionClient>,
+    /// The config's model (`language_model.model_resource`), else the service's.
+    model: Option<String>,
+    /// The config's sampling temperature.
+    temperature: Option<f32>,
+    /// The config's nudge interval: the user silent this long after the assistant spoke
+    /// gets one nudge.
+    nudge_interval: Option<Duration>,
+    /// When the silent user is nudged.
+    nudge_at: Option<tokio::time::Instant>,
+    /// The user was nudged since they last spoke (one nudge per silence).
+    nudged: bool,
+    /// The config's `interruption.min_interruption_ms`: shorter speech does not interrupt.
+    min_interruption_ms: u32,
+    /// Speech that started while the assistant talked, not yet long enough to interrupt
+    /// it: its start (stream ms).
+    pending_interrupt: Option<u64>,
 }
+
+/// What the model is told when the user has been silent for the config's nudge interval.
+pub const NUDGE_INSTRUCTION: &str = "The user has been silent for a while. In one short \
+sentence, gently invite them to continue the conversation.";
 
 /// How long before the end of the speech already sent the next output is sent.
 const SEND_AHEAD_MS: i64 = 300;
 
 impl PipelineEngine {
-    /// A chat answered with `services`; `verbose`: interim transcripts are sent.
-    pub fn new(services: Services, verbose: bool) -> Self {
+    /// A chat answered with `services`, shaped by its config (model, temperature, voice,
+    /// turn detection, interruption, nudges); `verbose`: interim transcripts are sent.
+    pub fn new(
+        services: Services,
+        verbose: bool,
+        config: Option<&ChatConfig>,
+        settings: &PipelineSettings,
+    ) -> Self {
+        let services = match config {
+            Some(c) => services.for_config(c, settings),
+            None => services,
+        };
         Self {
             services: Arc::new(services),
             history: Vec::new(),
@@ -94,12 +126,62 @@ impl PipelineEngine {
             played_end_ms: 0,
             verbose,
             expression: None,
+            model: config.and_then(|c| c.model().map(str::to_string)),
+            temperature: config.and_then(ChatConfig::temperature),
+            nudge_interval: config.and_then(|c| c.nudge_interval),
+            nudge_at: None,
+            nudged: false,
+            min_interruption_ms: config.and_then(|c| c.min_interruption_ms).unwrap_or(0),
+            pending_interrupt: None,
         }
+    }
+
+    /// Says a config's message (greeting, timeout message) as the assistant, then
+    /// `assistant_end`; the model sees it as its own words.
+    pub(super) async fn say(&mut self, core: &mut Core, text: &str) -> Result<(), End> {
+        self.stop_answer();
+        let audio = match &self.services.voice {
+            Some(voice) => turn::speak(voice.as_ref(), text).await,
+            None => Vec::new(),
+        };
+        self.say_sentence(core, text.to_string(), audio).await?;
+        let said = std::mem::take(&mut self.answer);
+        self.turns.push(ChatMessage::assistant(said.trim()));
+        self.sentences = 0;
+        self.wait_for_user(core);
+        core.send_or_end(&colloquy_wire::socket::ServerMessage::AssistantEnd {})
+            .await
+    }
+
+    /// The assistant finished speaking: the nudge timer starts (once per silence) when the
+    /// config enables nudges, counting from the end of the speech sent.
+    fn wait_for_user(&mut self, core: &mut Core) {
+        let Some(interval) = self.nudge_interval.filter(|_| !self.nudged) else {
+            return;
+        };
+        let playing = (self.speech_end_ms - core.offset_now()).max(0) as u64;
+        self.nudge_at =
+            Some(tokio::time::Instant::now() + Duration::from_millis(playing) + interval);
+    }
+
+    /// The user did something: no nudge is due.
+    fn user_active(&mut self) {
+        self.nudge_at = None;
+        self.nudged = false;
+    }
+
+    /// The user stayed silent for the nudge interval: the model is asked to invite them to
+    /// go on (once, until the user speaks again).
+    pub(super) async fn nudge(&mut self, core: &mut Core) -> Result<(), End> {
+        self.nudge_at = None;
+        self.nudged = true;
+        tracing::debug!("nudging the silent user");
+        self.start_answer_with(core, Some(NUDGE_INSTRUCTION)).await
     }
 
     /// The configured prompt the model gets, recorded like a client's when it sent none.
     pub(super) fn on_open(&mut self, core: &mut Core, events: &mut Vec<NewEvent>) {
-        if core.settings.system_prompt.is_none() {
+        if core.system_prompt().is_none() {
             if let Some(prompt) = core.state.settings.engine.pipeline.system_prompt.clone() {
                 events.push(core.event(EventRole::System, EventType::SystemPrompt, &prompt));
             }
@@ -136,6 +218,13 @@ impl PipelineEngine {
         let wait = self.speech_end_ms - SEND_AHEAD_MS - now_offset;
         let turn = match self.turn.as_mut() {
             Some(turn) if !self.paused => turn,
+            None if !self.paused => match self.nudge_at {
+                Some(at) => {
+                    tokio::time::sleep_until(at).await;
+                    return Output::Nudge;
+                }
+                None => return std::future::pending().await,
+            },
             _ => return std::future::pending().await,
         };
         if wait > 0 {
@@ -158,9 +247,11 @@ impl PipelineEngine {
 
     /// Loads a resumed group's earlier events as the model's history.
     pub(super) async fn load_history(&mut self, core: &mut Core) {
+        // `session_settings.event_limit` wins over the connect query's `event_limit`.
         let limit = core
             .settings
             .event_limit
+            .or(core.connect_event_limit)
             .map(|l| l as usize)
             .unwrap_or(core.state.settings.engine.pipeline.event_limit);
         let mut events: Vec<ReturnChatEvent> = Vec::new();
@@ -201,6 +292,7 @@ impl PipelineEngine {
 
     /// A typed user turn: the model answers it.
     async fn user_turn(&mut self, core: &mut Core, text: String) -> Result<(), End> {
+        self.user_active();
         self.stop_answer();
         self.turns.push(ChatMessage::user(text));
         self.start_answer(core).await
@@ -229,11 +321,20 @@ impl PipelineEngine {
     }
 
     async fn start_answer(&mut self, core: &mut Core) -> Result<(), End> {
+        self.start_answer_with(core, None).await
+    }
+
+    /// Starts the model's answer; `instruction`: a last system message for this answer only.
+    async fn start_answer_with(
+        &mut self,
+        core: &mut Core,
+        instruction: Option<&str>,
+    ) -> Result<(), End> {
         let engine = &core.state.settings.engine.pipeline;
+        // The session's prompt, else the config's, else `[engine.pipeline] system_prompt`.
         let system = core
-            .settings
-            .system_prompt
-            .clone()
+            .system_prompt()
+            .map(str::to_string)
             .or_else(|| engine.system_prompt.clone())
             .unwrap_or_default();
         let variables = core.settings.variables.clone().unwrap_or_default();
@@ -253,10 +354,21 @@ impl PipelineEngine {
             // Temporary context applies to the next answer only.
             core.settings.context = None;
         }
-        let tools = match tool_definitions(
-            core.settings.tools.as_deref().unwrap_or_default(),
-            core.settings.builtin_tools.as_deref().unwrap_or_default(),
-        ) {
+        // The session's tools replace the config's (each list on its own).
+        let config = core.config.as_deref();
+        let tools = core
+            .settings
+            .tools
+            .as_deref()
+            .or(config.map(|c| c.tools.as_slice()))
+            .unwrap_or_default();
+        let builtins = core
+            .settings
+            .builtin_tools
+            .as_deref()
+            .or(config.map(|c| c.builtin_tools.as_slice()))
+            .unwrap_or_default();
+        let tools = match tool_definitions(tools, builtins) {
             Ok(t) => t,
             Err(e) => {
                 return core
@@ -267,15 +379,23 @@ impl PipelineEngine {
                     .await;
             }
         };
+        let mut messages = build_messages(
+            &system,
+            &variables,
+            &self.history,
+            &self.turns,
+            context.as_deref(),
+        );
+        if let Some(instruction) = instruction {
+            messages.push(ChatMessage::system(instruction));
+        }
         let request = ChatRequest {
-            messages: build_messages(
-                &system,
-                &variables,
-                &self.history,
-                &self.turns,
-                context.as_deref(),
-            ),
+            messages,
             tools,
+            model: self.model.clone(),
+            temperature: self.temperature,
+            // The session's `language_model_api_key`, for this chat only.
+            api_key: core.settings.language_model_api_key.clone(),
             ..ChatRequest::default()
         };
         self.answer.clear();

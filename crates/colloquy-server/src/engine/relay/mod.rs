@@ -48,9 +48,18 @@ impl RelayEngine {
             GroupChoice::New(_) => None,
         };
         let state = core.state.clone();
+        // A config of this account is Colloquy's own, not the upstream's: not forwarded.
+        let query: Vec<(String, String)> = query
+            .iter()
+            .filter(|(k, _)| {
+                core.config.is_none()
+                    || (k.as_str() != "config_id" && k.as_str() != "config_version")
+            })
+            .cloned()
+            .collect();
         let connected = connect(
             &state.settings.engine.relay,
-            query,
+            &query,
             upstream_group.as_deref(),
             state.settings.chat.max_message_bytes,
         )

@@ -10,10 +10,10 @@
 //! `connect_latency`, `docs/benchmarks.md`).
 
 use super::configs::Configs;
+use super::validation::StoredConfig;
 use super::{Kind, Resolver};
 use crate::error::ApiError;
 use crate::state::AppState;
-use super::validation::StoredConfig;
 use colloquy_storage::{ResourceKind, ResourceRef};
 use colloquy_wire::socket::{BuiltinTool, Tool};
 use colloquy_wire::{

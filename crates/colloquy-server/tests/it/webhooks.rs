@@ -3,7 +3,7 @@
 //! header; lowercase hex), on SQLite and PostgreSQL: both events with every field, a resumed
 //! chat, a retry after a 500 with the same body and delivery id, server-wide subscriptions,
 //! `deny_private_targets` both ways, retention-disabled accounts, and `tool_call` in a
-//! pipeline chat.
+//! pipeline chat answered through the control plane (`POST /v0/evi/chat/{id}/send`).
 
 use crate::harness::*;
 use crate::pipeline::{pipeline_to, Fake};
@@ -448,6 +448,28 @@ async fn a_pipeline_tool_call_is_posted_with_the_whole_message() {
         );
         let chat = srv.stored_chat(&key, &meta).await;
         assert!(ts >= chat.start_timestamp);
+
+        // The receiver's backend answers through the control plane; the pipeline goes on.
+        let call = &got[0].json["tool_call_message"];
+        let (status, body) = post_json(
+            &srv,
+            &key.api_key,
+            &format!("/v0/evi/chat/{chat_id}/send"),
+            json!({"type": "tool_response", "tool_call_id": call["tool_call_id"], "content": "sunny"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let mut answered = false;
+        for _ in 0..60 {
+            let m = recv_json(&mut ws).await;
+            if m["type"] == "assistant_message"
+                && m["message"]["content"] == "It is sunny in Paris."
+            {
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered, "the pipeline answered after the tool response");
         end_chat(ws).await;
         srv.stop(db).await;
     }

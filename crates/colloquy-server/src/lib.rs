@@ -25,6 +25,7 @@ pub mod session;
 pub mod signing;
 pub mod state;
 pub mod telemetry;
+pub mod tts;
 pub mod ui;
 pub mod worker;
 

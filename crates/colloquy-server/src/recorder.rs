@@ -168,6 +168,7 @@ mod tests {
     }
 
     impl ResourceStore for Poisoned {}
+    impl colloquy_storage::VoiceStore for Poisoned {}
 
     #[async_trait]
     impl Store for Poisoned {

@@ -8,7 +8,7 @@ use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
 use crate::state::{AppState, Inner};
 use crate::worker::{spawn_workers, WorkerContext};
-use crate::{auth, download, limits, openapi, platform, rest, session, telemetry, ui};
+use crate::{auth, download, limits, openapi, platform, rest, session, telemetry, tts, ui};
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -125,6 +125,7 @@ pub fn build_router(state: AppState) -> Router {
             get(rest::get_chat_group_audio),
         )
         .merge(platform::router())
+        .merge(tts::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::limit_auth_failures,
@@ -314,6 +315,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .unwrap_or_else(|| format!("http://{addr}"));
     let (pipeline, client_voice) = crate::engine::pipeline::turn::shared_engines(&settings.engine);
     let auth_failures_per_minute = settings.limits.auth_failures_per_minute;
+    let tts = Arc::new(crate::tts::Tts::from_settings(&settings));
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -329,6 +331,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         client_voice,
         account_limits: Arc::default(),
         auth_failures: AuthFailureLimiter::new(auth_failures_per_minute),
+        tts,
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let workers = spawn_workers(

@@ -48,6 +48,8 @@ pub struct Inner {
     pub account_limits: Arc<crate::limits::AccountLimits>,
     /// Failed authentications per client address (`[limits] auth_failures_per_minute`).
     pub auth_failures: AuthFailureLimiter,
+    /// Text to speech: the voice library and engines (`crate::tts`).
+    pub tts: Arc<crate::tts::Tts>,
 }
 
 impl AppState {

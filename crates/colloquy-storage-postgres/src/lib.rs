@@ -19,6 +19,7 @@
 //! `chat_events_by_group` answers in one query.
 
 mod configs;
+mod voices;
 mod erasure;
 mod jobs;
 mod keys;

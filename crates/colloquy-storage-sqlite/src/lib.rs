@@ -15,6 +15,7 @@
 //! group's events without an index on the group.
 
 mod configs;
+mod voices;
 mod erasure;
 mod group_events;
 mod jobs;

@@ -18,6 +18,7 @@ mod model;
 mod resources;
 mod search;
 pub mod sql;
+mod voices;
 
 pub use batch::{
     batch_keys, chats_written, limited_accounts, may_start_chat, resumed_groups, storable,
@@ -27,17 +28,19 @@ pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use resources::*;
 pub use search::{search_terms, MAX_SEARCH_TERMS};
+pub use voices::*;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 /// The storage of accounts, keys, chats, chat groups, events and audio reconstructions,
-/// and (through [`ResourceStore`]) of prompts, tools and configs.
+/// and (through [`ResourceStore`]) of prompts, tools and configs, and (through
+/// [`VoiceStore`]) of text to speech's generations and saved voices.
 ///
 /// Reads are scoped by `user_id` where an id comes from a caller; a row owned by another
 /// account is reported as absent, never as forbidden.
 #[async_trait]
-pub trait Store: ResourceStore + Send + Sync + 'static {
+pub trait Store: ResourceStore + VoiceStore + Send + Sync + 'static {
     /// Short backend name (`sqlite`, `postgres`) for logs.
     fn backend(&self) -> &'static str;
 

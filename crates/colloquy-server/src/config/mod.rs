@@ -3,12 +3,14 @@
 mod engine;
 mod example;
 mod sections;
+mod tts;
 #[cfg(test)]
 mod tests;
 
 pub use engine::*;
 pub use example::EXAMPLE_TOML;
 pub use sections::*;
+pub use tts::*;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -42,6 +44,8 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// Abuse limits: failed authentication, slow clients, per-account chats and messages.
     pub limits: LimitSettings,
+    /// Text to speech: the voice library and generations.
+    pub tts: TtsSettings,
 }
 
 impl Default for Settings {
@@ -58,6 +62,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             engine: EngineSettings::default(),
             limits: LimitSettings::default(),
+            tts: TtsSettings::default(),
         }
     }
 }
@@ -156,6 +161,7 @@ impl Settings {
             return bad("database.max_batch must be at least 1".into());
         }
         self.validate_engine()?;
+        self.tts.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -203,6 +209,7 @@ impl fmt::Debug for Settings {
             .field("log", &self.log)
             .field("engine", &self.engine)
             .field("limits", &self.limits)
+            .field("tts", &self.tts)
             .finish()
     }
 }

@@ -16,8 +16,8 @@
 use super::library::{EngineKind, VoiceSettings};
 
 const ACCENTS: &[(&str, &str)] = &[
-    ("british", "en-gb"),
-    ("english", "en-gb"),
+    ("british", "en"),
+    ("english", "en"),
     ("scottish", "en-gb-scotland"),
     ("scots", "en-gb-scotland"),
     ("american", "en-us"),

@@ -82,11 +82,11 @@ pub struct ResolvedVoice {
 /// The first four stand in for names used in Hume's examples.
 const BUILTIN: &[(&str, &str, u32, &str, &str, &str)] = &[
     ("Ava Song", "en-us+f3", 55, "Female", "English", "Stand-in for Hume's Ava Song: US English, female"),
-    ("Male English Actor", "en-gb+m3", 42, "Male", "English", "Stand-in for Hume's Male English Actor: British English, male"),
+    ("Male English Actor", "en+m3", 42, "Male", "English", "Stand-in for Hume's Male English Actor: British English, male"),
     ("Kora", "en-us+f2", 60, "Female", "English", "Stand-in for Hume's Kora: US English, female"),
     ("Dacher", "en-us+m1", 45, "Male", "English", "Stand-in for Hume's Dacher: US English, male"),
     ("Colloquy", "en-us", 50, "Male", "English", "Colloquy's default voice (the one chats speak with): US English"),
-    ("Colloquy British", "en-gb", 50, "Male", "English", "British English"),
+    ("Colloquy British", "en", 50, "Male", "English", "British English"),
     ("Colloquy Scottish", "en-gb-scotland", 50, "Male", "English", "Scottish English"),
     ("Colloquy German", "de", 50, "Male", "German", "German"),
     ("Colloquy French", "fr", 50, "Male", "French", "French"),
@@ -167,6 +167,11 @@ impl Library {
             voices.push(entry(&v.name, settings, &description, "", ""));
         }
         Self { voices }
+    }
+
+    /// Keeps the voices `keep` accepts (start-up drops those the engine refuses).
+    pub fn retain(&mut self, keep: impl FnMut(&LibraryVoice) -> bool) {
+        self.voices.retain(keep);
     }
 
     /// Every voice, in library order.

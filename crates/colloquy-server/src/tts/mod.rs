@@ -60,7 +60,29 @@ impl Tts {
                 None
             }
         };
-        Self::new(settings, espeak, p.tts.clone())
+        let mut tts = Self::new(settings, espeak, p.tts.clone());
+        if let Some(espeak) = tts.engines.espeak.clone() {
+            // An espeak-ng voice name the library does not know fails here, once, rather
+            // than in every request that names it.
+            tts.library.retain(|v| {
+                if v.settings.engine != library::EngineKind::Builtin {
+                    return true;
+                }
+                let options = EspeakOptions {
+                    voice: v.settings.engine_voice.clone(),
+                    ..EspeakOptions::default()
+                };
+                match EspeakVoice::new(options) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(voice = %v.voice.name, error = %e, "voice left out of the library");
+                        false
+                    }
+                }
+            });
+            drop(espeak);
+        }
+        tts
     }
 
     /// With the given engines.

@@ -226,9 +226,9 @@ pub async fn plan(
             None => None,
         });
     }
-    let words_per_take = takes.min(max_generations as i64).max(1) as usize;
-    let mut generations = Vec::with_capacity(words_per_take);
-    for k in 0..words_per_take {
+    let made = (takes as usize).min(max_generations).max(1);
+    let mut generations = Vec::with_capacity(made);
+    for k in 0..made {
         let mut sticky = start.clone();
         let mut snippets = Vec::new();
         let mut last = None;

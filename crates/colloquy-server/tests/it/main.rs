@@ -15,3 +15,4 @@ mod relay;
 mod rest;
 mod session;
 mod slow_client;
+mod tts;

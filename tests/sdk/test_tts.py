@@ -481,3 +481,35 @@ def test_voice_conversion_without_asr_names_the_setting(account):
     with pytest.raises(UnprocessableEntityError) as e:
         b"".join(client.tts.convert_voice_file(audio=("speech.wav", speech_like_wav(), "audio/wav")))
     assert "[engine.pipeline.asr]" in e.value.body.detail[0].msg
+
+
+# ---- the CLI --------------------------------------------------------------------------------
+
+
+def test_cli_tts_and_voices(account, server, tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLOQUY_")}
+    env.update({"HUME_API_KEY": account.api_key, "COLLOQUY_BASE_URL": server.base_url})
+
+    def cli(*args):
+        return subprocess.run([server.binary, *args], env=env, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+
+    out = tmp_path / "hello.wav"
+    r = cli("tts", "Hello there from the command line.", "--voice", "Kora", "--format", "wav", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    info = ffprobe(out)
+    assert info["streams"][0]["codec_name"] == "pcm_s16le" and 1.0 < duration_of(info) < 5.0
+    r = cli("tts", "Hello.", "-o", str(tmp_path / "hello.mp3"))
+    assert r.returncode == 0, r.stderr
+    assert ffprobe(tmp_path / "hello.mp3")["streams"][0]["codec_name"] == "mp3"
+    r = cli("voices", "--json")
+    assert r.returncode == 0, r.stderr
+    voices = json.loads(r.stdout)
+    assert {"id": AVA_SONG_ID, "name": "Ava Song", "provider": "HUME_AI"}.items() <= next(
+        v for v in voices if v["name"] == "Ava Song").items()
+    table = cli("voices")
+    assert table.returncode == 0 and "Ava Song" in table.stdout and AVA_SONG_ID in table.stdout
+    r = cli("tts", "Hello.", "--voice", "Nobody Here")
+    assert r.returncode != 0 and "Nobody Here" in r.stderr and "422" in r.stderr

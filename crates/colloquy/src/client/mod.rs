@@ -13,6 +13,7 @@ mod groups;
 mod output;
 mod target;
 mod transcript;
+mod tts;
 
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -58,6 +59,10 @@ pub enum ClientCommand {
     Emotions(emotions::EmotionsArgs),
     /// Reconstruct and download the audio (MP4) of a chat or of every chat of a group.
     Audio(audio::AudioArgs),
+    /// Speak text with a voice of the library (POST /v0/tts/file) into an audio file.
+    Tts(tts::TtsArgs),
+    /// List the voices: the library's and your saved ones (a table, or JSON with --json).
+    Voices(tts::VoicesArgs),
 }
 
 /// Runs a client command.
@@ -69,6 +74,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Transcript(a) => transcript::run(a).await,
         ClientCommand::Emotions(a) => emotions::run(a).await,
         ClientCommand::Audio(a) => audio::run(a).await,
+        ClientCommand::Tts(a) => tts::run_tts(a).await,
+        ClientCommand::Voices(a) => tts::run_voices(a).await,
     };
     match result {
         // `colloquy chats | head`: the reader left; that is not a failure.

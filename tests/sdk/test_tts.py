@@ -513,3 +513,34 @@ def test_cli_tts_and_voices(account, server, tmp_path):
     assert table.returncode == 0 and "Ava Song" in table.stdout and AVA_SONG_ID in table.stdout
     r = cli("tts", "Hello.", "--voice", "Nobody Here")
     assert r.returncode != 0 and "Nobody Here" in r.stderr and "422" in r.stderr
+
+
+# ---- the web UI's Speak page ----------------------------------------------------------------
+
+
+def test_the_speak_page(account, server, tmp_path):
+    import html
+    import re
+
+    with httpx.Client(base_url=server.base_url, timeout=30, follow_redirects=False) as web:
+        page = web.get("/ui/sign-in")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        r = web.post("/ui/sign-in", data={"api_key": account.api_key, "csrf": csrf, "next": "/ui/speak"})
+        assert r.status_code == 303, r.text
+        page = web.get("/ui/speak")
+        assert page.status_code == 200
+        assert 'href="/ui/speak" aria-current="page"' in page.text
+        assert '<option value="HUME_AI:Ava Song"' in page.text
+        assert "speak-player" not in page.text
+        page = web.get("/ui/speak", params={"text": "Hello from the page.", "voice": "HUME_AI:Kora", "format": "wav"})
+        src = html.unescape(re.search(r"<audio id=\"speak-player\"[^>]* src=\"([^\"]+)\"", page.text).group(1))
+        assert 'value="HUME_AI:Kora" selected' in page.text
+        audio = web.get(src)
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+        path = tmp_path / "page.wav"
+        path.write_bytes(audio.content)
+        assert 0.8 < duration_of(ffprobe(path)) < 4.0
+        bad = web.get("/ui/speak/audio", params={"text": "Hi", "voice": "HUME_AI:Nobody"})
+        assert bad.status_code == 422 and "Nobody" in bad.text
+    # Signed out, the page sends people to sign in.
+    assert httpx.get(f"{server.base_url}/ui/speak").status_code in (303, 302)

@@ -18,6 +18,7 @@ pub mod error;
 mod format;
 mod group;
 pub mod session;
+mod speak;
 mod transcript;
 
 use crate::state::AppState;
@@ -53,6 +54,8 @@ pub fn router() -> Router<AppState> {
         .route("/chats/{id}/audio", get(chat::audio))
         .route("/groups/{id}", get(group::page))
         .route("/groups/{id}/transcript", get(group::transcript))
+        .route("/speak", get(speak::page))
+        .route("/speak/audio", get(speak::audio))
         .route("/assets/{file}", get(assets::serve))
         .fallback(unknown_page)
         .method_not_allowed_fallback(wrong_method)

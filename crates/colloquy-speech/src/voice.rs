@@ -460,8 +460,11 @@ mod espeak {
             // SAFETY: engine thread; no device name in synchronous mode. `collect_samples`
             // matches `t_espeak_callback` (the event pointer is opaque).
             let (status, rate) = unsafe {
-                let status =
-                    (self.initialize_output)(ENOUTPUT_MODE_SYNCHRONOUS, BUFFER_MS, std::ptr::null());
+                let status = (self.initialize_output)(
+                    ENOUTPUT_MODE_SYNCHRONOUS,
+                    BUFFER_MS,
+                    std::ptr::null(),
+                );
                 (self.set_synth_callback)(collect_samples);
                 (status, (self.sample_rate)())
             };

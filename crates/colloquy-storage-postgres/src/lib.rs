@@ -19,7 +19,6 @@
 //! `chat_events_by_group` answers in one query.
 
 mod configs;
-mod voices;
 mod erasure;
 mod jobs;
 mod keys;
@@ -27,6 +26,7 @@ mod reads;
 mod rows;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod voices;
 mod writes;
 
 #[cfg(test)]

@@ -52,7 +52,12 @@ impl VoiceStore for PostgresStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn generation(&self, user_id: Uuid, id: Uuid, now_ms: i64) -> StoreResult<Option<String>> {
+    async fn generation(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>> {
         sqlx::query_scalar(
             "SELECT settings FROM tts_generations WHERE id = $1 AND user_id = $2 AND expires_on >= $3",
         )
@@ -85,12 +90,13 @@ impl VoiceStore for PostgresStore {
     }
 
     async fn list_voices(&self, user_id: Uuid) -> StoreResult<Vec<SavedVoice>> {
-        let rows: Vec<VoiceRow> =
-            sqlx::query_as(&format!("{VOICE_COLUMNS} WHERE user_id = $1 ORDER BY name COLLATE \"C\", id"))
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
+        let rows: Vec<VoiceRow> = sqlx::query_as(&format!(
+            "{VOICE_COLUMNS} WHERE user_id = $1 ORDER BY name COLLATE \"C\", id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         rows.into_iter().map(voice).collect()
     }
 

@@ -15,13 +15,13 @@
 //! group's events without an index on the group.
 
 mod configs;
-mod voices;
 mod erasure;
 mod group_events;
 mod jobs;
 mod keys;
 mod reads;
 mod rows;
+mod voices;
 mod writer;
 mod writes;
 

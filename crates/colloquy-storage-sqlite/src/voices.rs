@@ -52,7 +52,12 @@ impl VoiceStore for SqliteStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn generation(&self, user_id: Uuid, id: Uuid, now_ms: i64) -> StoreResult<Option<String>> {
+    async fn generation(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>> {
         sqlx::query_scalar(
             "SELECT settings FROM tts_generations WHERE id = ? AND user_id = ? AND expires_on >= ?",
         )
@@ -85,12 +90,13 @@ impl VoiceStore for SqliteStore {
     }
 
     async fn list_voices(&self, user_id: Uuid) -> StoreResult<Vec<SavedVoice>> {
-        let rows: Vec<VoiceRow> =
-            sqlx::query_as(&format!("{VOICE_COLUMNS} WHERE user_id = ? ORDER BY name, id"))
-                .bind(user_id.to_string())
-                .fetch_all(&self.read)
-                .await
-                .map_err(db)?;
+        let rows: Vec<VoiceRow> = sqlx::query_as(&format!(
+            "{VOICE_COLUMNS} WHERE user_id = ? ORDER BY name, id"
+        ))
+        .bind(user_id.to_string())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
         rows.into_iter().map(voice).collect()
     }
 

@@ -56,7 +56,12 @@ pub trait VoiceStore: Send + Sync {
     }
 
     /// The settings of generation `id` of `user_id`, unless it expired before `now_ms`.
-    async fn generation(&self, _user_id: Uuid, _id: Uuid, _now_ms: i64) -> StoreResult<Option<String>> {
+    async fn generation(
+        &self,
+        _user_id: Uuid,
+        _id: Uuid,
+        _now_ms: i64,
+    ) -> StoreResult<Option<String>> {
         Err(unsupported())
     }
 

@@ -122,22 +122,62 @@ async fn main() -> anyhow::Result<()> {
     let key = server.key(None, true).await?.api_key;
     let http = reqwest::Client::new();
     for _ in 0..5 {
-        served(&http, &server.base, &key, "/v0/tts/stream/file", SENTENCE, &args.format).await?;
+        served(
+            &http,
+            &server.base,
+            &key,
+            "/v0/tts/stream/file",
+            SENTENCE,
+            &args.format,
+        )
+        .await?;
     }
     let mut first_served = Vec::new();
     for _ in 0..args.requests {
-        first_served.push(served(&http, &server.base, &key, "/v0/tts/stream/file", SENTENCE, &args.format).await?.0);
+        first_served.push(
+            served(
+                &http,
+                &server.base,
+                &key,
+                "/v0/tts/stream/file",
+                SENTENCE,
+                &args.format,
+            )
+            .await?
+            .0,
+        );
     }
-    let (_, long_served, _) = served(&http, &server.base, &key, "/v0/tts/file", &long, &args.format).await?;
+    let (_, long_served, _) = served(
+        &http,
+        &server.base,
+        &key,
+        "/v0/tts/file",
+        &long,
+        &args.format,
+    )
+    .await?;
     let rtf_served = long_audio / long_served.as_secs_f64();
 
     // Concurrent streams.
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.streams {
-        let (http, base, key, format) = (http.clone(), server.base.clone(), key.clone(), args.format.clone());
+        let (http, base, key, format) = (
+            http.clone(),
+            server.base.clone(),
+            key.clone(),
+            args.format.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            served(&http, &base, &key, "/v0/tts/stream/file", &paragraph()[..400], &format).await
+            served(
+                &http,
+                &base,
+                &key,
+                "/v0/tts/stream/file",
+                &paragraph()[..400],
+                &format,
+            )
+            .await
         }));
     }
     let mut errors = 0;
@@ -157,14 +197,32 @@ async fn main() -> anyhow::Result<()> {
     let d = Summary::from_durations(&first_direct);
     let s = Summary::from_durations(&first_served);
     let c = Summary::from_durations(&firsts);
-    println!("one sentence ({} chars), {} requests, format {}:", SENTENCE.len(), args.requests, args.format);
+    println!(
+        "one sentence ({} chars), {} requests, format {}:",
+        SENTENCE.len(),
+        args.requests,
+        args.format
+    );
     println!("  direct espeak-ng, first samples:      {d}");
     println!("  /v0/tts/stream/file, first byte:      {s}");
-    println!("  overhead (server / direct):           p50 {}  p90 {}", ratio(s.p50_us, d.p50_us), ratio(s.p90_us, d.p90_us));
+    println!(
+        "  overhead (server / direct):           p50 {}  p90 {}",
+        ratio(s.p50_us, d.p50_us),
+        ratio(s.p90_us, d.p90_us)
+    );
     println!("long paragraph ({:.1} s of audio):", long_audio);
-    println!("  direct espeak-ng:                     {:.0}x real time ({:?})", rtf_direct, long_direct);
-    println!("  /v0/tts/file:                         {:.0}x real time ({:?})", rtf_served, long_served);
-    println!("  overhead (direct speed / served):     {:.2}x", rtf_direct / rtf_served);
+    println!(
+        "  direct espeak-ng:                     {:.0}x real time ({:?})",
+        rtf_direct, long_direct
+    );
+    println!(
+        "  /v0/tts/file:                         {:.0}x real time ({:?})",
+        rtf_served, long_served
+    );
+    println!(
+        "  overhead (direct speed / served):     {:.2}x",
+        rtf_direct / rtf_served
+    );
     println!("{} concurrent /v0/tts/stream/file:", args.streams);
     println!("  errors {errors}, all done in {concurrent_wall:?}, first byte {c}");
     anyhow::ensure!(errors == 0, "{errors} streams failed");

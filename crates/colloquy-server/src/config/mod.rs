@@ -3,9 +3,9 @@
 mod engine;
 mod example;
 mod sections;
-mod tts;
 #[cfg(test)]
 mod tests;
+mod tts;
 
 pub use engine::*;
 pub use example::EXAMPLE_TOML;

@@ -41,7 +41,10 @@ fn form_loc(field: &str) -> Vec<Value> {
 }
 
 /// A JSON part, `null` or empty being absent.
-fn json_part<T: serde::de::DeserializeOwned>(field: &str, text: &str) -> Result<Option<T>, TtsError> {
+fn json_part<T: serde::de::DeserializeOwned>(
+    field: &str,
+    text: &str,
+) -> Result<Option<T>, TtsError> {
     let text = text.trim();
     if text.is_empty() || text == "null" {
         return Ok(None);
@@ -69,7 +72,10 @@ fn timestamp_type(form: &mut Form, v: &str) -> Result<(), TtsError> {
 async fn read_form(mut multipart: Multipart) -> Result<Form, TtsError> {
     let mut form = Form::default();
     let bad = |e: axum::extract::multipart::MultipartError| {
-        TtsError::invalid(&[json!("body")], format!("not a readable multipart/form-data body: {e}"))
+        TtsError::invalid(
+            &[json!("body")],
+            format!("not a readable multipart/form-data body: {e}"),
+        )
     };
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_string();
@@ -85,7 +91,8 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, TtsError> {
             n if n == "include_timestamp_types" || n.starts_with("include_timestamp_types[") => {
                 let t = text.trim();
                 if t.starts_with('[') {
-                    let list: Vec<String> = json_part("include_timestamp_types", t)?.unwrap_or_default();
+                    let list: Vec<String> =
+                        json_part("include_timestamp_types", t)?.unwrap_or_default();
                     for v in list {
                         timestamp_type(&mut form, &v)?;
                     }
@@ -135,7 +142,11 @@ pub fn segments(samples: &[f32], rate: u32) -> Vec<Segment> {
 }
 
 /// Parses the form, transcribes the upload and plans its take.
-async fn prepare(state: &AppState, caller: &Caller, multipart: Multipart) -> Result<Plan, TtsError> {
+async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    multipart: Multipart,
+) -> Result<Plan, TtsError> {
     let Some(asr) = state.tts.asr.clone() else {
         return Err(TtsError::invalid(
             &[json!("body"), json!("audio")],
@@ -165,14 +176,28 @@ async fn prepare(state: &AppState, caller: &Caller, multipart: Multipart) -> Res
     let rate = decoded.sample_rate;
     let account = caller.0.user_id;
     let voice = match &form.voice {
-        Some(v) => Some(plan::voice(&state.tts, state.store.as_ref(), account, v, &form_loc("voice")).await?),
+        Some(v) => Some(
+            plan::voice(
+                &state.tts,
+                state.store.as_ref(),
+                account,
+                v,
+                &form_loc("voice"),
+            )
+            .await?,
+        ),
         None => None,
     };
     let (voice_ref, settings) = match voice {
         Some(v) => (Some(v.voice), v.settings),
         None => match state.tts.library.default_voice() {
             Some(v) => (None, v.settings.clone()),
-            None => return Err(TtsError::invalid(&form_loc("voice"), state.tts.no_voice_message())),
+            None => {
+                return Err(TtsError::invalid(
+                    &form_loc("voice"),
+                    state.tts.no_voice_message(),
+                ))
+            }
         },
     };
     let client = TranscriptionClient::new(asr);
@@ -180,7 +205,10 @@ async fn prepare(state: &AppState, caller: &Caller, multipart: Multipart) -> Res
     let mut snippets = Vec::new();
     for (i, seg) in segments(&decoded.samples, rate).into_iter().enumerate() {
         let pcm = Pcm::new(
-            decoded.samples[seg.start..seg.end].iter().map(|&s| to_i16(s)).collect(),
+            decoded.samples[seg.start..seg.end]
+                .iter()
+                .map(|&s| to_i16(s))
+                .collect(),
             rate,
         );
         let text = client.transcribe(&pcm, None).await.map_err(|e| {
@@ -203,7 +231,10 @@ async fn prepare(state: &AppState, caller: &Caller, multipart: Multipart) -> Res
         });
     }
     if snippets.is_empty() {
-        return Err(TtsError::invalid(&form_loc("audio"), "audio: no speech was recognized in it"));
+        return Err(TtsError::invalid(
+            &form_loc("audio"),
+            "audio: no speech was recognized in it",
+        ));
     }
     // Utterance indexes count the recognized segments.
     for (i, s) in snippets.iter_mut().enumerate() {
@@ -229,7 +260,11 @@ async fn prepare(state: &AppState, caller: &Caller, multipart: Multipart) -> Res
     })
 }
 
-fn start(state: &AppState, caller: &Caller, plan: Plan) -> tokio::sync::mpsc::Receiver<synthesis::Event> {
+fn start(
+    state: &AppState,
+    caller: &Caller,
+    plan: Plan,
+) -> tokio::sync::mpsc::Receiver<synthesis::Event> {
     synthesis::run(
         state.tts.engines.clone(),
         state.store.clone(),

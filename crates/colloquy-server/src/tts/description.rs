@@ -55,9 +55,18 @@ fn words(description: &str) -> Vec<String> {
 pub fn apply(description: &str, settings: &mut VoiceSettings, design: bool) {
     let words = words(description);
     let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
-    if has(&["fast", "quick", "quickly", "rapid", "rapidly", "hurried", "excited"]) {
+    if has(&[
+        "fast", "quick", "quickly", "rapid", "rapidly", "hurried", "excited",
+    ]) {
         settings.speed *= 1.25;
-    } else if has(&["slow", "slowly", "measured", "deliberate", "calm", "relaxed"]) {
+    } else if has(&[
+        "slow",
+        "slowly",
+        "measured",
+        "deliberate",
+        "calm",
+        "relaxed",
+    ]) {
         settings.speed *= 0.8;
     }
     if settings.engine != EngineKind::Builtin {
@@ -119,7 +128,10 @@ mod tests {
         assert!((s.speed - 0.8).abs() < 1e-9);
         let mut s = builtin("en-us+f3");
         apply("A French woman, speaking quickly", &mut s, false);
-        assert_eq!(s.engine_voice, "en-us+f3", "a named voice keeps its language");
+        assert_eq!(
+            s.engine_voice, "en-us+f3",
+            "a named voice keeps its language"
+        );
         assert!((s.speed - 1.25).abs() < 1e-9);
     }
 }

@@ -88,7 +88,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Tts
         });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| located("body", &e))?;
+    let value =
+        serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| located("body", &e))?;
     de.end().map_err(|e| TtsError::Invalid {
         loc: vec![json!("body")],
         msg: format!("JSON decode error: {e}"),
@@ -109,7 +110,11 @@ pub fn located(root: &str, e: &serde_path_to_error::Error<serde_json::Error>) ->
         }
     }
     let inner = e.inner().to_string();
-    let detail = inner.split(" at line ").next().unwrap_or(&inner).to_string();
+    let detail = inner
+        .split(" at line ")
+        .next()
+        .unwrap_or(&inner)
+        .to_string();
     if let Some(field) = detail
         .strip_prefix("missing field `")
         .and_then(|r| r.strip_suffix('`'))

@@ -81,13 +81,62 @@ pub struct ResolvedVoice {
 /// The built-in voices: `(name, espeak-ng voice, pitch, gender, language, description)`.
 /// The first four stand in for names used in Hume's examples.
 const BUILTIN: &[(&str, &str, u32, &str, &str, &str)] = &[
-    ("Ava Song", "en-us+f3", 55, "Female", "English", "Stand-in for Hume's Ava Song: US English, female"),
-    ("Male English Actor", "en+m3", 42, "Male", "English", "Stand-in for Hume's Male English Actor: British English, male"),
-    ("Kora", "en-us+f2", 60, "Female", "English", "Stand-in for Hume's Kora: US English, female"),
-    ("Dacher", "en-us+m1", 45, "Male", "English", "Stand-in for Hume's Dacher: US English, male"),
-    ("Colloquy", "en-us", 50, "Male", "English", "Colloquy's default voice (the one chats speak with): US English"),
-    ("Colloquy British", "en", 50, "Male", "English", "British English"),
-    ("Colloquy Scottish", "en-gb-scotland", 50, "Male", "English", "Scottish English"),
+    (
+        "Ava Song",
+        "en-us+f3",
+        55,
+        "Female",
+        "English",
+        "Stand-in for Hume's Ava Song: US English, female",
+    ),
+    (
+        "Male English Actor",
+        "en+m3",
+        42,
+        "Male",
+        "English",
+        "Stand-in for Hume's Male English Actor: British English, male",
+    ),
+    (
+        "Kora",
+        "en-us+f2",
+        60,
+        "Female",
+        "English",
+        "Stand-in for Hume's Kora: US English, female",
+    ),
+    (
+        "Dacher",
+        "en-us+m1",
+        45,
+        "Male",
+        "English",
+        "Stand-in for Hume's Dacher: US English, male",
+    ),
+    (
+        "Colloquy",
+        "en-us",
+        50,
+        "Male",
+        "English",
+        "Colloquy's default voice (the one chats speak with): US English",
+    ),
+    (
+        "Colloquy British",
+        "en",
+        50,
+        "Male",
+        "English",
+        "British English",
+    ),
+    (
+        "Colloquy Scottish",
+        "en-gb-scotland",
+        50,
+        "Male",
+        "English",
+        "Scottish English",
+    ),
     ("Colloquy German", "de", 50, "Male", "German", "German"),
     ("Colloquy French", "fr", 50, "Male", "French", "French"),
     ("Colloquy Spanish", "es", 50, "Male", "Spanish", "Spanish"),
@@ -254,7 +303,11 @@ pub async fn resolve_voice(
     account: Uuid,
     posted: &PostedVoice,
 ) -> Result<Result<ResolvedVoice, String>, StoreError> {
-    let id = posted.id.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let id = posted
+        .id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     let name = posted.name.as_deref().filter(|s| !s.trim().is_empty());
     let described = match (id, name) {
         (Some(id), _) => format!("id {id:?}"),
@@ -272,7 +325,9 @@ pub async fn resolve_voice(
         };
         if let Some(saved) = saved {
             let Ok(settings) = serde_json::from_str::<VoiceSettings>(&saved.settings) else {
-                return Ok(Err(format!("the saved voice {described} is unreadable; save it again")));
+                return Ok(Err(format!(
+                    "the saved voice {described} is unreadable; save it again"
+                )));
             };
             return Ok(Ok(ResolvedVoice {
                 voice: ReturnVoice {

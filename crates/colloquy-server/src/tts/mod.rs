@@ -86,7 +86,11 @@ impl Tts {
     }
 
     /// With the given engines.
-    pub fn new(settings: &Settings, espeak: Option<EspeakVoice>, service: Option<ServiceConfig>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        espeak: Option<EspeakVoice>,
+        service: Option<ServiceConfig>,
+    ) -> Self {
         let p = &settings.engine.pipeline;
         let mut pipeline = p.clone();
         pipeline.tts = service.clone();

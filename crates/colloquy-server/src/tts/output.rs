@@ -6,8 +6,8 @@ use super::formats::{self, StreamEncoder, SAMPLE_RATE};
 use super::plan::SnippetPlan;
 use super::synthesis::Event;
 use super::wire::{
-    AudioEncoding, AudioFormat, ReturnGeneration, ReturnTts, Snippet, SnippetAudioChunk,
-    Timestamp, TimestampMessage, TtsOutput,
+    AudioEncoding, AudioFormat, ReturnGeneration, ReturnTts, Snippet, SnippetAudioChunk, Timestamp,
+    TimestampMessage, TtsOutput,
 };
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -34,7 +34,9 @@ pub async fn collect(
                 samples: Vec::new(),
                 snippets: vec![Vec::new(); utterances],
             }),
-            Event::SnippetStart { snippet, .. } => current = Some((snippet, Vec::new(), Vec::new())),
+            Event::SnippetStart { snippet, .. } => {
+                current = Some((snippet, Vec::new(), Vec::new()))
+            }
             Event::Audio(s) => {
                 if let Some((_, samples, _)) = current.as_mut() {
                     samples.extend_from_slice(&s);
@@ -46,7 +48,9 @@ pub async fn collect(
                 }
             }
             Event::SnippetEnd => {
-                if let (Some((plan, samples, timestamps)), Some(take)) = (current.take(), takes.last_mut()) {
+                if let (Some((plan, samples, timestamps)), Some(take)) =
+                    (current.take(), takes.last_mut())
+                {
                     take.samples.extend_from_slice(&samples);
                     let snippet = Snippet {
                         id: plan.id.to_string(),
@@ -90,7 +94,10 @@ pub async fn collect(
 }
 
 /// The first take as one file.
-pub async fn collect_file(mut rx: mpsc::Receiver<Event>, format: AudioFormat) -> Result<Vec<u8>, String> {
+pub async fn collect_file(
+    mut rx: mpsc::Receiver<Event>,
+    format: AudioFormat,
+) -> Result<Vec<u8>, String> {
     let mut samples = Vec::new();
     let mut takes = 0;
     while let Some(ev) = rx.recv().await {

@@ -5,7 +5,9 @@
 use super::description;
 use super::error::TtsError;
 use super::library::{resolve_voice, ResolvedVoice, VoiceSettings};
-use super::wire::{AudioFormat, OctaveVersion, PostedTts, PostedUtterance, PostedVoice, TimestampType};
+use super::wire::{
+    AudioFormat, OctaveVersion, PostedTts, PostedUtterance, PostedVoice, TimestampType,
+};
 use super::Tts;
 use colloquy_speech::SentenceSplitter;
 use colloquy_storage::Store;
@@ -102,12 +104,17 @@ fn check_utterance(u: &PostedUtterance, path: &[Value], allow_empty: bool) -> Re
     if u.text.chars().count() > MAX_TEXT_CHARS {
         return Err(TtsError::invalid(
             &field("text"),
-            format!("text is longer than {MAX_TEXT_CHARS} characters; split it into several utterances"),
+            format!(
+                "text is longer than {MAX_TEXT_CHARS} characters; split it into several utterances"
+            ),
         ));
     }
     if let Some(speed) = u.speed {
         if !(0.25..=4.0).contains(&speed) {
-            return Err(TtsError::invalid(&field("speed"), "speed must be between 0.25 and 4"));
+            return Err(TtsError::invalid(
+                &field("speed"),
+                "speed must be between 0.25 and 4",
+            ));
         }
     }
     if let Some(s) = u.trailing_silence {
@@ -118,8 +125,14 @@ fn check_utterance(u: &PostedUtterance, path: &[Value], allow_empty: bool) -> Re
             ));
         }
     }
-    if u.description.as_ref().is_some_and(|d| d.chars().count() > 1000) {
-        return Err(TtsError::invalid(&field("description"), "description is longer than 1000 characters"));
+    if u.description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1000)
+    {
+        return Err(TtsError::invalid(
+            &field("description"),
+            "description is longer than 1000 characters",
+        ));
     }
     Ok(())
 }
@@ -160,7 +173,9 @@ pub async fn generation(
         )
     };
     let uuid = Uuid::parse_str(id.trim()).map_err(|_| unknown())?;
-    let found = store.generation(account, uuid, crate::clock::now_ms()).await?;
+    let found = store
+        .generation(account, uuid, crate::clock::now_ms())
+        .await?;
     let text = found.ok_or_else(unknown)?;
     serde_json::from_str(&text).map_err(|_| unknown())
 }
@@ -175,7 +190,10 @@ pub async fn plan(
     max_generations: usize,
 ) -> Result<Plan, TtsError> {
     if req.utterances.is_empty() {
-        return Err(TtsError::invalid(&at(&[json!("utterances")]), "give at least one utterance"));
+        return Err(TtsError::invalid(
+            &at(&[json!("utterances")]),
+            "give at least one utterance",
+        ));
     }
     if req.utterances.len() > MAX_UTTERANCES {
         return Err(TtsError::invalid(
@@ -201,7 +219,14 @@ pub async fn plan(
     let mut start: Option<(Option<ReturnVoice>, VoiceSettings)> = None;
     if let Some(ctx) = &req.context {
         if let Some(id) = &ctx.generation_id {
-            let r = generation(tts, store, account, id, &at(&[json!("context"), json!("generation_id")])).await?;
+            let r = generation(
+                tts,
+                store,
+                account,
+                id,
+                &at(&[json!("context"), json!("generation_id")]),
+            )
+            .await?;
             start = Some((r.voice, r.settings));
         } else if let Some(us) = &ctx.utterances {
             for (i, u) in us.iter().enumerate() {
@@ -221,7 +246,14 @@ pub async fn plan(
     for (i, u) in req.utterances.iter().enumerate() {
         named.push(match &u.voice {
             Some(v) => Some(
-                voice(tts, store, account, v, &at(&[json!("utterances"), json!(i), json!("voice")])).await?,
+                voice(
+                    tts,
+                    store,
+                    account,
+                    v,
+                    &at(&[json!("utterances"), json!(i), json!("voice")]),
+                )
+                .await?,
             ),
             None => None,
         });

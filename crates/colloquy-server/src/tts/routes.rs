@@ -52,7 +52,14 @@ async fn start(
     max_generations: usize,
 ) -> Result<(Plan, mpsc::Receiver<Event>), TtsError> {
     let req: PostedTts = parse_json(body)?;
-    let plan = plan(&state.tts, state.store.as_ref(), caller.0.user_id, &req, max_generations).await?;
+    let plan = plan(
+        &state.tts,
+        state.store.as_ref(),
+        caller.0.user_id,
+        &req,
+        max_generations,
+    )
+    .await?;
     let rx = synthesis::run(
         state.tts.engines.clone(),
         state.store.clone(),
@@ -102,7 +109,11 @@ pub async fn synthesize_file_streaming(
         let item = s.next().await?;
         Some((item.map(Bytes::from).map_err(std::io::Error::other), s))
     });
-    Ok(([(CONTENT_TYPE, plan.format.content_type())], Body::from_stream(stream)).into_response())
+    Ok((
+        [(CONTENT_TYPE, plan.format.content_type())],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// NDJSON lines of a run, as they are made.
@@ -123,7 +134,10 @@ pub fn ndjson(rx: mpsc::Receiver<Event>, chunker: Chunker) -> Response {
                             text.push_str(&serde_json::to_string(&line).expect("serializable"));
                             text.push('\n');
                         }
-                        return Some((Ok::<_, std::io::Error>(Bytes::from(text)), (rx, chunker, false)));
+                        return Some((
+                            Ok::<_, std::io::Error>(Bytes::from(text)),
+                            (rx, chunker, false),
+                        ));
                     }
                     Err(e) => {
                         return Some((Err(std::io::Error::other(e)), (rx, chunker, true)));
@@ -132,7 +146,11 @@ pub fn ndjson(rx: mpsc::Receiver<Event>, chunker: Chunker) -> Response {
             }
         },
     );
-    ([(CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+    (
+        [(CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// `POST /v0/tts/stream/json`: `SnippetAudioChunk` and `TimestampMessage` lines.

@@ -8,8 +8,8 @@ use super::output::Chunker;
 use super::plan::plan;
 use super::synthesis;
 use super::wire::{
-    AudioFormat, PostedContext, PostedTts, PostedUtterance, PostedVoice, PublishTts,
-    TimestampType, TtsOutput,
+    AudioFormat, PostedContext, PostedTts, PostedUtterance, PostedVoice, PublishTts, TimestampType,
+    TtsOutput,
 };
 use crate::auth::{authenticate, find_credentials};
 use crate::error::ApiError;
@@ -45,14 +45,22 @@ fn params(pairs: &[(String, String)]) -> Result<Params, String> {
                     "wav" => AudioFormat::Wav,
                     "pcm" => AudioFormat::Pcm,
                     "" => AudioFormat::Mp3,
-                    other => return Err(format!("format_type must be mp3, wav or pcm (got {other:?})")),
+                    other => {
+                        return Err(format!(
+                            "format_type must be mp3, wav or pcm (got {other:?})"
+                        ))
+                    }
                 }
             }
             "include_timestamp_types" | "include_timestamp_types[]" => match v.as_str() {
                 "word" => p.words = true,
                 "phoneme" => p.phonemes = true,
                 "" => {}
-                other => return Err(format!("include_timestamp_types: word or phoneme (got {other:?})")),
+                other => {
+                    return Err(format!(
+                        "include_timestamp_types: word or phoneme (got {other:?})"
+                    ))
+                }
             },
             "no_binary" => p.no_binary = truthy(v),
             "strip_headers" => p.strip_headers = truthy(v),
@@ -70,9 +78,10 @@ pub async fn socket(
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let principal = match find_credentials(&headers, &pairs) {
         Ok(creds) => match authenticate(&state, creds).await {
             Ok(p) => p,
@@ -87,7 +96,8 @@ pub async fn socket(
     let Ok(ws) = ws else {
         return ApiError::BadRequest {
             code: "websocket_required",
-            message: "this is the TTS stream-input WebSocket; connect with a WebSocket client".into(),
+            message: "this is the TTS stream-input WebSocket; connect with a WebSocket client"
+                .into(),
         }
         .into_response();
     };
@@ -155,7 +165,17 @@ async fn run(state: AppState, account: Uuid, params: Params, mut socket: WebSock
         let closing = publish.close == Some(true);
         if (publish.flush == Some(true) || closing) && !buffer.text.trim().is_empty() {
             let text = std::mem::take(&mut buffer.text);
-            match speak(&state, account, &params, &buffer, text, context.as_deref(), &mut socket).await {
+            match speak(
+                &state,
+                account,
+                &params,
+                &buffer,
+                text,
+                context.as_deref(),
+                &mut socket,
+            )
+            .await
+            {
                 Ok(generation) => context = Some(generation),
                 Err((code, reason)) => {
                     close(&mut socket, code, &reason).await;
@@ -219,7 +239,9 @@ async fn speak(
         plan,
     );
     while let Some(ev) = rx.recv().await {
-        let lines = chunker.event(ev).map_err(|e| (1011, format!("synthesis failed: {e}")))?;
+        let lines = chunker
+            .event(ev)
+            .map_err(|e| (1011, format!("synthesis failed: {e}")))?;
         for (line, bytes) in lines {
             let json = serde_json::to_string(&line).expect("serializable");
             if socket.send(Message::Text(json.into())).await.is_err() {

@@ -101,7 +101,9 @@ pub fn run(
                 if tx.send(start).await.is_err() {
                     return;
                 }
-                let gap = s.at_ms.map_or(0, |at| ms_to_samples(at).saturating_sub(position));
+                let gap = s
+                    .at_ms
+                    .map_or(0, |at| ms_to_samples(at).saturating_sub(position));
                 position += gap;
                 if !silence(gap, &tx).await {
                     return;

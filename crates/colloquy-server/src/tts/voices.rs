@@ -49,11 +49,9 @@ fn list_query(query: &Option<String>) -> Result<ListQuery, ApiError> {
                 "provider must be HUME_AI or CUSTOM_VOICE (got {other:?})"
             )))
         }
-        None => {
-            return Err(ApiError::invalid(
-                "provider is required: HUME_AI (the voice library) or CUSTOM_VOICE (your saved voices)",
-            ))
-        }
+        None => return Err(ApiError::invalid(
+            "provider is required: HUME_AI (the voice library) or CUSTOM_VOICE (your saved voices)",
+        )),
     };
     let page_number = match one(&p, "page_number") {
         None => 0,
@@ -61,7 +59,11 @@ fn list_query(query: &Option<String>) -> Result<ListQuery, ApiError> {
             .parse::<u64>()
             .ok()
             .filter(|&n| n <= u32::MAX as u64)
-            .ok_or_else(|| ApiError::invalid(format!("page_number must be a whole number from 0 (got {v:?})")))?,
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "page_number must be a whole number from 0 (got {v:?})"
+                ))
+            })?,
     };
     let page_size = match one(&p, "page_size") {
         None => 10,
@@ -69,18 +71,29 @@ fn list_query(query: &Option<String>) -> Result<ListQuery, ApiError> {
             .parse::<u64>()
             .ok()
             .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::invalid(format!("page_size must be between 1 and 100 (got {v:?})")))?,
+            .ok_or_else(|| {
+                ApiError::invalid(format!("page_size must be between 1 and 100 (got {v:?})"))
+            })?,
     };
-    let ascending = match one(&p, "ascending_order").map(str::to_ascii_lowercase).as_deref() {
+    let ascending = match one(&p, "ascending_order")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("true") => true,
         Some("false") => false,
-        Some(v) => return Err(ApiError::invalid(format!("ascending_order must be true or false (got {v:?})"))),
+        Some(v) => {
+            return Err(ApiError::invalid(format!(
+                "ascending_order must be true or false (got {v:?})"
+            )))
+        }
     };
     let mut tags = Vec::new();
     for (k, v) in &p {
         if (k == "filter_tag" || k.starts_with("filter_tag[")) && !v.is_empty() {
             let (tag, value) = v.split_once(':').ok_or_else(|| {
-                ApiError::invalid(format!("filter_tag must be TAG:VALUE, e.g. GENDER:Female (got {v:?})"))
+                ApiError::invalid(format!(
+                    "filter_tag must be TAG:VALUE, e.g. GENDER:Female (got {v:?})"
+                ))
             })?;
             tags.push((tag.trim().to_ascii_uppercase(), value.trim().to_string()));
         }
@@ -134,7 +147,11 @@ pub async fn list_voices(
     }
     let total_pages = (all.len() as u64).div_ceil(q.page_size);
     let start = q.page_number.saturating_mul(q.page_size) as usize;
-    let voices_page = all.into_iter().skip(start).take(q.page_size as usize).collect();
+    let voices_page = all
+        .into_iter()
+        .skip(start)
+        .take(q.page_size as usize)
+        .collect();
     Ok(Json(ReturnPagedVoices {
         page_number: q.page_number,
         page_size: q.page_size,
@@ -185,7 +202,9 @@ pub async fn create_voice(
         VoiceSaved::Saved => Ok(Json(custom(voice))),
         VoiceSaved::NameTaken => Err(TtsError::invalid(
             &[json!("body"), json!("name")],
-            format!("you already have a voice named {name:?}; delete it first or pick another name"),
+            format!(
+                "you already have a voice named {name:?}; delete it first or pick another name"
+            ),
         )),
     }
 }
@@ -198,11 +217,15 @@ pub async fn delete_voice(
 ) -> Result<Response, ApiError> {
     let p = pairs(&query);
     let Some(name) = one(&p, "name") else {
-        return Err(ApiError::invalid("name is required: the saved voice to delete"));
+        return Err(ApiError::invalid(
+            "name is required: the saved voice to delete",
+        ));
     };
     if state.store.delete_voice(caller.0.user_id, name).await? {
         Ok(StatusCode::OK.into_response())
     } else {
-        Err(ApiError::NotFound(format!("you have no saved voice named {name:?}")))
+        Err(ApiError::NotFound(format!(
+            "you have no saved voice named {name:?}"
+        )))
     }
 }

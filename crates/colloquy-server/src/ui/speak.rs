@@ -60,7 +60,12 @@ fn asked(raw: Option<&str>) -> Asked {
         Some((provider, name.to_string()))
     });
     Asked {
-        text: p.get("text").unwrap_or("").chars().take(MAX_CHARS).collect(),
+        text: p
+            .get("text")
+            .unwrap_or("")
+            .chars()
+            .take(MAX_CHARS)
+            .collect(),
         voice,
         format: if p.get("format") == Some("wav") {
             AudioFormat::Wav
@@ -102,9 +107,8 @@ pub async fn page(
             value,
         });
     }
-    let audio_src = (!a.text.trim().is_empty()).then(|| {
-        format!("/ui/speak/audio?{}", raw.as_deref().unwrap_or(""))
-    });
+    let audio_src = (!a.text.trim().is_empty())
+        .then(|| format!("/ui/speak/audio?{}", raw.as_deref().unwrap_or("")));
     render(&SpeakPage {
         layout: Layout::signed_in("Speak", "speak", &session),
         text: a.text,

@@ -7,7 +7,13 @@ use colloquy_testkit::{settings, start_server, TestDatabase};
 use serde_json::{json, Value};
 use std::time::Instant;
 
-async fn post(http: &reqwest::Client, base: &str, key: &str, path: &str, body: Value) -> reqwest::Response {
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> reqwest::Response {
     http.post(format!("{base}{path}"))
         .header("X-Hume-Api-Key", key)
         .json(&body)
@@ -57,8 +63,12 @@ async fn generations_are_shared_by_servers_on_one_database() {
         return;
     };
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = start_server(settings(dirs[0].path(), Some(db.url()))).await.unwrap();
-    let b = start_server(settings(dirs[1].path(), Some(db.url()))).await.unwrap();
+    let a = start_server(settings(dirs[0].path(), Some(db.url())))
+        .await
+        .unwrap();
+    let b = start_server(settings(dirs[1].path(), Some(db.url())))
+        .await
+        .unwrap();
     let store = a.state.store.clone();
     let key = colloquy_server::keys::create_account_key(store.as_ref(), Some("tts".into()), true)
         .await
@@ -99,7 +109,10 @@ async fn generations_are_shared_by_servers_on_one_database() {
     .unwrap();
     assert_eq!(saved["provider"], "CUSTOM_VOICE");
     let listed: Value = http
-        .get(format!("{}/v0/tts/voices?provider=CUSTOM_VOICE", a.base_url()))
+        .get(format!(
+            "{}/v0/tts/voices?provider=CUSTOM_VOICE",
+            a.base_url()
+        ))
         .header("X-Hume-Api-Key", &key.api_key)
         .send()
         .await

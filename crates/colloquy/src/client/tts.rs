@@ -57,7 +57,10 @@ fn http(conn: &Connection) -> anyhow::Result<(reqwest::Client, String, String)> 
 }
 
 /// The response, or one line saying why it failed.
-async fn checked(base: &str, sent: Result<reqwest::Response, reqwest::Error>) -> anyhow::Result<reqwest::Response> {
+async fn checked(
+    base: &str,
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> anyhow::Result<reqwest::Response> {
     let response = sent.map_err(|e| anyhow::anyhow!("could not reach {base}: {e}"))?;
     let status = response.status();
     if status.is_success() {
@@ -103,7 +106,9 @@ pub async fn run_tts(args: TtsArgs) -> anyhow::Result<()> {
         .bytes()
         .await
         .with_context(|| format!("the answer from {base} broke off"))?;
-    let path = args.output.unwrap_or_else(|| PathBuf::from(format!("tts.{format}")));
+    let path = args
+        .output
+        .unwrap_or_else(|| PathBuf::from(format!("tts.{format}")));
     if path.as_os_str() == "-" {
         use std::io::Write;
         std::io::stdout().write_all(&audio)?;
@@ -115,16 +120,29 @@ pub async fn run_tts(args: TtsArgs) -> anyhow::Result<()> {
 }
 
 /// Every voice of `provider`, paging to the end.
-async fn all_voices(client: &reqwest::Client, base: &str, key: &str, provider: &str) -> anyhow::Result<Vec<Value>> {
+async fn all_voices(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    provider: &str,
+) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     for page in 0.. {
         let sent = client
             .get(format!("{base}/v0/tts/voices"))
             .header("X-Hume-Api-Key", key)
-            .query(&[("provider", provider), ("page_size", "100"), ("page_number", &page.to_string())])
+            .query(&[
+                ("provider", provider),
+                ("page_size", "100"),
+                ("page_number", &page.to_string()),
+            ])
             .send()
             .await;
-        let body: Value = checked(base, sent).await?.json().await.context("the voice list is not JSON")?;
+        let body: Value = checked(base, sent)
+            .await?
+            .json()
+            .await
+            .context("the voice list is not JSON")?;
         let items = body["voices_page"].as_array().cloned().unwrap_or_default();
         if items.is_empty() {
             break;

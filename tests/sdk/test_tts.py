@@ -544,3 +544,31 @@ def test_the_speak_page(account, server, tmp_path):
         assert bad.status_code == 422 and "Nobody" in bad.text
     # Signed out, the page sends people to sign in.
     assert httpx.get(f"{server.base_url}/ui/speak").status_code in (303, 302)
+
+
+# ---- one call through the TypeScript SDK ----------------------------------------------------
+
+
+def test_typescript_sdk_synthesizes(account, server):
+    """`npm install` of tests/sdk/ts (the `hume` npm package, pinned) on first use; skipped
+    with a message when node or the package cannot be had."""
+    import os
+    import shutil
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.skip("node and npm are needed for the TypeScript SDK check")
+    here = Path(__file__).resolve().parent / "ts"
+    if not (here / "node_modules" / "hume").exists():
+        r = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=here, capture_output=True, text=True,
+                           timeout=300, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            pytest.skip(f"could not install the hume npm package: {r.stderr[-300:]}")
+    r = subprocess.run([node, "tts_call.mjs", server.base_url, account.api_key], cwd=here, capture_output=True,
+                       text=True, timeout=60, env={**os.environ})
+    assert r.returncode == 0, r.stderr
+    first, second = [json.loads(line) for line in r.stdout.splitlines()[:2]]
+    assert first["format"] == "wav" and first["rate"] == RATE and 0.8 < first["duration"] < 4.0
+    assert first["words"][:2] == ["Hello", "from"]
+    assert first["bytes"] == 44 + round(first["duration"] * RATE) * 2
+    assert second["ava"] is True and second["voices"] >= 5

@@ -315,7 +315,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         .unwrap_or_else(|| format!("http://{addr}"));
     let (pipeline, client_voice) = crate::engine::pipeline::turn::shared_engines(&settings.engine);
     let auth_failures_per_minute = settings.limits.auth_failures_per_minute;
-    let tts = Arc::new(crate::tts::Tts::from_settings(&settings));
+    let tts = Arc::new(crate::tts::TtsHandle::new(&settings));
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,

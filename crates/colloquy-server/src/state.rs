@@ -49,7 +49,7 @@ pub struct Inner {
     /// Failed authentications per client address (`[limits] auth_failures_per_minute`).
     pub auth_failures: AuthFailureLimiter,
     /// Text to speech: the voice library and engines (`crate::tts`).
-    pub tts: Arc<crate::tts::Tts>,
+    pub tts: Arc<crate::tts::TtsHandle>,
 }
 
 impl AppState {

@@ -147,7 +147,7 @@ async fn prepare(
     caller: &Caller,
     multipart: Multipart,
 ) -> Result<Plan, TtsError> {
-    let Some(asr) = state.tts.asr.clone() else {
+    let Some(asr) = state.tts.get().asr.clone() else {
         return Err(TtsError::invalid(
             &[json!("body"), json!("audio")],
             "voice conversion needs a speech-to-text service: configure [engine.pipeline.asr] \
@@ -178,7 +178,7 @@ async fn prepare(
     let voice = match &form.voice {
         Some(v) => Some(
             plan::voice(
-                &state.tts,
+                state.tts.get(),
                 state.store.as_ref(),
                 account,
                 v,
@@ -190,12 +190,12 @@ async fn prepare(
     };
     let (voice_ref, settings) = match voice {
         Some(v) => (Some(v.voice), v.settings),
-        None => match state.tts.library.default_voice() {
+        None => match state.tts.get().library.default_voice() {
             Some(v) => (None, v.settings.clone()),
             None => {
                 return Err(TtsError::invalid(
                     &form_loc("voice"),
-                    state.tts.no_voice_message(),
+                    state.tts.get().no_voice_message(),
                 ))
             }
         },
@@ -266,10 +266,10 @@ fn start(
     plan: Plan,
 ) -> tokio::sync::mpsc::Receiver<synthesis::Event> {
     synthesis::run(
-        state.tts.engines.clone(),
+        state.tts.get().engines.clone(),
         state.store.clone(),
         caller.0.user_id,
-        state.tts.generation_ttl_ms,
+        state.tts.get().generation_ttl_ms,
         plan,
     )
 }

@@ -112,6 +112,29 @@ impl Tts {
     }
 }
 
+/// The server's [`Tts`], made on first use: the built-in voice is loaded by the first TTS
+/// request (or voice lookup), not at start, so a server that never speaks never loads it.
+pub struct TtsHandle {
+    settings: Settings,
+    made: std::sync::OnceLock<Tts>,
+}
+
+impl TtsHandle {
+    /// A handle that will build its [`Tts`] from `settings`.
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            settings: settings.clone(),
+            made: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The [`Tts`] (built on the first call; that call may block for the library's start,
+    /// a few milliseconds).
+    pub fn get(&self) -> &Tts {
+        self.made.get_or_init(|| Tts::from_settings(&self.settings))
+    }
+}
+
 /// Resolves a voice reference for `account` the way every part of Colloquy must: for a
 /// config's `voice`, the chat socket's `voice_id` (`id` only, provider `None`) and TTS.
 /// `Ok(Err(message))` when there is no such voice (the message names it).
@@ -130,5 +153,5 @@ pub async fn resolve(
             VoiceProvider::CustomVoice => wire::Provider::CustomVoice,
         }),
     };
-    resolve_voice(&state.tts.library, state.store.as_ref(), account, &posted).await
+    resolve_voice(&state.tts.get().library, state.store.as_ref(), account, &posted).await
 }

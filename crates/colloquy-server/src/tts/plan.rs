@@ -6,7 +6,7 @@ use super::description;
 use super::error::TtsError;
 use super::library::{resolve_voice, ResolvedVoice, VoiceSettings};
 use super::wire::{
-    AudioFormat, OctaveVersion, PostedTts, PostedUtterance, PostedVoice, TimestampType,
+    AudioFormat, PostedTts, PostedUtterance, PostedVoice, TimestampType,
 };
 use super::Tts;
 use colloquy_speech::SentenceSplitter;
@@ -210,10 +210,6 @@ pub async fn plan(
     }
     for (i, u) in req.utterances.iter().enumerate() {
         check_utterance(u, &[json!("utterances"), json!(i)], false)?;
-    }
-    if req.version == Some(OctaveVersion::Two) && req.utterances[0].voice.is_none() {
-        // Hume requires a voice with Octave 2; Colloquy's voices all work either way, so
-        // this is accepted (documented).
     }
     // The starting voice: a continued generation's, or unspoken context's.
     let mut start: Option<(Option<ReturnVoice>, VoiceSettings)> = None;

@@ -53,7 +53,7 @@ async fn start(
 ) -> Result<(Plan, mpsc::Receiver<Event>), TtsError> {
     let req: PostedTts = parse_json(body)?;
     let plan = plan(
-        &state.tts,
+        state.tts.get(),
         state.store.as_ref(),
         caller.0.user_id,
         &req,
@@ -61,10 +61,10 @@ async fn start(
     )
     .await?;
     let rx = synthesis::run(
-        state.tts.engines.clone(),
+        state.tts.get().engines.clone(),
         state.store.clone(),
         caller.0.user_id,
-        state.tts.generation_ttl_ms,
+        state.tts.get().generation_ttl_ms,
         plan.clone(),
     );
     Ok((plan, rx))

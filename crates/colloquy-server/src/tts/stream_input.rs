@@ -226,16 +226,16 @@ async fn speak(
         strip_headers: Some(params.strip_headers),
         ..Default::default()
     };
-    let plan = plan(&state.tts, state.store.as_ref(), account, &req, 1)
+    let plan = plan(state.tts.get(), state.store.as_ref(), account, &req, 1)
         .await
         .map_err(|e| (1008, e.message()))?;
     let generation = plan.generations[0].id.to_string();
     let mut chunker = Chunker::new(plan.request_id.clone(), plan.format, plan.strip_headers);
     let mut rx = synthesis::run(
-        state.tts.engines.clone(),
+        state.tts.get().engines.clone(),
         state.store.clone(),
         account,
-        state.tts.generation_ttl_ms,
+        state.tts.get().generation_ttl_ms,
         plan,
     );
     while let Some(ev) = rx.recv().await {

@@ -185,7 +185,7 @@ pub async fn create_voice(
     }
     let account = caller.0.user_id;
     let remembered = super::plan::generation(
-        &state.tts,
+        state.tts.get(),
         state.store.as_ref(),
         account,
         &req.generation_id,

@@ -95,7 +95,7 @@ pub async fn page(
             value,
         });
     }
-    for v in state.tts.library.voices() {
+    for v in state.tts.get().library.voices() {
         let value = format!("HUME_AI:{}", v.voice.name);
         voices.push(VoiceChoice {
             selected: chosen.as_deref() == Some(&value),
@@ -139,16 +139,16 @@ pub async fn audio(
         ..Default::default()
     };
     let account = session.principal.user_id;
-    let plan = match plan(&state.tts, state.store.as_ref(), account, &req, 1).await {
+    let plan = match plan(state.tts.get(), state.store.as_ref(), account, &req, 1).await {
         Ok(p) => p,
         Err(e) => return Ok((StatusCode::UNPROCESSABLE_ENTITY, e.message()).into_response()),
     };
     let format = plan.format;
     let rx = synthesis::run(
-        state.tts.engines.clone(),
+        state.tts.get().engines.clone(),
         state.store.clone(),
         account,
-        state.tts.generation_ttl_ms,
+        state.tts.get().generation_ttl_ms,
         plan,
     );
     let bytes = collect_file(rx, format).await.map_err(UiError::Internal)?;

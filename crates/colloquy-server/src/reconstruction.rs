@@ -86,6 +86,7 @@ mod tests {
             client_voice: None,
             account_limits: Default::default(),
             auth_failures: crate::limits::AuthFailureLimiter::new(10),
+            tts: Arc::new(crate::tts::TtsHandle::new(&Default::default())),
         })
     }
 

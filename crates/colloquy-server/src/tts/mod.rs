@@ -153,5 +153,11 @@ pub async fn resolve(
             VoiceProvider::CustomVoice => wire::Provider::CustomVoice,
         }),
     };
-    resolve_voice(&state.tts.get().library, state.store.as_ref(), account, &posted).await
+    resolve_voice(
+        &state.tts.get().library,
+        state.store.as_ref(),
+        account,
+        &posted,
+    )
+    .await
 }

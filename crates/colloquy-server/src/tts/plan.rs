@@ -5,9 +5,7 @@
 use super::description;
 use super::error::TtsError;
 use super::library::{resolve_voice, ResolvedVoice, VoiceSettings};
-use super::wire::{
-    AudioFormat, PostedTts, PostedUtterance, PostedVoice, TimestampType,
-};
+use super::wire::{AudioFormat, PostedTts, PostedUtterance, PostedVoice, TimestampType};
 use super::Tts;
 use colloquy_speech::SentenceSplitter;
 use colloquy_storage::Store;

@@ -122,6 +122,7 @@ pub async fn list_voices(
     let mut all: Vec<ReturnVoice> = match q.provider {
         VoiceProvider::HumeAi => state
             .tts
+            .get()
             .library
             .voices()
             .iter()

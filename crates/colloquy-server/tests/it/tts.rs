@@ -26,6 +26,16 @@ async fn post(
 async fn the_streamed_file_starts_before_the_text_is_spoken() {
     let srv = TestServer::sqlite(|_| {}).await;
     let key = srv.key(true).await;
+    // The first TTS request loads the built-in voice; time the second.
+    let warm = post(
+        &srv.http,
+        &srv.base,
+        &key.api_key,
+        "/v0/tts/file",
+        json!({"utterances": [{"text": "Warm up."}]}),
+    )
+    .await;
+    assert_eq!(warm.status(), 200);
     let text = "This sentence is spoken again and again to make a long text. ".repeat(40);
     let started = Instant::now();
     let mut response = post(

@@ -22,7 +22,7 @@ async fn post(
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_streamed_file_starts_before_the_text_is_spoken() {
     let srv = TestServer::sqlite(|_| {}).await;
     let key = srv.key(true).await;

@@ -385,7 +385,8 @@ def test_errors(account, server):
     hostile = [b"", b"{", b"[]", b"null", b'{"utterances": "x"}', b'{"utterances": [{"text": 1}]}',
                b'{"utterances": [{"text": "a", "speed": "fast"}]}', b'{"utterances": [{"text": "a"}], "format": {"type": "ogg"}}',
                b'{"utterances": [{"text": "\\u0000"}]}', b'{"utterances": [{"text": "a", "voice": {"id": 5}}]}',
-               b'{"utterances": [{"text": "' + b"a" * 6000 + b'"}]}', b'{"utterances": [{"text": "a"}], "context": {"generation_id": 7}}']
+               b'{"utterances": [{"text": "' + b"a" * 6000 + b'"}]}', b'{"utterances": [{"text": "a"}], "context": {"generation_id": 7}}',
+               json.dumps({"utterances": [{"text": "word " * 800}] * 3}).encode()]
     for path in ("/v0/tts", "/v0/tts/file", "/v0/tts/stream/json", "/v0/tts/stream/file"):
         for body in hostile:
             r = httpx.post(f"{base}{path}", content=body, headers={**key, "content-type": "application/json"})
@@ -394,6 +395,11 @@ def test_errors(account, server):
                 assert r.status_code == 422, (path, body[:60], r.status_code, r.text[:200])
             if r.status_code == 422:
                 assert r.json()["detail"][0]["loc"][0] == "body"
+    # Text times takes is bounded; the file endpoints make one take only.
+    many = {"utterances": [{"text": "word " * 500}], "num_generations": 5}
+    r = httpx.post(f"{base}/v0/tts", json=many, headers=key)
+    assert r.status_code == 422 and "num_generations" in r.json()["detail"][0]["msg"]
+    assert httpx.post(f"{base}/v0/tts/stream/json", json=many, headers=key).status_code == 422
 
 
 # ---- voice conversion -----------------------------------------------------------------------

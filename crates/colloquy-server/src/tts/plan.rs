@@ -20,6 +20,9 @@ pub const MAX_TEXT_CHARS: usize = 5_000;
 pub const MAX_UTTERANCES: usize = 100;
 /// Most takes.
 pub const MAX_GENERATIONS: i64 = 5;
+/// Most characters a request may have spoken in all (its utterances' text times its
+/// takes): about 10 minutes of speech, so one request cannot hold gigabytes of audio.
+pub const MAX_REQUEST_CHARS: usize = 10_000;
 
 /// What a generation remembers (for `context` and for saving it as a voice).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +211,17 @@ pub async fn plan(
     }
     for (i, u) in req.utterances.iter().enumerate() {
         check_utterance(u, &[json!("utterances"), json!(i)], false)?;
+    }
+    let chars: usize = req.utterances.iter().map(|u| u.text.chars().count()).sum();
+    let spoken = chars.saturating_mul((takes as usize).min(max_generations));
+    if spoken > MAX_REQUEST_CHARS {
+        return Err(TtsError::invalid(
+            &at(&[json!("utterances")]),
+            format!(
+                "{spoken} characters to speak (text times num_generations); at most \
+                 {MAX_REQUEST_CHARS} a request: split the text over several requests"
+            ),
+        ));
     }
     // The starting voice: a continued generation's, or unspoken context's.
     let mut start: Option<(Option<ReturnVoice>, VoiceSettings)> = None;

@@ -135,3 +135,94 @@ async fn generations_are_shared_by_servers_on_one_database() {
     b.shutdown().await;
     db.drop_database().await;
 }
+
+/// The store's rules on both backends: generations expire (and expired ones are deleted by
+/// the next write), voice names are unique per account, everything is per account.
+#[tokio::test]
+async fn the_voice_store_keeps_its_rules() {
+    use colloquy_storage::{SavedVoice, VoiceSaved};
+    use uuid::Uuid;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some((srv, db)) = TestServer::start(backend, |_| {}).await else {
+            continue;
+        };
+        let store = srv.running().state.store.clone();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (g1, g2) = (Uuid::new_v4(), Uuid::new_v4());
+        store
+            .remember_generations(a, &[(g1, "{\"x\":1}".into())], 1_000, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.generation(a, g1, 1_500).await.unwrap().as_deref(),
+            Some("{\"x\":1}")
+        );
+        assert_eq!(
+            store.generation(a, g1, 2_000).await.unwrap().as_deref(),
+            Some("{\"x\":1}")
+        );
+        assert_eq!(
+            store.generation(a, g1, 2_001).await.unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            store.generation(b, g1, 1_500).await.unwrap(),
+            None,
+            "another account's"
+        );
+        // The next write deletes what expired before it.
+        store
+            .remember_generations(a, &[(g2, "{}".into())], 3_000, 4_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.generation(a, g1, 1_500).await.unwrap(),
+            None,
+            "deleted"
+        );
+        assert!(store.generation(a, g2, 3_500).await.unwrap().is_some());
+
+        let voice = |name: &str| SavedVoice {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            settings: "{}".into(),
+            created_on: 5,
+        };
+        let v = voice("Mine");
+        assert_eq!(store.save_voice(a, &v).await.unwrap(), VoiceSaved::Saved);
+        assert_eq!(
+            store.save_voice(a, &voice("Mine")).await.unwrap(),
+            VoiceSaved::NameTaken
+        );
+        assert_eq!(
+            store.save_voice(b, &voice("Mine")).await.unwrap(),
+            VoiceSaved::Saved
+        );
+        assert_eq!(
+            store.save_voice(a, &voice("Another")).await.unwrap(),
+            VoiceSaved::Saved
+        );
+        let names: Vec<String> = store
+            .list_voices(a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["Another", "Mine"]);
+        assert_eq!(store.voice_by_id(a, v.id).await.unwrap(), Some(v.clone()));
+        assert_eq!(store.voice_by_id(b, v.id).await.unwrap(), None);
+        assert_eq!(
+            store.voice_by_name(a, "Mine").await.unwrap().map(|x| x.id),
+            Some(v.id)
+        );
+        assert!(store.delete_voice(a, "Mine").await.unwrap());
+        assert!(!store.delete_voice(a, "Mine").await.unwrap());
+        assert!(
+            store.voice_by_name(b, "Mine").await.unwrap().is_some(),
+            "b's is untouched"
+        );
+        srv.stop(db).await;
+    }
+}

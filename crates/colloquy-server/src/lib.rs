@@ -27,6 +27,7 @@ pub mod session;
 pub mod signing;
 pub mod state;
 pub mod telemetry;
+pub mod tts;
 pub mod ui;
 pub mod webhooks;
 pub mod worker;

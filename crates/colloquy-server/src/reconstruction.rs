@@ -89,6 +89,7 @@ mod tests {
             webhooks: crate::webhooks::Webhooks::new(&Default::default()),
             live: Default::default(),
             remote: None,
+            tts: Arc::new(crate::tts::TtsHandle::new(&Default::default())),
         })
     }
 

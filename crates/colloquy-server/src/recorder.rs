@@ -169,6 +169,7 @@ mod tests {
 
     impl ResourceStore for Poisoned {}
     impl colloquy_storage::LiveStore for Poisoned {}
+    impl colloquy_storage::VoiceStore for Poisoned {}
 
     #[async_trait]
     impl Store for Poisoned {

@@ -8,7 +8,7 @@ use crate::recorder::Recorder;
 use crate::signing::UrlSigner;
 use crate::state::{AppState, Inner};
 use crate::worker::{spawn_workers, WorkerContext};
-use crate::{auth, download, limits, openapi, platform, rest, session, telemetry, ui};
+use crate::{auth, download, limits, openapi, platform, rest, session, telemetry, tts, ui};
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -134,6 +134,7 @@ pub fn build_router(state: AppState) -> Router {
         )
         .merge(platform::router())
         .merge(crate::webhooks::routes::router())
+        .merge(tts::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::limit_auth_failures,
@@ -328,6 +329,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
     // other servers sharing it.
     let live = Arc::new(crate::live::LiveSessions::default());
     let remote = crate::live::remote::Remote::start(store.clone(), instance_id, live.clone()).await;
+    let tts = Arc::new(crate::tts::TtsHandle::new(&settings));
     let state = AppState::new(Inner {
         store: store.clone(),
         recorder,
@@ -346,6 +348,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<
         webhooks: crate::webhooks::Webhooks::new(&webhook_settings),
         live,
         remote,
+        tts,
     });
     let heartbeat = tokio::spawn(heartbeat(store.clone(), instance_id));
     let mut workers = spawn_workers(

@@ -54,6 +54,8 @@ pub struct Inner {
     pub live: Arc<crate::live::LiveSessions>,
     /// The chats of other servers sharing the database (`None` on SQLite).
     pub remote: Option<Arc<crate::live::remote::Remote>>,
+    /// Text to speech: the voice library and engines (`crate::tts`).
+    pub tts: Arc<crate::tts::TtsHandle>,
 }
 
 impl AppState {

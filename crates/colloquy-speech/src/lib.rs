@@ -45,5 +45,7 @@ pub use openai::{
 pub use pcm::Pcm;
 pub use sentences::SentenceSplitter;
 pub use vad::{TurnDetector, VadConfig, VadEvent};
-pub use voice::{EspeakOptions, EspeakVoice, Voice, VoiceError, ESPEAK_INSTALL_HINT};
+pub use voice::{
+    EspeakOptions, EspeakVoice, SpeechPiece, SpeechStream, Voice, VoiceError, ESPEAK_INSTALL_HINT,
+};
 pub use wav::{decode_wav, encode_wav, wav_chunks};

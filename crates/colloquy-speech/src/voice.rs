@@ -62,6 +62,36 @@ impl Default for EspeakOptions {
 
 pub use espeak::EspeakVoice;
 
+/// One piece of speech streamed by [`EspeakVoice::synthesize_stream`], in the order the
+/// engine produces them (an event comes with, or before, the block of samples it falls in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpeechPiece {
+    /// The next samples, at [`EspeakVoice::sample_rate`].
+    Audio(Vec<i16>),
+    /// A word starts: its characters in the text (`start` and `len` count Unicode scalar
+    /// values, not bytes) and the time, from the start of this synthesis, at which it is
+    /// spoken (espeak-ng's own word event).
+    Word {
+        /// Index of the word's first character in the text.
+        start: usize,
+        /// Length in characters.
+        len: usize,
+        /// Milliseconds from the start of the audio.
+        at_ms: u32,
+    },
+    /// A phoneme starts (espeak-ng's phoneme event; `name` in IPA).
+    Phoneme {
+        /// The phoneme, in IPA.
+        name: String,
+        /// Milliseconds from the start of the audio.
+        at_ms: u32,
+    },
+}
+
+/// The receiving end of a streamed synthesis: pieces as they are made, then the end of the
+/// channel; an `Err` item ends it early. Dropping it stops the synthesis.
+pub type SpeechStream = tokio::sync::mpsc::UnboundedReceiver<Result<SpeechPiece, VoiceError>>;
+
 /// The packages the built-in voice needs at run time, as said in its error messages.
 pub const ESPEAK_INSTALL_HINT: &str =
     "on Debian/Ubuntu install it with: apt-get install libespeak-ng1 espeak-ng-data";
@@ -104,6 +134,15 @@ mod espeak {
             Ok(voice)
         }
 
+        /// Another handle on the same engine speaking with `options`, without checking
+        /// them (an unknown voice name fails each synthesis instead). Does not block.
+        pub fn with_options(&self, options: EspeakOptions) -> Self {
+            Self {
+                options,
+                engine: self.engine,
+            }
+        }
+
         /// The engine's native sample rate (22 050 Hz for espeak-ng).
         pub fn sample_rate(&self) -> u32 {
             self.engine.sample_rate
@@ -118,6 +157,17 @@ mod espeak {
         /// task (use [`Voice::synthesize`]).
         pub fn synthesize_blocking(&self, text: &str) -> Result<Pcm, VoiceError> {
             self.run_blocking(text.to_string())
+        }
+
+        /// Synthesizes `text` as a stream of [`SpeechPiece`]s: samples leave the engine thread
+        /// in blocks of about 50 ms as espeak-ng makes them, with the word and phoneme events
+        /// (timed by the engine), so the first audio arrives long before a long text is done.
+        /// The synthesis stops early when the receiver is dropped. Queued behind the other
+        /// jobs of the one engine thread.
+        pub fn synthesize_stream(&self, text: &str) -> Result<SpeechStream, VoiceError> {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.submit(text.to_string(), Reply::Stream(tx))?;
+            Ok(rx)
         }
 
         fn submit(&self, text: String, reply: Reply) -> Result<(), VoiceError> {
@@ -162,7 +212,10 @@ mod espeak {
     enum Reply {
         Async(oneshot::Sender<Samples>),
         Blocking(mpsc::Sender<Samples>),
+        Stream(StreamSink),
     }
+
+    type StreamSink = tokio::sync::mpsc::UnboundedSender<Result<SpeechPiece, VoiceError>>;
 
     struct Job {
         text: String,
@@ -217,10 +270,24 @@ mod espeak {
                 let _ = ready_tx.send(Ok(rate));
                 let mut current: Option<EspeakOptions> = None;
                 for job in jobs_rx {
-                    let result = api.synth(&job.text, &job.options, &mut current);
                     match job.reply {
-                        Reply::Async(tx) => drop(tx.send(result)),
-                        Reply::Blocking(tx) => drop(tx.send(result)),
+                        Reply::Async(tx) => {
+                            drop(tx.send(api.synth(&job.text, &job.options, &mut current)))
+                        }
+                        Reply::Blocking(tx) => {
+                            drop(tx.send(api.synth(&job.text, &job.options, &mut current)))
+                        }
+                        Reply::Stream(tx) => {
+                            if tx.is_closed() {
+                                continue;
+                            }
+                            STREAM.with(|s| *s.borrow_mut() = Some(tx.clone()));
+                            let result = api.synth(&job.text, &job.options, &mut current);
+                            STREAM.with(|s| s.borrow_mut().take());
+                            if let Err(e) = result {
+                                let _ = tx.send(Err(e));
+                            }
+                        }
                     }
                 }
             })
@@ -259,6 +326,29 @@ mod espeak {
     const ESPEAK_RATE: c_int = 1;
     const ESPEAK_PITCH: c_int = 3;
     const EE_OK: c_int = 0;
+    const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
+    /// `espeakINITIALIZE_PHONEME_EVENTS | espeakINITIALIZE_PHONEME_IPA |
+    /// espeakINITIALIZE_DONT_EXIT`.
+    const INITIALIZE_OPTIONS: c_int = 0x0001 | 0x0002 | 0x8000;
+    /// Milliseconds of audio per callback (and so per streamed block).
+    const BUFFER_MS: c_int = 50;
+    const EVENT_LIST_TERMINATED: c_int = 0;
+    const EVENT_WORD: c_int = 1;
+    const EVENT_PHONEME: c_int = 7;
+
+    /// `espeak_EVENT` of `speak_lib.h`.
+    #[repr(C)]
+    struct Event {
+        kind: c_int,
+        unique_identifier: c_uint,
+        text_position: c_int,
+        length: c_int,
+        audio_position: c_int,
+        sample: c_int,
+        user_data: *mut c_void,
+        /// The `id` union: a number, a name pointer or up to 8 bytes of phoneme name.
+        id: [u8; 8],
+    }
 
     type SynthCallback = extern "C" fn(*mut c_short, c_int, *mut c_void) -> c_int;
     type ErrorContext = *mut c_void;
@@ -269,6 +359,9 @@ mod espeak {
         _library: Library,
         initialize_path: unsafe extern "C" fn(*const c_char),
         initialize: unsafe extern "C" fn(*mut ErrorContext) -> c_int,
+        /// The older `espeak_Initialize`, called after the checked start only for its option
+        /// that turns phoneme events on (nothing else sets it).
+        initialize_legacy: unsafe extern "C" fn(c_int, c_int, *const c_char, c_int) -> c_int,
         clear_error_context: unsafe extern "C" fn(*mut ErrorContext),
         status_message: unsafe extern "C" fn(c_int, *mut c_char, usize),
         initialize_output: unsafe extern "C" fn(c_int, c_int, *const c_char) -> c_int,
@@ -318,6 +411,7 @@ mod espeak {
             Ok(Self {
                 initialize_path: get(&library, name, "espeak_ng_InitializePath")?,
                 initialize: get(&library, name, "espeak_ng_Initialize")?,
+                initialize_legacy: get(&library, name, "espeak_Initialize")?,
                 clear_error_context: get(&library, name, "espeak_ng_ClearErrorContext")?,
                 status_message: get(&library, name, "espeak_ng_GetStatusCodeMessage")?,
                 initialize_output: get(&library, name, "espeak_ng_InitializeOutput")?,
@@ -353,11 +447,24 @@ mod espeak {
             if status != ENS_OK {
                 return Err(data_missing(&self.describe(status)));
             }
+            // SAFETY: as above; the data are known to load now, and DONT_EXIT keeps a failure
+            // from exiting the process. Only the phoneme-event option matters here.
+            unsafe {
+                (self.initialize_legacy)(
+                    AUDIO_OUTPUT_SYNCHRONOUS,
+                    BUFFER_MS,
+                    path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
+                    INITIALIZE_OPTIONS,
+                );
+            }
             // SAFETY: engine thread; no device name in synchronous mode. `collect_samples`
             // matches `t_espeak_callback` (the event pointer is opaque).
             let (status, rate) = unsafe {
-                let status =
-                    (self.initialize_output)(ENOUTPUT_MODE_SYNCHRONOUS, 200, std::ptr::null());
+                let status = (self.initialize_output)(
+                    ENOUTPUT_MODE_SYNCHRONOUS,
+                    BUFFER_MS,
+                    std::ptr::null(),
+                );
                 (self.set_synth_callback)(collect_samples);
                 (status, (self.sample_rate)())
             };
@@ -443,16 +550,76 @@ mod espeak {
 
     thread_local! {
         static SAMPLES: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// Where a streamed job's pieces go (`None`: collect into `SAMPLES`).
+        static STREAM: std::cell::RefCell<Option<StreamSink>> = const { std::cell::RefCell::new(None) };
     }
 
-    /// Called by espeak-ng on the engine thread (synchronous mode) with each block of samples.
-    extern "C" fn collect_samples(wav: *mut c_short, count: c_int, _events: *mut c_void) -> c_int {
-        if !wav.is_null() && count > 0 {
-            // SAFETY: espeak-ng passes a buffer of `count` samples valid for this call.
-            let block = unsafe { std::slice::from_raw_parts(wav, count as usize) };
-            SAMPLES.with(|s| s.borrow_mut().extend_from_slice(block));
+    /// The word and phoneme events of a callback's list, in order.
+    ///
+    /// # Safety
+    /// `events` is null or points at an array terminated by an `EVENT_LIST_TERMINATED` entry,
+    /// valid for this call (espeak-ng's callback contract).
+    unsafe fn read_events(events: *const Event) -> Vec<SpeechPiece> {
+        let mut out = Vec::new();
+        if events.is_null() {
+            return out;
         }
-        0 // continue
+        let mut e = events;
+        while (*e).kind != EVENT_LIST_TERMINATED {
+            let at_ms = (*e).audio_position.max(0) as u32;
+            match (*e).kind {
+                EVENT_WORD => out.push(SpeechPiece::Word {
+                    // espeak-ng counts characters from 1.
+                    start: ((*e).text_position - 1).max(0) as usize,
+                    len: (*e).length.max(0) as usize,
+                    at_ms,
+                }),
+                EVENT_PHONEME => {
+                    let bytes = &(*e).id;
+                    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                    let name = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                    if !name.is_empty() {
+                        out.push(SpeechPiece::Phoneme { name, at_ms });
+                    }
+                }
+                _ => {}
+            }
+            e = e.add(1);
+        }
+        out
+    }
+
+    /// Called by espeak-ng on the engine thread (synchronous mode) with each block of samples
+    /// and the events that fall in it. Returns 1 (stop) when a streamed job's receiver is gone.
+    extern "C" fn collect_samples(wav: *mut c_short, count: c_int, events: *mut c_void) -> c_int {
+        let block: &[i16] = if !wav.is_null() && count > 0 {
+            // SAFETY: espeak-ng passes a buffer of `count` samples valid for this call.
+            unsafe { std::slice::from_raw_parts(wav, count as usize) }
+        } else {
+            &[]
+        };
+        let streamed = STREAM.with(|s| {
+            let s = s.borrow();
+            let sink = s.as_ref()?;
+            // SAFETY: the event list of this callback, as espeak-ng documents it.
+            let pieces = unsafe { read_events(events as *const Event) };
+            let mut open = true;
+            for piece in pieces {
+                open &= sink.send(Ok(piece)).is_ok();
+            }
+            if !block.is_empty() {
+                open &= sink.send(Ok(SpeechPiece::Audio(block.to_vec()))).is_ok();
+            }
+            Some(open)
+        });
+        match streamed {
+            Some(true) => 0,
+            Some(false) => 1, // the receiver is gone: stop synthesizing
+            None => {
+                SAMPLES.with(|s| s.borrow_mut().extend_from_slice(block));
+                0 // continue
+            }
+        }
     }
 
     #[cfg(test)]

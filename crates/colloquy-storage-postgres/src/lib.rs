@@ -27,6 +27,7 @@ mod reads;
 mod rows;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod voices;
 mod webhooks;
 mod writes;
 

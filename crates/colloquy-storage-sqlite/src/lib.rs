@@ -21,6 +21,7 @@ mod jobs;
 mod keys;
 mod reads;
 mod rows;
+mod voices;
 mod webhooks;
 mod writer;
 mod writes;

@@ -19,6 +19,7 @@ mod model;
 mod resources;
 mod search;
 pub mod sql;
+mod voices;
 pub mod webhooks;
 
 pub use batch::{
@@ -30,6 +31,7 @@ pub use live::{LiveOwner, LiveStore, MAX_PAYLOAD};
 pub use model::*;
 pub use resources::*;
 pub use search::{search_terms, MAX_SEARCH_TERMS};
+pub use voices::*;
 pub use webhooks::{
     AttemptReport, ChatWebhooks, ClaimedDelivery, DeliveryFilter, DeliveryRecord, DeliveryStatus,
     NewDelivery, WebhookEvent, WebhookSubscription, WebhookTx,
@@ -39,12 +41,13 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 /// The storage of accounts, keys, chats, chat groups, events and audio reconstructions,
-/// and (through [`ResourceStore`]) of prompts, tools and configs.
+/// and (through [`ResourceStore`]) of prompts, tools and configs, and (through
+/// [`VoiceStore`]) of text to speech's generations and saved voices.
 ///
 /// Reads are scoped by `user_id` where an id comes from a caller; a row owned by another
 /// account is reported as absent, never as forbidden.
 #[async_trait]
-pub trait Store: ResourceStore + LiveStore + Send + Sync + 'static {
+pub trait Store: ResourceStore + LiveStore + VoiceStore + Send + Sync + 'static {
     /// Short backend name (`sqlite`, `postgres`) for logs.
     fn backend(&self) -> &'static str;
 

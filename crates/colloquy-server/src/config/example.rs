@@ -168,4 +168,21 @@ poll_interval_ms = 1000
 # Per-key overrides, by API key prefix as shown by `colloquy keys list`:
 # [engine.keys."AbCd1234"]
 # mode = "relay"
+
+[tts]
+# Text to speech (/v0/tts): how long a generation can be continued (context) or saved as
+# a voice, seconds.
+generation_ttl_secs = 86400              # COLLOQUY_TTS__GENERATION_TTL_SECS
+# Voices of the [engine.pipeline.tts] service listed in the voice library (the OpenAI
+# speech API cannot list them). Listed only when that service is configured.
+service_voices = ["alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer"]
+# Operator voices, added to the library (same name as a built-in voice: replaces it).
+# engine: "builtin" (espeak-ng voice, e.g. "en-gb+m3") or "service" (a service voice name).
+# [[tts.voices]]
+# name = "Narrator"
+# engine = "builtin"
+# engine_voice = "en-gb+m3"
+# speed = 1.0                            # multiplier
+# pitch = 40                             # 0-100, built-in voice only
+# description = "A calm British narrator"
 "#;

@@ -5,10 +5,12 @@ mod example;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod tts;
 
 pub use engine::*;
 pub use example::EXAMPLE_TOML;
 pub use sections::*;
+pub use tts::*;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -44,6 +46,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Chat webhooks: delivery and server-wide subscriptions.
     pub webhooks: WebhookSettings,
+    /// Text to speech: the voice library and generations.
+    pub tts: TtsSettings,
 }
 
 impl Default for Settings {
@@ -61,6 +65,7 @@ impl Default for Settings {
             engine: EngineSettings::default(),
             limits: LimitSettings::default(),
             webhooks: WebhookSettings::default(),
+            tts: TtsSettings::default(),
         }
     }
 }
@@ -173,6 +178,7 @@ impl Settings {
                 return bad(format!("webhooks.subscriptions[{i}].signing_key is empty"));
             }
         }
+        self.tts.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -221,6 +227,7 @@ impl fmt::Debug for Settings {
             .field("engine", &self.engine)
             .field("limits", &self.limits)
             .field("webhooks", &self.webhooks)
+            .field("tts", &self.tts)
             .finish()
     }
 }

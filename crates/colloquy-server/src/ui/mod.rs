@@ -19,6 +19,7 @@ pub mod error;
 mod format;
 mod group;
 pub mod session;
+mod speak;
 mod transcript;
 mod webhooks;
 
@@ -57,6 +58,8 @@ pub fn router() -> Router<AppState> {
         .route("/groups/{id}/transcript", get(group::transcript))
         .route("/configs", get(configs::list))
         .route("/configs/{id}", get(configs::page))
+        .route("/speak", get(speak::page))
+        .route("/speak/audio", get(speak::audio))
         .route("/assets/{file}", get(assets::serve))
         .fallback(unknown_page)
         .method_not_allowed_fallback(wrong_method)

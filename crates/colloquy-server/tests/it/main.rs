@@ -17,4 +17,5 @@ mod relay;
 mod rest;
 mod session;
 mod slow_client;
+mod tts;
 mod webhooks;

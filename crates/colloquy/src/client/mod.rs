@@ -17,6 +17,7 @@ mod prompts;
 mod target;
 mod tools;
 mod transcript;
+mod tts;
 
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -69,6 +70,10 @@ pub enum ClientCommand {
     Prompts(prompts::PromptsArgs),
     /// List user-defined tools (the newest version of each); given an id, its versions.
     Tools(tools::ToolsArgs),
+    /// Speak text with a voice of the library (POST /v0/tts/file) into an audio file.
+    Tts(tts::TtsArgs),
+    /// List the voices: the library's and your saved ones (a table, or JSON with --json).
+    Voices(tts::VoicesArgs),
 }
 
 /// Runs a client command.
@@ -83,6 +88,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Configs(a) => configs::run(a).await,
         ClientCommand::Prompts(a) => prompts::run(a).await,
         ClientCommand::Tools(a) => tools::run(a).await,
+        ClientCommand::Tts(a) => tts::run_tts(a).await,
+        ClientCommand::Voices(a) => tts::run_voices(a).await,
     };
     match result {
         // `colloquy chats | head`: the reader left; that is not a failure.

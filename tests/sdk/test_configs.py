@@ -350,6 +350,10 @@ def test_a_prompt_given_as_text_is_created_for_the_config(evi):
     again = evi.configs.create_config(name="Kora 2", evi_version="3", voice=VoiceName(name="Kora", provider="HUME_AI"))
     assert other.voice.id == again.voice.id != AVA_SONG, "a stable id per name"
     uuid.UUID(other.voice.id)
+    # Without a provider (the SDK's default), the account's saved voices first, then the
+    # voice library: a library name works.
+    plain = evi.configs.create_config(name="Plain", evi_version="3", voice=VoiceName(name="Ava Song"))
+    assert (plain.voice.id, plain.voice.provider) == (AVA_SONG, "HUME_AI")
 
 
 def test_what_a_config_uses_cannot_be_deleted(evi):
@@ -496,9 +500,9 @@ CONFIG_ERRORS = [
     ({"prompt": PostedConfigPrompt(id="pid")}, "invalid_parameter", 'prompt.id must be a UUID (got "pid")'),
     ({"prompt": PostedConfigPrompt(id=str(uuid.UUID(int=1)))}, "unknown_reference", f"prompt.id: no prompt {uuid.UUID(int=1)} exists for this account"),
     ({"tools": [PostedUserDefinedToolSpec(id=str(uuid.UUID(int=2)), version=3)]}, "unknown_reference", f"tools[0].id: no tool {uuid.UUID(int=2)} version 3 exists for this account"),
-    ({"voice": VoiceName(name="Ava Song")}, "unknown_reference", "voice: provider CUSTOM_VOICE (the default when none is given) names one of the account's saved voices"),
-    ({"voice": VoiceName(name="Ava Song", provider="CUSTOM_VOICE")}, "unknown_reference", "voice: provider CUSTOM_VOICE"),
-    ({"voice": VoiceId(id=str(uuid.UUID(int=3)), provider="HUME_AI")}, "unknown_reference", f'voice.id: "{uuid.UUID(int=3)}" is not a HUME_AI voice Colloquy knows by id'),
+    ({"voice": VoiceName(name="Ava Song", provider="CUSTOM_VOICE")}, "unknown_reference", 'voice: no CUSTOM_VOICE voice with name "Ava Song" in this account'),
+    ({"voice": VoiceName(name="Nobody Here", provider="HUME_AI")}, "unknown_reference", 'voice: no voice with name "Nobody Here" in the voice library'),
+    ({"voice": VoiceId(id=str(uuid.UUID(int=3)), provider="HUME_AI")}, "unknown_reference", f'voice: no voice with id "{uuid.UUID(int=3)}" in the voice library'),
     ({"voice": VoiceName(name="x", provider="ELEVEN")}, "invalid_parameter", "`voice.provider`: unknown variant `ELEVEN`, expected `HUME_AI` or `CUSTOM_VOICE`"),
 ]
 

@@ -196,6 +196,16 @@ impl Engine {
         }
     }
 
+    /// Speaks with `voice` from now on (the config's voice, or `session_settings.voice_id`);
+    /// an engine that does not speak stays silent, and a relayed chat's upstream speaks.
+    pub fn set_voice(&mut self, voice: std::sync::Arc<dyn colloquy_speech::Voice>) {
+        match self {
+            Engine::Client(c) => c.set_voice(voice),
+            Engine::Pipeline(p) => p.set_voice(voice),
+            Engine::Relay(_) => {}
+        }
+    }
+
     /// The chat is ending: speech sent but not yet recorded is recorded.
     pub async fn before_end(&mut self, core: &mut Core) {
         if let Engine::Pipeline(p) = self {

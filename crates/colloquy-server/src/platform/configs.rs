@@ -160,6 +160,37 @@ impl Kind for Configs {
     }
 }
 
+/// A config's `voice`, resolved in the voice library (`crate::tts::resolve`): a `HUME_AI`
+/// library voice by id or name, or one of the account's saved voices (`CUSTOM_VOICE`);
+/// without a provider, the account's voices first, then the library.
+async fn config_voice(
+    state: &AppState,
+    user_id: Uuid,
+    voice: Option<PostedVoice>,
+) -> Result<Option<ReturnVoice>, ApiError> {
+    let Some(v) = voice else { return Ok(None) };
+    if v.id.is_some() && v.name.is_some() {
+        return Err(super::validation::combination(
+            "voice: give either id or name (with its provider), not both",
+        ));
+    }
+    match crate::tts::resolve(
+        state,
+        user_id,
+        v.id.as_deref(),
+        v.name.as_deref(),
+        v.provider,
+    )
+    .await?
+    {
+        Ok(resolved) => Ok(Some(resolved.voice)),
+        Err(message) => Err(ApiError::BadRequest {
+            code: "unknown_reference",
+            message: format!("voice: {message}"),
+        }),
+    }
+}
+
 /// The version to store for a checked config named `name` (which a new prompt takes).
 fn new_version(
     checked: &CheckedConfig,
@@ -212,7 +243,8 @@ pub async fn create_config(
     check_name("name", &posted.name)?;
     let (name, posted) = split_config(posted);
     let description = posted.version_description.clone();
-    let checked = check_config(posted, None)?;
+    let voice = config_voice(&state, who.0.user_id, posted.voice.clone()).await?;
+    let checked = check_config(posted, None, voice)?;
     let new = new_version(&checked, description, &name)?;
     let id = Uuid::new_v4();
     super::store::<Configs>(&state, &who, id, Some(&name), new, &checked.references).await
@@ -242,7 +274,12 @@ pub async fn create_config_version(
         .ok_or_else(|| super::not_found::<Configs>(id))?;
     let previous: StoredConfig = super::stored_body(&newest)?;
     let description = posted.version_description.clone();
-    let checked = check_config(posted, Some(previous.ellm_model.allow_short_responses))?;
+    let voice = config_voice(&state, who.0.user_id, posted.voice.clone()).await?;
+    let checked = check_config(
+        posted,
+        Some(previous.ellm_model.allow_short_responses),
+        voice,
+    )?;
     let new = new_version(&checked, description, &newest.name)?;
     super::store::<Configs>(&state, &who, id, None, new, &checked.references).await
 }

@@ -13,7 +13,7 @@ use super::{Labeled, MAX_VERSION};
 /// repeated.
 pub const INVALID_COMBINATION: &str = "invalid_combination";
 
-fn combination(message: impl Into<String>) -> ApiError {
+pub(crate) fn combination(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest {
         code: INVALID_COMBINATION,
         message: message.into(),
@@ -212,66 +212,6 @@ pub struct CheckedConfig {
     pub new_prompt: Option<NewPrompt>,
 }
 
-/// The id of Hume's "Ava Song" library voice (the SDK's examples and fixtures use it).
-pub const AVA_SONG_ID: &str = "5bb7de05-c8fe-426a-8fcc-ba4fc4ce9f9c";
-
-/// The stand-in voice library: until Colloquy has one, any `HUME_AI` name is accepted and
-/// gets a stable id derived from the name ("Ava Song" keeps Hume's id). By id, only ids
-/// this stand-in knows by heart are accepted ("Ava Song"'s).
-pub fn library_voice_id(name: &str) -> String {
-    if name == "Ava Song" {
-        return AVA_SONG_ID.to_string();
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("colloquy HUME_AI voice\0{name}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .to_string()
-}
-
-fn check_voice(v: PostedVoice) -> Result<ReturnVoice, ApiError> {
-    let provider = v.provider.unwrap_or(VoiceProvider::CustomVoice);
-    if provider == VoiceProvider::CustomVoice {
-        return Err(ApiError::BadRequest {
-            code: "unknown_reference",
-            message: "voice: provider CUSTOM_VOICE (the default when none is given) names one \
-                      of the account's saved voices, and Colloquy has none yet; give \
-                      \"provider\": \"HUME_AI\" with a voice name"
-                .into(),
-        });
-    }
-    match (v.id, v.name) {
-        (Some(_), Some(_)) | (None, None) => Err(combination(
-            "voice: give either id or name (with \"provider\": \"HUME_AI\"), not both",
-        )),
-        (None, Some(name)) => {
-            check_name("voice.name", &name)?;
-            Ok(ReturnVoice {
-                id: library_voice_id(&name),
-                name,
-                provider,
-                compatible_octave_models: None,
-            })
-        }
-        (Some(id), None) if id.trim().eq_ignore_ascii_case(AVA_SONG_ID) => Ok(ReturnVoice {
-            id: AVA_SONG_ID.into(),
-            name: "Ava Song".into(),
-            provider,
-            compatible_octave_models: None,
-        }),
-        (Some(id), None) => Err(ApiError::BadRequest {
-            code: "unknown_reference",
-            message: format!(
-                "voice.id: {id:?} is not a HUME_AI voice Colloquy knows by id; refer to \
-                 library voices by name (any name is accepted until Colloquy has a voice \
-                 library)"
-            ),
-        }),
-    }
-}
-
 fn check_prompt(p: PostedConfigPrompt, refs: &mut Labeled) -> Result<Prompted, ApiError> {
     match (p.id, p.text) {
         (Some(_), Some(_)) => Err(combination(
@@ -414,6 +354,7 @@ fn check_webhooks(
 pub fn check_config(
     c: PostedConfigVersion,
     previous_short_responses: Option<bool>,
+    resolved_voice: Option<ReturnVoice>,
 ) -> Result<CheckedConfig, ApiError> {
     let mut references = Labeled::new();
     let (prompt, new_prompt) = match c.prompt.map(|p| check_prompt(p, &mut references)) {
@@ -428,7 +369,9 @@ pub fn check_config(
             Some(p),
         ),
     };
-    let voice = c.voice.map(check_voice).transpose()?;
+    // The voice is resolved in the voice library by the caller (it needs the account's
+    // saved voices): `resolved_voice`.
+    let voice = resolved_voice;
     if let Some(lm) = &c.language_model {
         unit_range("language_model.temperature", lm.temperature)?;
     }

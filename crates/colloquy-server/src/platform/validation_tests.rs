@@ -16,12 +16,12 @@ fn refused(json: &str) -> (String, String) {
         Ok(p) => p,
         Err(e) => return message(e),
     };
-    message(check_config(posted, None).expect_err(json))
+    message(check_config(posted, None, None).expect_err(json))
 }
 
 fn accepted(json: &str) -> CheckedConfig {
     let posted: PostedConfigVersion = parse_body(json.as_bytes(), CONFIG_OBJECTS).expect(json);
-    check_config(posted, None).expect(json)
+    check_config(posted, None, None).expect(json)
 }
 
 #[test]
@@ -190,43 +190,12 @@ fn combinations() {
             r#""builtin_tools":[{"name":"hang_up"},{"name":"hang_up"}]"#.to_string(),
             "builtin_tools[1].name repeats hang_up",
         ),
-        (
-            r#""voice":{"id":"a","name":"b","provider":"HUME_AI"}"#.to_string(),
-            "voice: give either id or name",
-        ),
     ];
     for (field, start) in cases {
         let (code, m) = refused(&format!(r#"{{"evi_version":"3",{field}}}"#));
         assert_eq!(code, INVALID_COMBINATION, "{m}");
         assert!(m.starts_with(start), "{m}");
     }
-}
-
-#[test]
-fn voices_are_the_stand_in_library() {
-    let (code, m) = refused(r#"{"evi_version":"3","voice":{"name":"Ava Song"}}"#);
-    assert_eq!(code, "unknown_reference");
-    assert!(
-        m.contains("provider CUSTOM_VOICE (the default when none is given)"),
-        "{m}"
-    );
-    let c = accepted(r#"{"evi_version":"3","voice":{"name":"Ava Song","provider":"HUME_AI"}}"#);
-    assert_eq!(c.stored.voice.unwrap().id, AVA_SONG_ID);
-    let c = accepted(&format!(
-        r#"{{"evi_version":"3","voice":{{"id":"{AVA_SONG_ID}","provider":"HUME_AI"}}}}"#
-    ));
-    assert_eq!(c.stored.voice.unwrap().name, "Ava Song");
-    let kora = library_voice_id("Kora");
-    assert_eq!(kora, library_voice_id("Kora"), "stable");
-    assert_ne!(kora, library_voice_id("kora"));
-    assert!(Uuid::parse_str(&kora).is_ok());
-    let (code, m) = refused(&format!(
-        r#"{{"evi_version":"3","voice":{{"id":"{kora}","provider":"HUME_AI"}}}}"#
-    ));
-    assert_eq!(code, "unknown_reference");
-    assert!(m.contains("refer to library voices by name"), "{m}");
-    let (_, m) = refused(r#"{"evi_version":"3","voice":{"name":" ","provider":"HUME_AI"}}"#);
-    assert_eq!(m, "voice.name must not be empty or blank");
 }
 
 #[test]
@@ -280,7 +249,7 @@ fn allow_short_responses_is_inherited_unless_given() {
     let omitted = posted(r#"{"evi_version":"3"}"#);
     let given = posted(r#"{"evi_version":"3","ellm_model":{"allow_short_responses":false}}"#);
     let inherit = |p, prev| {
-        check_config(p, prev)
+        check_config(p, prev, None)
             .unwrap()
             .stored
             .ellm_model

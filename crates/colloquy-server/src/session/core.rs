@@ -174,6 +174,53 @@ impl Core {
         }
     }
 
+    /// The config's voice, resolved in the voice library, as an engine voice (`None`: the
+    /// config has none, or it cannot be spoken here; logged).
+    pub(crate) async fn config_voice(&mut self) -> Option<Arc<dyn colloquy_speech::Voice>> {
+        let v = self.config.as_ref()?.voice.as_ref()?;
+        match crate::tts::resolve(
+            &self.state,
+            self.who.user_id,
+            Some(&v.id),
+            None,
+            Some(v.provider),
+        )
+        .await
+        {
+            Ok(Ok(resolved)) => crate::tts::speaking_voice(&self.state, &resolved.settings),
+            Ok(Err(message)) => {
+                tracing::warn!(%message, "the config's voice is gone; the default voice speaks");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the config's voice; the default voice speaks");
+                None
+            }
+        }
+    }
+
+    /// The voice with library or saved-voice id `id` (`session_settings.voice_id`), as an
+    /// engine voice (`Ok(None)`: it exists but cannot be spoken here); `Err` with the
+    /// message when there is no such voice.
+    pub(crate) async fn voice_by_id(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<Arc<dyn colloquy_speech::Voice>>, String> {
+        match crate::tts::resolve(&self.state, self.who.user_id, Some(id), None, None).await {
+            Ok(Ok(resolved)) => Ok(crate::tts::speaking_voice(&self.state, &resolved.settings)),
+            Ok(Err(message)) => Err(format!(
+                "session_settings.voice_id: {message}; the voice is unchanged"
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read a voice");
+                Err(
+                    "session_settings.voice_id could not be read now; the voice is unchanged"
+                        .into(),
+                )
+            }
+        }
+    }
+
     /// The user did something (see [`Core::active`]): the inactivity timer starts over.
     pub(crate) fn mark_active(&mut self) {
         self.active = true;

@@ -131,9 +131,30 @@ impl Session {
                         )
                         .await;
                 }
+                // `voice_id` picks a voice of the library or the account's saved voices
+                // (a relayed chat's is the upstream's); an unknown one changes nothing.
+                let mut voice = None;
+                if let Some(id) = s
+                    .voice_id
+                    .as_deref()
+                    .filter(|_| !self.engine.records_inputs_itself())
+                {
+                    match core.voice_by_id(id).await {
+                        Ok(v) => voice = v,
+                        Err(message) => {
+                            core.check_key().await?;
+                            return core
+                                .client_error(SocketError::InvalidMessage, message)
+                                .await;
+                        }
+                    }
+                }
                 let events = core.settings_events(&s);
                 core.record(events).await?;
                 core.apply_settings_and_store(s).await;
+                if let Some(voice) = voice {
+                    self.engine.set_voice(voice);
+                }
                 self.engine
                     .on_client(core, accepted(ClientEvent::Settings))
                     .await

@@ -178,7 +178,6 @@ async fn start(
                 services,
                 params.verbose_transcription,
                 core.config.as_deref(),
-                &core.state.settings.engine.pipeline,
             ))),
             None => {
                 return core
@@ -190,6 +189,29 @@ async fn start(
             }
         },
     };
+    let mut engine = engine;
+    if !matches!(engine, Engine::Relay(_)) {
+        // The voice of the config, then the connect-time `voice_id`, from the voice
+        // library (a relayed chat's voice is the upstream's).
+        if let Some(voice) = core.config_voice().await {
+            engine.set_voice(voice);
+        }
+        let voice_id = params
+            .session_settings
+            .as_ref()
+            .and_then(|s| s.voice_id.clone());
+        if let Some(id) = voice_id {
+            match core.voice_by_id(&id).await {
+                Ok(Some(voice)) => engine.set_voice(voice),
+                Ok(None) => {}
+                Err(message) => {
+                    return core
+                        .refuse(SocketError::InvalidConnectParameters, message)
+                        .await
+                }
+            }
+        }
+    }
     core.defer_key_checks = engine.defers_key_checks();
     let resumed = matches!(group, GroupChoice::Resume(_));
     let failed_at_start = match &engine {

@@ -135,6 +135,35 @@ impl TtsHandle {
     }
 }
 
+/// The engine voice that speaks a resolved voice in chats (`audio_output`): the built-in
+/// voice with the library voice's espeak-ng voice, speed and pitch, or the TTS service with
+/// its voice name. `None` when that engine is not available on this server.
+pub fn speaking_voice(
+    state: &AppState,
+    settings: &library::VoiceSettings,
+) -> Option<std::sync::Arc<dyn colloquy_speech::Voice>> {
+    let tts = state.tts.get();
+    match settings.engine {
+        library::EngineKind::Builtin => tts.engines.espeak.as_ref().map(|e| {
+            let voice = e.with_options(EspeakOptions {
+                voice: settings.engine_voice.clone(),
+                rate_wpm: (synthesis::BASE_WPM * settings.speed)
+                    .round()
+                    .clamp(80.0, 450.0) as u32,
+                pitch: settings.pitch.min(100),
+            });
+            std::sync::Arc::new(voice) as std::sync::Arc<dyn colloquy_speech::Voice>
+        }),
+        library::EngineKind::Service => tts.engines.service.as_ref().map(|c| {
+            let client = colloquy_speech::openai::SpeechClient::new(
+                c.clone(),
+                settings.engine_voice.clone(),
+            );
+            std::sync::Arc::new(client) as std::sync::Arc<dyn colloquy_speech::Voice>
+        }),
+    }
+}
+
 /// Resolves a voice reference for `account` the way every part of Colloquy must: for a
 /// config's `voice`, the chat socket's `voice_id` (`id` only, provider `None`) and TTS.
 /// `Ok(Err(message))` when there is no such voice (the message names it).

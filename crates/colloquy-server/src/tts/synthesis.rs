@@ -54,7 +54,7 @@ pub enum Event {
 }
 
 /// espeak-ng's normal rate, words per minute.
-const BASE_WPM: f64 = 175.0;
+pub(crate) const BASE_WPM: f64 = 175.0;
 
 /// Starts speaking `plan`; the generations are remembered for `account` (for `context` and
 /// saving voices) before the first take ends.

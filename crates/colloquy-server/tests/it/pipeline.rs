@@ -839,7 +839,13 @@ async fn revoking_the_key_ends_a_pipeline_chat_while_audio_streams() {
 #[tokio::test]
 async fn a_pipeline_chat_follows_its_config() {
     let (fake, url) = Fake::start().await;
-    let srv = TestServer::sqlite(pipeline_to(url)).await;
+    let to_fake = pipeline_to(url);
+    let srv = TestServer::sqlite(|s| {
+        to_fake(s);
+        // The TTS service's voices, in the voice library.
+        s.tts.service_voices = vec!["ember".into(), "sage".into()];
+    })
+    .await;
     let key = srv.key(true).await;
     let k = key.api_key.as_str();
     let (status, tool) = crate::configs::post(
@@ -935,6 +941,43 @@ async fn a_pipeline_chat_follows_its_config() {
     // Only one nudge per silence.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(fake.chats.lock().unwrap().len(), 2);
+
+    // session_settings.voice_id switches the voice (a library id); an unknown one is an
+    // error and changes nothing.
+    let sage = colloquy_server::tts::library_voice_id("sage");
+    send_json(
+        &mut ws,
+        json!({"type": "session_settings", "voice_id": "no-such-voice"}),
+    )
+    .await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(err["code"], "E0101", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("voice_id"),
+        "{err}"
+    );
+    send_json(
+        &mut ws,
+        json!({"type": "session_settings", "voice_id": sage}),
+    )
+    .await;
+    let voices_before = fake.voices.lock().unwrap().len();
+    send_json(&mut ws, json!({"type": "user_input", "text": "hello"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "user_message");
+    for s in [
+        "Hello there!",
+        "I am Colloquy, a pipeline.",
+        "How can I help?",
+    ] {
+        sentence(&mut ws, s).await;
+    }
+    assert_eq!(recv_json(&mut ws).await["type"], "assistant_end");
+    let voices = fake.voices.lock().unwrap().clone();
+    assert_eq!(
+        voices[voices_before..],
+        ["sage", "sage", "sage"],
+        "{voices:?}"
+    );
     ws.close(None).await.unwrap();
 
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -33,6 +33,14 @@ impl ClientEngine {
         }
     }
 
+    /// Speaks with `voice` from now on, if this chat speaks at all (`[engine.client] speak`
+    /// and a voice available at start).
+    pub(super) fn set_voice(&mut self, voice: Arc<dyn Voice>) {
+        if self.voice.is_some() {
+            self.voice = Some(voice);
+        }
+    }
+
     pub(super) async fn on_client(
         &mut self,
         core: &mut Core,

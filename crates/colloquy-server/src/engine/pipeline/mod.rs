@@ -14,7 +14,6 @@ mod listen;
 pub mod turn;
 
 use super::{ClientEvent, Output};
-use crate::config::PipelineSettings;
 use crate::platform::chat_config::ChatConfig;
 use crate::session::core::Core;
 use crate::session::ending::End;
@@ -97,14 +96,9 @@ const SEND_AHEAD_MS: i64 = 300;
 impl PipelineEngine {
     /// A chat answered with `services`, shaped by its config (model, temperature, voice,
     /// turn detection, interruption, nudges); `verbose`: interim transcripts are sent.
-    pub fn new(
-        services: Services,
-        verbose: bool,
-        config: Option<&ChatConfig>,
-        settings: &PipelineSettings,
-    ) -> Self {
+    pub fn new(services: Services, verbose: bool, config: Option<&ChatConfig>) -> Self {
         let services = match config {
-            Some(c) => services.for_config(c, settings),
+            Some(c) => services.for_config(c),
             None => services,
         };
         Self {
@@ -133,6 +127,16 @@ impl PipelineEngine {
             nudged: false,
             min_interruption_ms: config.and_then(|c| c.min_interruption_ms).unwrap_or(0),
             pending_interrupt: None,
+        }
+    }
+
+    /// Speaks with `voice` from now on, if the chat speaks at all (a voice was available at
+    /// start).
+    pub(super) fn set_voice(&mut self, voice: Arc<dyn colloquy_speech::Voice>) {
+        if self.services.voice.is_some() {
+            let mut services = (*self.services).clone();
+            services.voice = Some(voice);
+            self.services = Arc::new(services);
         }
     }
 

@@ -15,7 +15,6 @@ use colloquy_speech::{
     SentenceSplitter, SpeechClient, TranscriptEvent, TranscriptionClient, VadConfig, Voice,
     VoiceError,
 };
-use colloquy_wire::ReturnVoice;
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -61,15 +60,13 @@ impl Services {
 }
 
 impl Services {
-    /// These services as a chat with `config` uses them: its voice (see
-    /// [`voice_for_config`]) and its turn detection (`turn_detection.end_of_turn_silence_ms`
-    /// is the silence that ends a turn, `speech_detection_threshold` the voiced-frame
-    /// threshold, `prefix_padding_ms` the audio kept before a turn's start).
-    pub fn for_config(&self, config: &ChatConfig, p: &PipelineSettings) -> Self {
+    /// These services as a chat with `config` uses them: its turn detection
+    /// (`turn_detection.end_of_turn_silence_ms` is the silence that ends a turn,
+    /// `speech_detection_threshold` the voiced-frame threshold, `prefix_padding_ms` the
+    /// audio kept before a turn's start). Its voice is set by the session
+    /// ([`crate::engine::Engine::set_voice`]).
+    pub fn for_config(&self, config: &ChatConfig) -> Self {
         let mut services = self.clone();
-        if let Some(voice) = &config.voice {
-            services.voice = voice_for_config(p, voice, self.voice.clone());
-        }
         if let Some(t) = &config.turn_detection {
             if let Some(ms) = t.end_of_turn_silence_ms {
                 services.vad.hangover_ms = ms.clamp(1, u32::MAX as i64) as u32;
@@ -82,22 +79,6 @@ impl Services {
             }
         }
         services
-    }
-}
-
-/// The voice a config names. With `[engine.pipeline.tts]`, the TTS service speaks with the
-/// voice of that name (the service's own voice names, e.g. `alloy`); the built-in voice
-/// has one voice, `default` otherwise.
-pub fn voice_for_config(
-    p: &PipelineSettings,
-    voice: &ReturnVoice,
-    default: Option<Arc<dyn Voice>>,
-) -> Option<Arc<dyn Voice>> {
-    match &p.tts {
-        Some(tts) if !voice.name.trim().is_empty() => {
-            Some(Arc::new(SpeechClient::new(tts.clone(), voice.name.clone())))
-        }
-        _ => default,
     }
 }
 

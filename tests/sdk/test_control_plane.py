@@ -134,3 +134,35 @@ def test_chats_on_one_server_are_steered_and_observed_through_another(colloquy_b
 
 
 import websockets  # noqa: E402  (websockets.exceptions, used above)
+
+
+def test_typescript_sdk_observes_and_sends(account, client):
+    """The official TypeScript SDK's `controlPlane.connect` and `controlPlane.send` (the npm
+    package of tests/sdk/ts, installed on first use; skipped when node or the package
+    cannot be had)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.skip("node and npm are needed for the TypeScript SDK check")
+    here = Path(__file__).parent / "ts"
+    if not (here / "node_modules" / "hume").exists():
+        r = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=here, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            pytest.skip(f"could not install the hume npm package: {r.stderr[-300:]}")
+    ev = client.empathic_voice
+    with ev.chat.connect(allow_connection=True) as sock:
+        meta = expect(sock, "chat_metadata")
+        sock.send_publish(UserInput(text="before the observer"))
+        expect(sock, "user_message")
+        r = subprocess.run(
+            [node, "control_plane.mjs", account.server.base_url, account.api_key, meta.chat_id],
+            cwd=here, capture_output=True, text=True, timeout=60,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["types"][0] == "chat_metadata" and out["chat_id"] == meta.chat_id, out
+        assert out["echoed"] is True and "user_message" in out["types"], out
+        assert expect(sock, "user_message").message.content == "from typescript"

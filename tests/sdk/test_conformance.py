@@ -200,7 +200,7 @@ def test_chat_roundtrip_history_resume_and_audio(server, account, client, contra
         context=ConnectSessionSettingsContext(text="The user is called Ann.", type="persistent"),
         custom_session_id="session-ann-1",
         event_limit=50,
-        voice_id="voice-1",
+        voice_id="5bb7de05-c8fe-426a-8fcc-ba4fc4ce9f9c",  # Ava Song, in the voice library
     )
     t_before = now_ms()
     with ev.chat.connect(session_settings=settings) as sock:
@@ -292,7 +292,7 @@ def test_chat_roundtrip_history_resume_and_audio(server, account, client, contra
     assert s1["variables"] == {"name": "Ann", "age": "30.0", "ok": "true"}  # as the SDK sent them
     assert s1["audio"] == {"channels": 1, "encoding": "linear16", "sample_rate": 16000}
     assert s1["context"] == {"text": "The user is called Ann.", "type": "persistent"}
-    assert (s1["custom_session_id"], s1["event_limit"], s1["voice_id"]) == ("session-ann-1", 50, "voice-1")
+    assert (s1["custom_session_id"], s1["event_limit"], s1["voice_id"]) == ("session-ann-1", 50, "5bb7de05-c8fe-426a-8fcc-ba4fc4ce9f9c")
     s2 = json.loads(ss2.message_text)
     assert s2["type"] == "session_settings"
     assert s2["system_prompt"] == PROMPT_2

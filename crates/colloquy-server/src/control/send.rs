@@ -53,6 +53,10 @@ pub async fn send(
     let Ok(id) = Uuid::parse_str(&chat_id) else {
         return Err(not_live(&chat_id).into());
     };
+    // The chat first: a message for no live chat is a 404, whatever it holds.
+    if !is_live(&state, who.user_id, id).await {
+        return Err(not_live(&chat_id).into());
+    }
     let raw = std::str::from_utf8(&body).map_err(|_| ControlError::Invalid {
         loc: vec!["body"],
         message: "the body must be one JSON client message (UTF-8)".into(),
@@ -60,6 +64,18 @@ pub async fn send(
     super::check_message(raw).map_err(|(loc, message)| ControlError::Invalid { loc, message })?;
     publish(&state, who.user_id, id, raw.to_string()).await?;
     Ok(StatusCode::OK)
+}
+
+/// Whether `user_id`'s chat `chat_id` runs on this server or another one sharing the
+/// database.
+async fn is_live(state: &AppState, user_id: Uuid, chat_id: Uuid) -> bool {
+    if state.live.find(user_id, chat_id, false).is_ok() {
+        return true;
+    }
+    match &state.remote {
+        Some(remote) => remote.still_running(user_id, chat_id).await,
+        None => false,
+    }
 }
 
 /// Hands `raw` to the live chat `chat_id` of `user_id` and waits until it is handled.

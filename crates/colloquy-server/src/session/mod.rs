@@ -190,6 +190,7 @@ async fn start(
         },
     };
     let mut engine = engine;
+    let mut voice_refusal = None;
     if !matches!(engine, Engine::Relay(_)) {
         // The voice of the config, then the connect-time `voice_id`, from the voice
         // library (a relayed chat's voice is the upstream's).
@@ -204,11 +205,8 @@ async fn start(
             match core.voice_by_id(&id).await {
                 Ok(Some(voice)) => engine.set_voice(voice),
                 Ok(None) => {}
-                Err(message) => {
-                    return core
-                        .refuse(SocketError::InvalidConnectParameters, message)
-                        .await
-                }
+                // Told right after `chat_metadata`; the chat goes on with its voice.
+                Err(message) => voice_refusal = Some(message),
             }
         }
     }
@@ -230,7 +228,20 @@ async fn start(
             Some(end) => end,
             None => {
                 session.engine.opened(&mut session.core, resumed).await;
-                match session.greet().await {
+                let told = match voice_refusal {
+                    Some(message) => {
+                        session
+                            .core
+                            .send_error(SocketError::InvalidMessage, message)
+                            .await
+                    }
+                    None => Ok(()),
+                };
+                let ready = match told {
+                    Ok(()) => session.greet().await,
+                    Err(end) => Err(end),
+                };
+                match ready {
                     Ok(()) => session.run().await,
                     Err(end) => end,
                 }

@@ -87,6 +87,7 @@ pub struct DeliveryFilters {
     /// Only deliveries of this chat (UUID).
     chat_id: Option<Uuid>,
     /// Only deliveries of this status: `pending`, `delivered` or `failed`.
+    #[param(pattern = "^(pending|delivered|failed)$")]
     status: Option<String>,
 }
 

@@ -395,3 +395,38 @@ async fn silent_audio_is_not_activity() {
     );
     srv.stop(None).await;
 }
+
+/// An unknown `voice_id` at connect is told right after `chat_metadata`; the chat goes on
+/// with its voice unchanged (a known one is taken silently).
+#[tokio::test]
+async fn an_unknown_voice_id_at_connect_is_an_error_and_the_chat_goes_on() {
+    let srv = TestServer::sqlite(|_| {}).await;
+    let key = srv.key(true).await;
+    let k = key.api_key.as_str();
+    let (mut ws, _) = srv
+        .connect(k, "session_settings[voice_id]=no-such-voice")
+        .await;
+    let err = recv_json(&mut ws).await;
+    assert_eq!(
+        (err["type"].as_str(), err["code"].as_str()),
+        (Some("error"), Some("E0101")),
+        "{err}"
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("no-such-voice"),
+        "{err}"
+    );
+    send_json(&mut ws, json!({"type": "user_input", "text": "still here"})).await;
+    assert_eq!(recv_json(&mut ws).await["message"]["content"], "still here");
+    let ava = colloquy_server::tts::AVA_SONG_ID;
+    let (mut ws, _) = srv
+        .connect(k, &format!("session_settings[voice_id]={ava}"))
+        .await;
+    send_json(&mut ws, json!({"type": "user_input", "text": "fine"})).await;
+    assert_eq!(
+        recv_json(&mut ws).await["type"],
+        "user_message",
+        "no error first"
+    );
+    srv.stop(None).await;
+}

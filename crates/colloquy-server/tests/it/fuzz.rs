@@ -432,7 +432,10 @@ impl Gen {
                     m.insert("event_limit".into(), json!(self.rng.gen::<u32>()));
                 }
                 if self.chance(0.2) {
-                    m.insert("voice_id".into(), json!(self.text_bytes(20)));
+                    // A voice of the library (an unknown id is refused: the voice stays).
+                    let kora = colloquy_server::tts::library_voice_id("Kora");
+                    let id = self.pick(&[colloquy_server::tts::AVA_SONG_ID, kora.as_str()]);
+                    m.insert("voice_id".into(), json!(id));
                 }
                 if self.chance(0.2) {
                     m.insert("language_model_api_key".into(), json!("sk-fuzz"));

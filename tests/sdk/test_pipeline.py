@@ -208,3 +208,84 @@ def test_a_pipeline_chat_through_the_sdk(dedicated, fake_openai):
         what="the reconstruction",
     )
     assert rec.status == "COMPLETE", rec
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    """A webhook receiver: keeps every body, answers 200."""
+
+    bodies: List[dict] = []
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        _Receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_configs_tools_and_webhooks_in_a_pipeline_chat(dedicated, fake_openai):
+    """A config with a tool and webhooks: the model calls the tool (a `tool_call` webhook,
+    parsed by the SDK's WebhookEventToolCall), then hangs up (`chat_ended`, parsed by
+    WebhookEventChatEnded)."""
+    from hume.empathic_voice import PostedUserDefinedToolSpec, PostedWebhookSpec
+    from hume.empathic_voice.types import WebhookEventChatEnded, WebhookEventToolCall
+
+    _Receiver.bodies = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+    try:
+        srv = dedicated(
+            "pipeline-config",
+            env={
+                "COLLOQUY_ENGINE__MODE": "pipeline",
+                "COLLOQUY_ENGINE__PIPELINE__LLM__BASE_URL": fake_openai,
+                "COLLOQUY_ENGINE__PIPELINE__LLM__MODEL": "llama3.2",
+                "COLLOQUY_ENGINE__PIPELINE__TTS__BASE_URL": fake_openai,
+                "COLLOQUY_ENGINE__PIPELINE__TTS__MODEL": "tts-1",
+            },
+        )
+        acct = srv.create_account()
+        ev = acct.client(srv.contract()).empathic_voice
+        tool = ev.tools.create_tool(name="get_weather", parameters='{"type": "object", "properties": {"city": {"type": "string"}}}',
+                                    description="Weather of a city")
+        cfg = ev.configs.create_config(
+            name="Weather", evi_version="3",
+            tools=[PostedUserDefinedToolSpec(id=tool.id)],
+            builtin_tools=[BuiltinToolConfig(name="hang_up")],
+            webhooks=[PostedWebhookSpec(url=hook, events=["tool_call", "chat_ended"])],
+        )
+        with ev.chat.connect(config_id=cfg.id) as sock:
+            meta = sock.recv()
+            assert isinstance(meta, ChatMetadata), meta
+            sock.send_publish(UserInput(text="weather please"))
+            assert isinstance(recv(sock), UserMessage)
+            _sentence(sock, "One moment.")
+            call = recv(sock)
+            assert isinstance(call, ToolCallMessage) and call.tool_call_id == "call-7", call
+            sock.send_publish(ToolResponseMessage(tool_call_id="call-7", content="cold", tool_name="get_weather"))
+            _sentence(sock, "The weather: cold.")
+            assert isinstance(recv(sock), AssistantEnd)
+            sock.send_publish(UserInput(text="bye"))
+            assert isinstance(recv(sock), UserMessage)
+            _sentence(sock, "Goodbye!")
+            assert expect_closed(sock) == []
+        assert [t["function"]["name"] for t in FakeOpenAI.requests[0]["tools"]] == ["get_weather", "hang_up"]
+        poll(lambda: len(_Receiver.bodies) >= 3, timeout=15, what="three webhooks")
+        by_event = {}
+        for b in _Receiver.bodies:
+            by_event.setdefault(b["event_name"], []).append(b)
+        assert sorted(by_event) == ["chat_ended", "tool_call"], by_event
+        calls = [WebhookEventToolCall.model_validate(b) for b in by_event["tool_call"]]
+        names = sorted(c.tool_call_message.name for c in calls)
+        assert names == ["get_weather", "hang_up"], names
+        weather = next(c for c in calls if c.tool_call_message.name == "get_weather")
+        assert (weather.chat_id, weather.config_id, weather.tool_call_message.tool_call_id) == (meta.chat_id, cfg.id, "call-7")
+        assert json.loads(weather.tool_call_message.parameters) == {"city": "Oslo"}
+        (ended,) = [WebhookEventChatEnded.model_validate(b) for b in by_event["chat_ended"]]
+        assert (ended.chat_id, ended.end_reason, ended.config_id) == (meta.chat_id, "USER_ENDED", cfg.id)
+    finally:
+        httpd.shutdown()

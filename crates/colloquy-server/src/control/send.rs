@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// How long a posted message may wait for the session to handle it.
@@ -54,28 +54,38 @@ pub async fn send(
         return Err(not_live(&chat_id).into());
     };
     // The chat first: a message for no live chat is a 404, whatever it holds.
-    if !is_live(&state, who.user_id, id).await {
+    let Some(to) = route(&state, who.user_id, id).await else {
         return Err(not_live(&chat_id).into());
-    }
+    };
     let raw = std::str::from_utf8(&body).map_err(|_| ControlError::Invalid {
         loc: vec!["body"],
         message: "the body must be one JSON client message (UTF-8)".into(),
     })?;
     super::check_message(raw).map_err(|(loc, message)| ControlError::Invalid { loc, message })?;
-    publish(&state, who.user_id, id, raw.to_string()).await?;
+    deliver(&state, to, who.user_id, id, raw.to_string()).await?;
     Ok(StatusCode::OK)
 }
 
-/// Whether `user_id`'s chat `chat_id` runs on this server or another one sharing the
-/// database.
-async fn is_live(state: &AppState, user_id: Uuid, chat_id: Uuid) -> bool {
-    if state.live.find(user_id, chat_id, false).is_ok() {
-        return true;
+/// Where a live chat runs.
+pub(crate) enum Route {
+    /// On this server: its session's control queue.
+    Here(mpsc::Sender<Control>),
+    /// On another server sharing the database: that instance.
+    There(Uuid),
+}
+
+/// Where `user_id`'s chat `chat_id` runs (this server, or another one sharing the
+/// database); `None` when it is not live.
+pub(crate) async fn route(state: &AppState, user_id: Uuid, chat_id: Uuid) -> Option<Route> {
+    if let Ok(tx) = state.live.find(user_id, chat_id, false) {
+        return Some(Route::Here(tx));
     }
-    match &state.remote {
-        Some(remote) => remote.still_running(user_id, chat_id).await,
-        None => false,
-    }
+    state
+        .remote
+        .as_ref()?
+        .owner(user_id, chat_id)
+        .await
+        .map(Route::There)
 }
 
 /// Hands `raw` to the live chat `chat_id` of `user_id` and waits until it is handled.
@@ -85,50 +95,55 @@ pub(crate) async fn publish(
     chat_id: Uuid,
     raw: String,
 ) -> Result<(), ControlError> {
-    let tx = match state.live.find(user_id, chat_id, false) {
-        Ok(tx) => tx,
-        Err(_) => return publish_elsewhere(state, user_id, chat_id, raw).await,
+    match route(state, user_id, chat_id).await {
+        Some(to) => deliver(state, to, user_id, chat_id, raw).await,
+        None => Err(not_live(&chat_id.to_string()).into()),
+    }
+}
+
+/// Hands `raw` to the chat where it runs and waits until it is handled.
+async fn deliver(
+    state: &AppState,
+    to: Route,
+    user_id: Uuid,
+    chat_id: Uuid,
+    raw: String,
+) -> Result<(), ControlError> {
+    let gone = || ControlError::from(not_live(&chat_id.to_string()));
+    let invalid = |message| ControlError::Invalid {
+        loc: vec!["body"],
+        message,
+    };
+    let tx = match to {
+        Route::Here(tx) => tx,
+        Route::There(owner) => {
+            let Some(remote) = &state.remote else {
+                return Err(gone());
+            };
+            return match remote
+                .publish(owner, user_id, chat_id, raw, REMOTE_HANDLED_WITHIN)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(Refusal::Refused(message)) => Err(invalid(message)),
+                Err(Refusal::Timeout) => Err(too_slow()),
+                Err(Refusal::NotFound | Refusal::NotAllowed) => Err(gone()),
+            };
+        }
     };
     let (reply, handled) = oneshot::channel();
     if tx.send(Control::Publish { raw, reply }).await.is_err() {
-        return Err(not_live(&chat_id.to_string()).into());
+        return Err(gone());
     }
     match tokio::time::timeout(HANDLED_WITHIN, handled).await {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(message))) => Err(ControlError::Invalid {
-            loc: vec!["body"],
-            message,
-        }),
+        Ok(Ok(Err(message))) => Err(invalid(message)),
         // The chat ended before handling it.
-        Ok(Err(_)) => Err(not_live(&chat_id.to_string()).into()),
+        Ok(Err(_)) => Err(gone()),
         Err(_) => Err(too_slow()),
     }
 }
 
 fn too_slow() -> ControlError {
     ApiError::Unavailable("the chat did not handle the message in time; try again".into()).into()
-}
-
-/// A chat this server does not run: another server sharing the database may.
-async fn publish_elsewhere(
-    state: &AppState,
-    user_id: Uuid,
-    chat_id: Uuid,
-    raw: String,
-) -> Result<(), ControlError> {
-    let Some(remote) = &state.remote else {
-        return Err(not_live(&chat_id.to_string()).into());
-    };
-    match remote
-        .publish(user_id, chat_id, raw, REMOTE_HANDLED_WITHIN)
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(Refusal::Refused(message)) => Err(ControlError::Invalid {
-            loc: vec!["body"],
-            message,
-        }),
-        Err(Refusal::Timeout) => Err(too_slow()),
-        Err(Refusal::NotFound | Refusal::NotAllowed) => Err(not_live(&chat_id.to_string()).into()),
-    }
 }

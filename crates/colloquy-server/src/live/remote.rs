@@ -168,7 +168,7 @@ impl Remote {
     }
 
     /// The instance running `user_id`'s chat `chat_id`, if another live one does.
-    async fn owner(&self, user_id: Uuid, chat_id: Uuid) -> Option<Uuid> {
+    pub async fn owner(&self, user_id: Uuid, chat_id: Uuid) -> Option<Uuid> {
         let owner = self.store.live_chat_owner(user_id, chat_id).await.ok()??;
         let fresh = owner.heartbeat_at.is_some_and(|at| {
             crate::clock::now_ms() - at < crate::server::STALE_AFTER.as_millis() as i64
@@ -195,18 +195,16 @@ impl Remote {
         answer
     }
 
-    /// Posts `raw` into a chat running on another server; waits for it to be handled.
+    /// Posts `raw` into a chat running on server `to` (its [`Self::owner`]); waits for it
+    /// to be handled.
     pub async fn publish(
         &self,
+        to: Uuid,
         user_id: Uuid,
         chat_id: Uuid,
         raw: String,
         within: Duration,
     ) -> Result<(), Refusal> {
-        let to = self
-            .owner(user_id, chat_id)
-            .await
-            .ok_or(Refusal::NotFound)?;
         let req = Uuid::new_v4();
         let msg = Wire::Publish {
             req,

@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use colloquy_wire::{HttpValidationError, ValidationError};
 use serde_json::{json, Value};
 
 /// An error of a TTS endpoint.
@@ -69,7 +70,13 @@ impl IntoResponse for TtsError {
         match self {
             TtsError::Invalid { loc, msg, kind } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({"detail": [{"loc": loc, "msg": msg, "type": kind}]})),
+                Json(HttpValidationError {
+                    detail: vec![ValidationError {
+                        loc,
+                        msg,
+                        error_type: kind.into(),
+                    }],
+                }),
             )
                 .into_response(),
             TtsError::Api(e) => e.into_response(),

@@ -40,7 +40,7 @@ pub mod wav;
 
 pub use openai::{
     ChatClient, ChatMessage, ChatRequest, LlmDelta, LlmStream, ServiceConfig, ServiceError,
-    SpeechClient, ToolDefinition, TranscriptEvent, TranscriptionClient,
+    SpeechClient, ToolDefinition, Transcript, TranscriptEvent, TranscriptionClient,
 };
 pub use pcm::Pcm;
 pub use sentences::SentenceSplitter;

@@ -305,14 +305,15 @@ impl ResourceStore for PostgresStore {
         page: PageRequest,
     ) -> StoreResult<Page<ResourceVersion>> {
         let listing = Listing::resources(user_id, kind, filter, page);
-        let mut q =
-            sqlx::QueryBuilder::new(format!("SELECT {RESOURCE_COLUMNS} FROM {RESOURCE_FROM}"));
-        reads::push(&mut q, &listing.filter);
-        q.push(&listing.order);
-        reads::push(&mut q, &listing.limit);
-        let rows = q.build().fetch_all(&self.pool).await.map_err(db)?;
-        let total = reads::count(&self.pool, RESOURCE_FROM, &listing).await?;
-        sql::page(&rows, resource_version::<Row>, total)
+        reads::page_of(
+            &self.pool,
+            RESOURCE_COLUMNS,
+            RESOURCE_FROM,
+            false,
+            &listing,
+            resource_version::<Row>,
+        )
+        .await
     }
 
     async fn rename_resource(

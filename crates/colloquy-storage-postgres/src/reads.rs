@@ -3,12 +3,11 @@
 use crate::db;
 use crate::rows::Row;
 use colloquy_storage::sql::{
-    self, direction, ChatOwner, Clause, Listing, Piece, Value, CHAT_COLUMNS, EVENT_COLUMNS,
-    GROUP_COLUMNS,
+    self, ChatOwner, Clause, Listing, Piece, Value, CHAT_COLUMNS, EVENT_COLUMNS, GROUP_COLUMNS,
 };
 use colloquy_storage::*;
 use colloquy_wire::ChatStatus;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -33,29 +32,98 @@ pub(crate) fn push(qb: &mut QueryBuilder<'_, Postgres>, clause: &Clause) {
     }
 }
 
-/// The total of a [`Listing`] of `from`.
-pub(crate) async fn count(pool: &PgPool, from: &str, listing: &Listing) -> StoreResult<i64> {
-    let mut c = QueryBuilder::new(format!("SELECT COUNT(*) FROM {from}"));
-    push(&mut c, &listing.filter);
-    c.build_query_scalar().fetch_one(pool).await.map_err(db)
+/// The total of a [`Listing`] of `from` ([`Listing::count`]). Maintained counts are
+/// change rows that writers only ever insert (so that concurrent writers never wait on one
+/// counter row, nor deadlock on two); once an account has gathered more than
+/// [`FOLD_AFTER`] of them, they are folded into one row per key.
+pub(crate) async fn count(
+    pool: &PgPool,
+    from: &'static str,
+    listing: &Listing,
+) -> StoreResult<i64> {
+    let mut c = QueryBuilder::new("");
+    push(&mut c, &listing.count(from));
+    let (total, rows): (i64, i64) = c.build_query_as().fetch_one(pool).await.map_err(db)?;
+    if let (Some(table), true) = (listing.counts_table, rows > FOLD_AFTER) {
+        if let Some(user_id) = listing.owner() {
+            fold_counts(pool, table, user_id).await?;
+        }
+    }
+    Ok(total)
+}
+
+/// Change rows of one account's counts that a read folds together.
+const FOLD_AFTER: i64 = 64;
+
+/// Folds `user_id`'s rows of `table` (`chat_counts` or `group_counts`) into one per key.
+/// Safe beside writers and other folds: rows inserted after this statement's snapshot are
+/// not deleted, and a row another fold deleted first is skipped.
+pub(crate) async fn fold_counts(pool: &PgPool, table: &str, user_id: Uuid) -> StoreResult<()> {
+    let keys = match table {
+        "chat_counts" => "status, config_id",
+        _ => "config_id",
+    };
+    sqlx::query(&format!(
+        "WITH gone AS (DELETE FROM {table} WHERE user_id = $1 RETURNING {keys}, n) \
+         INSERT INTO {table} (user_id, {keys}, n) \
+         SELECT $1, {keys}, SUM(n) FROM gone GROUP BY {keys} HAVING SUM(n) <> 0"
+    ))
+    .bind(user_id)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// One page of a [`Listing`] of `SELECT {columns} FROM {from}`, and its total: the total
+/// first, then the page's rows read from the nearer end ([`Listing::window`]). With `by_id`,
+/// the page's ids come from an index-only walk of the ordering index and only those rows
+/// are then read: without the subquery, PostgreSQL's custom plans for a deep OFFSET switch
+/// to a sequential scan and sort of every chat of the owner (docs/benchmarks.md,
+/// list_latency).
+pub(crate) async fn page_of<T>(
+    pool: &PgPool,
+    columns: &str,
+    from: &'static str,
+    by_id: bool,
+    listing: &Listing,
+    decode: fn(&PgRow) -> StoreResult<T>,
+) -> StoreResult<Page<T>> {
+    let total = count(pool, from, listing).await?;
+    let Some(window) = listing.window(total) else {
+        return sql::page::<PgRow, T>(&[], decode, total);
+    };
+    let mut q = if by_id {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {columns} FROM {from} JOIN (SELECT id FROM {from}"
+        ));
+        push(&mut q, &listing.filter);
+        q.push(&window.order);
+        push(&mut q, &window.limit);
+        q.push(") AS page USING (id)").push(&window.order);
+        q
+    } else {
+        let mut q = QueryBuilder::new(format!("SELECT {columns} FROM {from}"));
+        push(&mut q, &listing.filter);
+        q.push(&window.order);
+        push(&mut q, &window.limit);
+        q
+    };
+    let rows = window.arrange(q.build().fetch_all(pool).await.map_err(db)?);
+    sql::page(&rows, decode, total)
 }
 
 /// One page of chats plus their total, by owner or by group.
 async fn page_of_chats(pool: &PgPool, listing: &Listing) -> StoreResult<Page<ChatRecord>> {
-    // The page's ids come from an index-only walk of the owner's (start_timestamp, id)
-    // index; only those rows are then read. Without the subquery, PostgreSQL's custom plans
-    // for a deep OFFSET switch to a sequential scan and sort of every chat of the owner
-    // (docs/benchmarks.md, list_latency).
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {CHAT_COLUMNS} FROM chats JOIN (SELECT id FROM chats"
-    ));
-    push(&mut q, &listing.filter);
-    q.push(&listing.order);
-    push(&mut q, &listing.limit);
-    q.push(") AS page USING (id)").push(&listing.order);
-    let rows = q.build().fetch_all(pool).await.map_err(db)?;
-    let total = count(pool, "chats", listing).await?;
-    sql::page(&rows, sql::chat_record::<Row>, total)
+    page_of(
+        pool,
+        CHAT_COLUMNS,
+        "chats",
+        true,
+        listing,
+        sql::chat_record::<Row>,
+    )
+    .await
 }
 
 pub async fn list_chats(
@@ -92,24 +160,16 @@ pub async fn list_chat_events(
     chat_id: Uuid,
     page: PageRequest,
 ) -> StoreResult<Page<EventRecord>> {
-    let d = direction(page.ascending);
-    let rows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM chat_events WHERE chat_id = $1 \
-         ORDER BY seq {d} LIMIT $2 OFFSET $3"
-    ))
-    .bind(chat_id)
-    .bind(page.size as i64)
-    .bind(page.offset())
-    .fetch_all(pool)
+    let listing = Listing::chat_events(chat_id, page);
+    page_of(
+        pool,
+        EVENT_COLUMNS,
+        "chat_events",
+        false,
+        &listing,
+        sql::event_record::<Row>,
+    )
     .await
-    .map_err(db)?;
-    let total: i64 = sqlx::query_scalar("SELECT event_count FROM chats WHERE id = $1")
-        .bind(chat_id)
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?
-        .unwrap_or(0);
-    sql::page(&rows, sql::event_record::<Row>, total)
 }
 
 pub async fn list_chat_groups(
@@ -119,13 +179,15 @@ pub async fn list_chat_groups(
     page: PageRequest,
 ) -> StoreResult<Page<GroupRecord>> {
     let listing = Listing::groups(user_id, config_id, page);
-    let mut q = QueryBuilder::new(format!("SELECT {GROUP_COLUMNS} FROM chat_groups g"));
-    push(&mut q, &listing.filter);
-    q.push(&listing.order);
-    push(&mut q, &listing.limit);
-    let rows = q.build().fetch_all(pool).await.map_err(db)?;
-    let total = count(pool, "chat_groups g", &listing).await?;
-    sql::page(&rows, sql::group_record::<Row>, total)
+    page_of(
+        pool,
+        GROUP_COLUMNS,
+        "chat_groups g",
+        true,
+        &listing,
+        sql::group_record::<Row>,
+    )
+    .await
 }
 
 pub async fn get_chat_group(
@@ -158,23 +220,14 @@ pub async fn list_group_events(
     group_id: Uuid,
     page: PageRequest,
 ) -> StoreResult<Page<EventRecord>> {
-    let d = direction(page.ascending);
-    let rows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM chat_events WHERE chat_group_id = $1 \
-         ORDER BY timestamp {d}, chat_id {d}, seq {d} LIMIT $2 OFFSET $3"
-    ))
-    .bind(group_id)
-    .bind(page.size as i64)
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(event_count), 0)::BIGINT FROM chats WHERE chat_group_id = $1",
+    let listing = Listing::group_events(group_id, page);
+    page_of(
+        pool,
+        EVENT_COLUMNS,
+        "chat_events",
+        false,
+        &listing,
+        sql::event_record::<Row>,
     )
-    .bind(group_id)
-    .fetch_one(pool)
     .await
-    .map_err(db)?;
-    sql::page(&rows, sql::event_record::<Row>, total)
 }

@@ -403,3 +403,99 @@ async fn the_active_chat_limit_holds_across_servers() {
     })
     .await;
 }
+
+/// Concurrent writers only insert change rows into `chat_counts`; a read that adds up
+/// many of them folds them into one per key, and the totals stay exact, also when chats
+/// start and end on many connections at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_changes_fold_and_stay_exact_under_concurrent_writers() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        let who = new_account(&*store, true).await;
+        let instance = Uuid::new_v4();
+        store.heartbeat_instance(instance, 1).await.unwrap();
+        // 8 tasks start and end 25 chats each at the same time (200 inserts, 100 ends).
+        let tasks = (0..8).map(|t| {
+            let store = store.clone();
+            let who = who.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let cfg = if (t + i) % 2 == 0 {
+                        Some("cfg-a")
+                    } else {
+                        None
+                    };
+                    let (id, out) = start_chat(
+                        &*store,
+                        &who,
+                        GroupChoice::New(Uuid::new_v4()),
+                        1 + i as i64,
+                        cfg,
+                        instance,
+                    )
+                    .await;
+                    assert_eq!(out, OpOutcome::Applied);
+                    if i % 2 == 0 {
+                        colloquy_storage::conformance::end_chat(&*store, &who, id, 100).await;
+                    }
+                }
+            })
+        });
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rows = |table: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(&format!(
+                    "SELECT COUNT(*) FROM {table} WHERE user_id = $1"
+                ))
+                .bind(who.user_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert!(rows("chat_counts").await > 64, "one change row per change");
+        let all = store
+            .list_chats(who.user_id, &ChatFilter::default(), page(0, 10, true))
+            .await
+            .unwrap();
+        assert_eq!(all.total, 200);
+        // Folded: one row per (status, config).
+        assert_eq!(rows("chat_counts").await, 4);
+        for (status, want) in [(ChatStatus::Active, 96), (ChatStatus::UserEnded, 104)] {
+            let got = store
+                .list_chats(
+                    who.user_id,
+                    &ChatFilter {
+                        status: Some(status),
+                        ..Default::default()
+                    },
+                    page(0, 1, true),
+                )
+                .await
+                .unwrap();
+            assert_eq!(got.total, want, "{status:?}");
+        }
+        let a = store
+            .list_chats(
+                who.user_id,
+                &ChatFilter {
+                    config_id: Some("cfg-a".into()),
+                    ..Default::default()
+                },
+                page(0, 1, true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.total, 100);
+        let groups = store
+            .list_chat_groups(who.user_id, None, page(0, 1, true))
+            .await
+            .unwrap();
+        assert_eq!(groups.total, 200);
+        store.close().await;
+    })
+    .await;
+}

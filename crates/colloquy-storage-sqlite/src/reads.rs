@@ -3,8 +3,7 @@
 use crate::rows::Row;
 use crate::{db, group_events};
 use colloquy_storage::sql::{
-    self, direction, ChatOwner, Clause, Listing, Piece, Value, CHAT_COLUMNS, EVENT_COLUMNS,
-    GROUP_COLUMNS,
+    self, ChatOwner, Clause, Listing, Piece, Value, CHAT_COLUMNS, EVENT_COLUMNS, GROUP_COLUMNS,
 };
 use colloquy_storage::*;
 use colloquy_wire::ChatStatus;
@@ -29,22 +28,37 @@ fn push(qb: &mut QueryBuilder<'_, Sqlite>, clause: &Clause) {
     }
 }
 
-/// One page of a [`Listing`] of `SELECT {columns} FROM {from}`, and its total.
+/// The total of a [`Listing`] of `from` ([`Listing::count`]).
+pub(crate) async fn total(
+    read: &SqlitePool,
+    from: &'static str,
+    listing: &Listing,
+) -> StoreResult<i64> {
+    let mut c = QueryBuilder::new("");
+    push(&mut c, &listing.count(from));
+    let (total, _): (i64, i64) = c.build_query_as().fetch_one(read).await.map_err(db)?;
+    Ok(total)
+}
+
+/// One page of a [`Listing`] of `SELECT {columns} FROM {from}`, and its total: the total
+/// first, then the page's rows read from the nearer end ([`Listing::window`]).
 pub(crate) async fn page_of<T>(
     read: &SqlitePool,
     columns: &str,
-    from: &str,
+    from: &'static str,
     listing: &Listing,
     decode: fn(&SqliteRow) -> StoreResult<T>,
 ) -> StoreResult<Page<T>> {
+    let total = total(read, from, listing).await?;
+    let Some(window) = listing.window(total) else {
+        return sql::page::<SqliteRow, T>(&[], decode, total);
+    };
+    // SQLite skips the OFFSET's rows in the ordering index before it reads any table row.
     let mut q = QueryBuilder::new(format!("SELECT {columns} FROM {from}"));
     push(&mut q, &listing.filter);
-    q.push(&listing.order);
-    push(&mut q, &listing.limit);
-    let mut c = QueryBuilder::new(format!("SELECT COUNT(*) FROM {from}"));
-    push(&mut c, &listing.filter);
-    let rows = q.build().fetch_all(read).await.map_err(db)?;
-    let total: i64 = c.build_query_scalar().fetch_one(read).await.map_err(db)?;
+    q.push(&window.order);
+    push(&mut q, &window.limit);
+    let rows = window.arrange(q.build().fetch_all(read).await.map_err(db)?);
     sql::page(&rows, decode, total)
 }
 
@@ -86,25 +100,15 @@ pub async fn list_chat_events(
     chat_id: Uuid,
     page: PageRequest,
 ) -> StoreResult<Page<EventRecord>> {
-    let d = direction(page.ascending);
-    let cid = chat_id.to_string();
-    let rows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM chat_events WHERE chat_id = ? \
-         ORDER BY seq {d} LIMIT ? OFFSET ?"
-    ))
-    .bind(&cid)
-    .bind(page.size as i64)
-    .bind(page.offset())
-    .fetch_all(read)
+    let listing = Listing::chat_events(chat_id, page);
+    page_of(
+        read,
+        EVENT_COLUMNS,
+        "chat_events",
+        &listing,
+        sql::event_record::<Row>,
+    )
     .await
-    .map_err(db)?;
-    let total: i64 = sqlx::query_scalar("SELECT event_count FROM chats WHERE id = ?")
-        .bind(&cid)
-        .fetch_optional(read)
-        .await
-        .map_err(db)?
-        .unwrap_or(0);
-    sql::page(&rows, sql::event_record::<Row>, total)
 }
 
 pub async fn list_chat_groups(

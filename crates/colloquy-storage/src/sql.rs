@@ -232,18 +232,30 @@ pub enum Piece {
 pub struct Clause(pub Vec<Piece>);
 
 impl Clause {
-    fn sql(&mut self, sql: &'static str) -> &mut Self {
+    pub(crate) fn sql(&mut self, sql: &'static str) -> &mut Self {
         self.0.push(Piece::Sql(sql));
         self
     }
 
-    fn bind(&mut self, value: Value) -> &mut Self {
+    pub(crate) fn bind(&mut self, value: Value) -> &mut Self {
         self.0.push(Piece::Bind(value));
         self
     }
 
+    /// `sql` followed by this clause.
+    pub(crate) fn after(self, sql: &'static str) -> Self {
+        let mut c = Clause(vec![Piece::Sql(sql)]);
+        c.0.extend(self.0);
+        c
+    }
+
     /// Adds `column = value` (`column op value`) to the `WHERE`, or starts it.
-    fn and(&mut self, column: &'static str, op: &'static str, value: Value) -> &mut Self {
+    pub(crate) fn and(
+        &mut self,
+        column: &'static str,
+        op: &'static str,
+        value: Value,
+    ) -> &mut Self {
         self.sql(if self.0.is_empty() {
             " WHERE "
         } else {
@@ -264,33 +276,123 @@ pub enum ChatOwner {
     Group(Uuid),
 }
 
-/// One page of a listing: `SELECT … FROM …` then its [`Listing::filter`],
-/// [`Listing::order`] and [`Listing::limit`]; its total is `SELECT COUNT(*) FROM …` and the
-/// same filter.
+/// One page of a listing: `SELECT … FROM …` then its [`Listing::filter`] and the
+/// [`Window`] of the page, once the listing's total is known ([`Listing::count`]).
+///
+/// Pages are read from the nearer end: a page past the middle is read in the opposite
+/// order from the other end and turned around ([`Window::reversed`]), so the last page
+/// costs what the first does. Skipping happens inside the ordering index (the page's ids
+/// first, then their rows), and the total comes from counts the database maintains in the
+/// same transaction as the rows ([`Listing::counted`]), not from counting rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     /// ` WHERE …`.
     pub filter: Clause,
+    /// The ordering columns, most significant first.
+    keys: Vec<&'static str>,
+    /// Smallest keys first.
+    ascending: bool,
+    /// The page asked for.
+    page: PageRequest,
+    /// A statement that reads the total from maintained counts; `None`: count the rows.
+    pub counted: Option<Clause>,
+    /// The table of maintained counts [`Listing::counted`] reads, if it is one that
+    /// collects change rows to fold together (PostgreSQL; [`Listing::count`]).
+    pub counts_table: Option<&'static str>,
+    /// The account of [`Listing::counts_table`]'s rows.
+    owner: Option<Uuid>,
+}
+
+/// Where a page lies in its listing: ` ORDER BY …` and ` LIMIT … OFFSET …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
     /// ` ORDER BY …`.
     pub order: String,
     /// ` LIMIT … OFFSET …`.
     pub limit: Clause,
+    /// Read from the other end: the rows come in the opposite order and are turned around
+    /// ([`Window::arrange`]).
+    pub reversed: bool,
+}
+
+impl Window {
+    /// The rows a query of this window returned, in the listing's order.
+    pub fn arrange<R>(&self, mut rows: Vec<R>) -> Vec<R> {
+        if self.reversed {
+            rows.reverse();
+        }
+        rows
+    }
 }
 
 impl Listing {
-    fn new(filter: Clause, keys: [&str; 2], page: PageRequest) -> Self {
-        let d = direction(page.ascending);
-        let mut limit = Clause::default();
-        limit
-            .sql(" LIMIT ")
-            .bind(Value::Int(page.size as i64))
-            .sql(" OFFSET ")
-            .bind(Value::Int(page.offset()));
+    fn new(filter: Clause, keys: [&'static str; 2], page: PageRequest) -> Self {
         Self {
             filter,
-            order: format!(" ORDER BY {} {d}, {} {d}", keys[0], keys[1]),
-            limit,
+            keys: keys.to_vec(),
+            ascending: page.ascending,
+            page,
+            counted: None,
+            counts_table: None,
+            owner: None,
         }
+    }
+
+    /// The account whose maintained counts [`Listing::counted`] reads.
+    pub fn owner(&self) -> Option<Uuid> {
+        self.owner
+    }
+
+    /// The statement that gives the total and how many rows of maintained counts it
+    /// added up (two `BIGINT`s): [`Listing::counted`], else `SELECT COUNT(*) FROM {from}`
+    /// and the filter (and 0).
+    pub fn count(&self, from: &'static str) -> Clause {
+        if let Some(counted) = &self.counted {
+            return counted.clone();
+        }
+        let mut c = Clause::default();
+        c.sql("SELECT COUNT(*), CAST(0 AS BIGINT) FROM ").sql(from);
+        c.0.extend(self.filter.0.iter().cloned());
+        c
+    }
+
+    /// The page's window in a listing of `total` rows; `None` when the page lies past the
+    /// end (it is empty).
+    pub fn window(&self, total: i64) -> Option<Window> {
+        let offset = self.page.offset();
+        let size = self.page.size as i64;
+        if offset >= total || size == 0 {
+            return None;
+        }
+        let remaining = total - offset;
+        // Nearer the end: read `remaining`'s last rows from the other end.
+        let reversed = offset > remaining;
+        let (ascending, limit, skip) = if reversed {
+            (
+                !self.ascending,
+                size.min(remaining),
+                (remaining - size).max(0),
+            )
+        } else {
+            (self.ascending, size, offset)
+        };
+        let d = direction(ascending);
+        let order = self
+            .keys
+            .iter()
+            .map(|k| format!("{k} {d}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut l = Clause::default();
+        l.sql(" LIMIT ")
+            .bind(Value::Int(limit))
+            .sql(" OFFSET ")
+            .bind(Value::Int(skip));
+        Some(Window {
+            order: format!(" ORDER BY {order}"),
+            limit: l,
+            reversed,
+        })
     }
 
     /// Chats ([`CHAT_COLUMNS`] from `chats`) of an account or a group, by start time, that
@@ -320,10 +422,45 @@ impl Listing {
         }
         // Every word must occur in the chat's messages (each may be in a different
         // message), as a word or the start of one: one index probe per word.
-        for term in search_terms(filter.search.as_deref().unwrap_or("")) {
+        let terms = search_terms(filter.search.as_deref().unwrap_or(""));
+        let searched = !terms.is_empty();
+        for term in terms {
             c.sql(" AND ").0.push(Piece::Says(term));
         }
-        Self::new(c, ["start_timestamp", "id"], page)
+        let mut listing = Self::new(c, ["start_timestamp", "id"], page);
+        let by_time = filter.started_from.is_some() || filter.started_before.is_some();
+        // `chat_counts` holds the chats of each account, status and config (`''`: none);
+        // a group's `num_chats` its chats.
+        let config = filter.config_id.as_deref().map(storable_text);
+        if !searched && !by_time && config.as_deref() != Some("") {
+            let mut n = Clause::default();
+            match (owner, filter.status) {
+                (ChatOwner::Account(id), status) => {
+                    n.and("user_id", " = ", Value::Uuid(id));
+                    if let Some(s) = status {
+                        n.and("status", " = ", Value::Text(s.as_str().to_string()));
+                    }
+                    if let Some(cfg) = config {
+                        n.and("config_id", " = ", Value::Text(cfg.into_owned()));
+                    }
+                    listing.counted = Some(n.after(
+                        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM chat_counts",
+                    ));
+                    listing.counts_table = Some("chat_counts");
+                    listing.owner = Some(id);
+                }
+                (ChatOwner::Group(id), None) if filter.config_id.is_none() => {
+                    n.and("id", " = ", Value::Uuid(id));
+                    listing.counted = Some(n.after(
+                        "SELECT CAST(COALESCE(MAX(num_chats), 0) AS BIGINT), CAST(0 AS BIGINT) \
+                         FROM chat_groups",
+                    ));
+                }
+                // A group's chats of one status: counted in the group's index.
+                (ChatOwner::Group(_), _) => {}
+            }
+        }
+        listing
     }
 
     /// The chats of a group, optionally of one status.
@@ -347,7 +484,66 @@ impl Listing {
                 Value::Text(storable_text(cfg).into_owned()),
             );
         }
-        Self::new(c, ["g.first_start_timestamp", "g.id"], page)
+        let mut listing = Self::new(c, ["g.first_start_timestamp", "g.id"], page);
+        // `group_counts` holds the groups of each account and most recent config (`''`:
+        // none).
+        let config = config_id.map(storable_text);
+        if config.as_deref() != Some("") {
+            let mut n = Clause::default();
+            n.and("user_id", " = ", Value::Uuid(user_id));
+            if let Some(cfg) = config {
+                n.and("config_id", " = ", Value::Text(cfg.into_owned()));
+            }
+            listing.counted = Some(
+                n.after("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM group_counts"),
+            );
+            listing.counts_table = Some("group_counts");
+            listing.owner = Some(user_id);
+        }
+        listing
+    }
+
+    /// A chat's events (from `chat_events`), by sequence number; the total is the chat's
+    /// `event_count`.
+    pub fn chat_events(chat_id: Uuid, page: PageRequest) -> Self {
+        let mut c = Clause::default();
+        c.and("chat_id", " = ", Value::Uuid(chat_id));
+        let mut listing = Self {
+            filter: c,
+            keys: vec!["seq"],
+            ascending: page.ascending,
+            page,
+            counted: None,
+            counts_table: None,
+            owner: None,
+        };
+        let mut n = Clause::default();
+        n.and("id", " = ", Value::Uuid(chat_id));
+        listing.counted = Some(n.after(
+            "SELECT CAST(COALESCE(MAX(event_count), 0) AS BIGINT), CAST(0 AS BIGINT) FROM chats",
+        ));
+        listing
+    }
+
+    /// A group's events (from `chat_events`), by time, then chat and sequence number; the
+    /// total is the sum of its chats' `event_count`s.
+    pub fn group_events(group_id: Uuid, page: PageRequest) -> Self {
+        let mut c = Clause::default();
+        c.and("chat_group_id", " = ", Value::Uuid(group_id));
+        let mut n = Clause::default();
+        n.and("chat_group_id", " = ", Value::Uuid(group_id));
+        let n = n.after(
+            "SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT), CAST(0 AS BIGINT) FROM chats",
+        );
+        Self {
+            filter: c,
+            keys: vec!["timestamp", "chat_id", "seq"],
+            ascending: page.ascending,
+            page,
+            counted: Some(n),
+            counts_table: None,
+            owner: None,
+        }
     }
 }
 
@@ -386,8 +582,21 @@ mod tests {
             render(&plain.filter),
             format!(" WHERE user_id = ?Uuid({user})")
         );
-        assert_eq!(plain.order, " ORDER BY start_timestamp ASC, id ASC");
-        assert_eq!(render(&plain.limit), " LIMIT ?Int(10) OFFSET ?Int(20)");
+        // Page 2 of 100: from the start.
+        let w = plain.window(100).unwrap();
+        assert_eq!(w.order, " ORDER BY start_timestamp ASC, id ASC");
+        assert_eq!(render(&w.limit), " LIMIT ?Int(10) OFFSET ?Int(20)");
+        assert!(!w.reversed);
+        // Totals from the maintained counts.
+        assert_eq!(
+            render(plain.counted.as_ref().unwrap()),
+            format!(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM chat_counts \
+                 WHERE user_id = ?Uuid({user})"
+            )
+        );
+        assert_eq!(plain.counts_table, Some("chat_counts"));
+        assert_eq!(plain.owner(), Some(user));
 
         let filter = ChatFilter {
             status: Some(ChatStatus::Active),
@@ -405,7 +614,14 @@ mod tests {
                  AND start_timestamp < ?Int(9) AND says(hello) AND says(wörld)"
             )
         );
-        assert_eq!(all.order, " ORDER BY start_timestamp DESC, id DESC");
+        assert_eq!(
+            all.window(10).unwrap().order,
+            " ORDER BY start_timestamp DESC, id DESC"
+        );
+        // A search or a time range is counted in the rows.
+        assert_eq!(all.counted, None);
+        assert!(render(&all.count("chats"))
+            .starts_with("SELECT COUNT(*), CAST(0 AS BIGINT) FROM chats WHERE chat_group_id"));
         assert_eq!(
             Listing::group_chats(user, Some(ChatStatus::Active), page(0, 3, false)).filter,
             Listing::chats(
@@ -430,16 +646,95 @@ mod tests {
                 " WHERE g.user_id = ?Uuid({user}) AND g.most_recent_config_id = ?Text(\"cfg\")"
             )
         );
+        let w = groups.window(100).unwrap();
+        assert_eq!(w.order, " ORDER BY g.first_start_timestamp DESC, g.id DESC");
+        assert_eq!(render(&w.limit), " LIMIT ?Int(5) OFFSET ?Int(5)");
         assert_eq!(
-            groups.order,
-            " ORDER BY g.first_start_timestamp DESC, g.id DESC"
+            render(groups.counted.as_ref().unwrap()),
+            format!(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM group_counts \
+                 WHERE user_id = ?Uuid({user}) AND config_id = ?Text(\"cfg\")"
+            )
         );
-        assert_eq!(render(&groups.limit), " LIMIT ?Int(5) OFFSET ?Int(5)");
         let any = Listing::groups(user, None, page(0, 5, true));
         assert_eq!(
             render(&any.filter),
             format!(" WHERE g.user_id = ?Uuid({user})")
         );
+    }
+
+    #[test]
+    fn a_page_past_the_middle_is_read_from_the_other_end() {
+        let user = Uuid::nil();
+        let chats = |n, size, asc| {
+            Listing::chats(
+                ChatOwner::Account(user),
+                &ChatFilter::default(),
+                page(n, size, asc),
+            )
+        };
+        // 95 chats, pages of 10: page 8 holds rows 80..90, the 15 before the last 5.
+        let w = chats(8, 10, true).window(95).unwrap();
+        assert!(w.reversed);
+        assert_eq!(w.order, " ORDER BY start_timestamp DESC, id DESC");
+        assert_eq!(render(&w.limit), " LIMIT ?Int(10) OFFSET ?Int(5)");
+        assert_eq!(w.arrange(vec![89, 88, 87]), vec![87, 88, 89]);
+        // The last page holds 5: read as the first 5 from the end.
+        let w = chats(9, 10, false).window(95).unwrap();
+        assert!(w.reversed);
+        assert_eq!(w.order, " ORDER BY start_timestamp ASC, id ASC");
+        assert_eq!(render(&w.limit), " LIMIT ?Int(5) OFFSET ?Int(0)");
+        // The middle is read from the start; past the end there is nothing to read.
+        assert!(!chats(4, 10, true).window(95).unwrap().reversed);
+        assert_eq!(chats(10, 10, true).window(95), None);
+        assert_eq!(chats(0, 10, true).window(0), None);
+        // Every page of every size, from either end, is the right slice.
+        for total in 0..30i64 {
+            for size in 1..12u32 {
+                for number in 0..(total as u32 / size + 2) {
+                    for asc in [true, false] {
+                        let all: Vec<i64> = if asc {
+                            (0..total).collect()
+                        } else {
+                            (0..total).rev().collect()
+                        };
+                        let want: Vec<i64> = all
+                            .iter()
+                            .copied()
+                            .skip((number * size) as usize)
+                            .take(size as usize)
+                            .collect();
+                        let got = match chats(number, size, asc).window(total) {
+                            None => vec![],
+                            Some(w) => {
+                                let (limit, offset) = match &w.limit.0[..] {
+                                    [_, Piece::Bind(Value::Int(l)), _, Piece::Bind(Value::Int(o))] => {
+                                        (*l, *o)
+                                    }
+                                    other => panic!("{other:?}"),
+                                };
+                                let read_asc = w.order.contains("ASC");
+                                let from: Vec<i64> = if read_asc {
+                                    (0..total).collect()
+                                } else {
+                                    (0..total).rev().collect()
+                                };
+                                let rows = from
+                                    .into_iter()
+                                    .skip(offset as usize)
+                                    .take(limit as usize)
+                                    .collect();
+                                w.arrange(rows)
+                            }
+                        };
+                        assert_eq!(
+                            got, want,
+                            "total {total} size {size} page {number} asc {asc}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Decodes rows of strings, as SQLite hands back UUIDs.

@@ -370,6 +370,26 @@ pub struct ChatMessage {
     /// The text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// On the assistant message of a turn that calls a tool: the `ToolCallMessage` (the
+    /// `tool_call` message itself, `type` included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<Value>,
+    /// On a message with role `tool`: the `tool_response` or `tool_error` that answered a
+    /// call (`type` included: the SDKs' union is untagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_result: Option<Value>,
+}
+
+impl ChatMessage {
+    /// A message of `role` saying `content`.
+    pub fn text(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.to_string(),
+            content: Some(content.into()),
+            tool_call: None,
+            tool_result: None,
+        }
+    }
 }
 
 /// `Inference`: prosody scores, absent when no real source produced them.
@@ -414,6 +434,9 @@ pub enum ServerMessage {
         from_text: bool,
         /// True for interim transcripts.
         interim: bool,
+        /// The language the speech recognizer detected (ISO 639-1), when it reports one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
     },
     /// An assistant sentence.
     AssistantMessage {
@@ -427,6 +450,9 @@ pub enum ServerMessage {
         from_text: bool,
         /// Quick-response flag.
         is_quick_response: bool,
+        /// The language of the message (ISO 639-1), when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
     },
     /// The assistant finished its turn.
     AssistantEnd {},
@@ -477,6 +503,47 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
     },
+}
+
+impl ServerMessage {
+    /// The `assistant_message` of a turn that calls a tool: `message.tool_call` is the call
+    /// (the `tool_call` message that follows it, as JSON) and `content` is empty, because
+    /// the words the assistant said in that turn went out as their own messages. `id` is
+    /// the `FUNCTION_CALL` event's.
+    pub fn assistant_tool_call(id: String, call: Value) -> Self {
+        ServerMessage::AssistantMessage {
+            id,
+            message: ChatMessage {
+                role: "assistant".into(),
+                content: Some(String::new()),
+                tool_call: Some(call),
+                tool_result: None,
+            },
+            models: Inference::default(),
+            from_text: false,
+            is_quick_response: false,
+            language: None,
+        }
+    }
+
+    /// The `user_message` with role `tool` that carries a tool's answer: `content` is what
+    /// the model is told, `message.tool_result` the `tool_response` / `tool_error` (as JSON,
+    /// `type` included). `at` is the offset from the chat's start in ms.
+    pub fn tool_result(result: Value, content: String, at: i64) -> Self {
+        ServerMessage::UserMessage {
+            message: ChatMessage {
+                role: "tool".into(),
+                content: Some(content),
+                tool_call: None,
+                tool_result: Some(result),
+            },
+            models: Inference::default(),
+            time: MillisecondInterval { begin: at, end: at },
+            from_text: true,
+            interim: false,
+            language: None,
+        }
+    }
 }
 
 #[cfg(test)]

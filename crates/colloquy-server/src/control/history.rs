@@ -4,6 +4,7 @@
 //! / `tool_error`, `user_interruption`s, and `assistant_end` where the user spoke after the
 //! assistant. No audio and no interim transcripts.
 
+use crate::engine::{language_in_metadata, tool_result_content};
 use colloquy_storage::{EventRecord, PageRequest, Store, StoreResult};
 use colloquy_wire::socket::{ChatMessage, Inference, MillisecondInterval, ServerMessage};
 use colloquy_wire::EventType;
@@ -57,14 +58,12 @@ pub fn messages(events: &[EventRecord], start_ms: i64) -> Vec<String> {
                     .and_then(|f| serde_json::from_str::<Value>(f).ok())
                     .map(|scores| json!({ "scores": scores }));
                 serde_json::to_value(ServerMessage::UserMessage {
-                    message: ChatMessage {
-                        role: "user".into(),
-                        content: Some(text),
-                    },
+                    message: ChatMessage::text("user", text),
                     models: Inference { prosody },
                     time: MillisecondInterval { begin: at, end: at },
                     from_text: false,
                     interim: false,
+                    language: language_in_metadata(e.metadata.as_deref()),
                 })
                 .ok()
             }
@@ -72,23 +71,44 @@ pub fn messages(events: &[EventRecord], start_ms: i64) -> Vec<String> {
                 assistant_spoke = true;
                 serde_json::to_value(ServerMessage::AssistantMessage {
                     id: e.id.to_string(),
-                    message: ChatMessage {
-                        role: "assistant".into(),
-                        content: Some(text),
-                    },
+                    message: ChatMessage::text("assistant", text),
                     models: Inference::default(),
                     from_text: false,
                     is_quick_response: false,
+                    language: language_in_metadata(e.metadata.as_deref()),
                 })
                 .ok()
             }
-            // Recorded as the message itself (`tool_call`; the client's `tool_response` /
-            // `tool_error` in the metadata).
-            EventType::FunctionCall => serde_json::from_str(&text).ok(),
-            EventType::FunctionCallResponse => e
-                .metadata
-                .as_deref()
-                .and_then(|m| serde_json::from_str(m).ok()),
+            // Recorded as the message itself: the `tool_call`, after the assistant message
+            // that carries it.
+            EventType::FunctionCall => {
+                let call = serde_json::from_str::<Value>(&text).ok();
+                if let Some(call) = call.as_ref().filter(|c| c.get("type").is_some()) {
+                    let carrier =
+                        ServerMessage::assistant_tool_call(e.id.to_string(), call.clone());
+                    if let Ok(m) = serde_json::to_value(carrier) {
+                        out.push(m.to_string());
+                    }
+                }
+                call
+            }
+            // The client's `tool_response` / `tool_error` (in the metadata), then the message
+            // with role `tool` that carried it to the assistant.
+            EventType::FunctionCallResponse => {
+                let answer = e
+                    .metadata
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str::<Value>(m).ok())
+                    .filter(|a| a.get("type").is_some());
+                if let Some(answer) = answer {
+                    out.push(answer.to_string());
+                    let content = tool_result_content(&answer);
+                    let at = e.timestamp - start_ms;
+                    serde_json::to_value(ServerMessage::tool_result(answer, content, at)).ok()
+                } else {
+                    None
+                }
+            }
             EventType::UserInterruption => {
                 let time = e
                     .metadata
@@ -133,7 +153,12 @@ mod tests {
         let answer = r#"{"type":"tool_response","tool_call_id":"c1","content":"ok"}"#;
         let events = vec![
             ev(0, EventType::ChatStartMessage, "", None),
-            ev(1, EventType::UserMessage, "hi", None),
+            ev(
+                1,
+                EventType::UserMessage,
+                "hi",
+                Some(r#"{"language":"en"}"#),
+            ),
             ev(2, EventType::AgentMessage, "Hello.", None),
             ev(3, EventType::FunctionCall, call, None),
             ev(4, EventType::FunctionCallResponse, "ok", Some(answer)),
@@ -150,8 +175,10 @@ mod tests {
             [
                 "user_message",
                 "assistant_message",
+                "assistant_message",
                 "tool_call",
                 "tool_response",
+                "user_message",
                 "assistant_message",
                 "assistant_end",
                 "user_interruption"
@@ -159,7 +186,24 @@ mod tests {
         );
         assert_eq!(types[0]["message"]["content"], "hi");
         assert_eq!(types[0]["time"]["begin"], 10);
+        assert_eq!(types[0]["language"], "en");
+        assert!(types[1].get("language").is_none());
         assert_eq!(types[1]["id"], events[2].id.to_string());
-        assert_eq!(types[6]["time"], 77);
+        // The call's assistant message carries it; the answer reaches the assistant as a
+        // message with role `tool`.
+        let call: Value = serde_json::from_str(call).unwrap();
+        assert_eq!(types[2]["id"], events[3].id.to_string());
+        assert_eq!(
+            types[2]["message"],
+            json!({"role": "assistant", "content": "", "tool_call": call})
+        );
+        assert_eq!(types[3], call);
+        assert_eq!(
+            types[5]["message"],
+            json!({"role": "tool", "content": "ok", "tool_result":
+                serde_json::from_str::<Value>(answer).unwrap()})
+        );
+        assert_eq!(types[5]["time"]["begin"], 40);
+        assert_eq!(types[8]["time"], 77);
     }
 }

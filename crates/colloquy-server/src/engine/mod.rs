@@ -75,6 +75,8 @@ pub enum ClientEvent<'a> {
         tool_call_id: &'a str,
         /// What the model is told.
         content: String,
+        /// The client's message (`type` included), for `message.tool_result`.
+        message: Value,
     },
     /// `pause_assistant_message` (true) or `resume_assistant_message` (false).
     Pause(bool),
@@ -231,4 +233,32 @@ pub fn place_after(speech_end_ms: &mut i64, now: i64, wav: &[u8]) -> (i64, i64) 
         .unwrap_or(0) as i64;
     *speech_end_ms = offset + ms;
     (offset, ms)
+}
+
+/// The `metadata` of a `USER_MESSAGE` or `AGENT_MESSAGE` event whose language the speech
+/// recognizer or the upstream reported: `{"language":"en"}`.
+pub fn language_metadata(language: Option<&str>) -> Option<String> {
+    language.map(|l| serde_json::json!({ "language": l }).to_string())
+}
+
+/// The language [`language_metadata`] stored, if any.
+pub fn language_in_metadata(metadata: Option<&str>) -> Option<String> {
+    let v: Value = serde_json::from_str(metadata?).ok()?;
+    v.get("language")?.as_str().map(str::to_string)
+}
+
+/// What the model is told of a `tool_response` or `tool_error` (`message`, `type`
+/// included): the response's `content`; for an error, its `content` when the client gave
+/// one ("text passed to the supplemental LLM in place of the tool call result"), else that
+/// the tool failed (the `error` itself is "not exposed to the LLM").
+pub fn tool_result_content(message: &Value) -> String {
+    let content = message
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|c| !c.trim().is_empty());
+    match (message.get("type").and_then(Value::as_str), content) {
+        (Some("tool_response"), _) => content.unwrap_or_default().to_string(),
+        (_, Some(c)) => c.to_string(),
+        _ => "The tool call failed.".to_string(),
+    }
 }

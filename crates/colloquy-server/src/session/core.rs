@@ -249,13 +249,11 @@ impl Core {
         self.record(vec![ev]).await?;
         self.feed(&ServerMessage::AssistantMessage {
             id: id.clone(),
-            message: ChatMessage {
-                role: "assistant".into(),
-                content: Some(text.to_string()),
-            },
+            message: ChatMessage::text("assistant", text.to_string()),
             models: Inference::default(),
             from_text,
             is_quick_response: false,
+            language: None,
         })
         .await?;
         Ok(id)

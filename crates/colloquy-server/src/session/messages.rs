@@ -6,7 +6,7 @@
 
 use super::ending::End;
 use super::Session;
-use crate::engine::{Accepted, ClientEvent};
+use crate::engine::{tool_result_content, Accepted, ClientEvent};
 use base64::Engine as _;
 use colloquy_audio::{Linear16Format, StreamProbe};
 use colloquy_wire::socket::{
@@ -87,10 +87,7 @@ impl Session {
                 let ev = core.event(EventRole::User, EventType::UserMessage, &input.text);
                 core.record(vec![ev]).await?;
                 core.send_or_end(&ServerMessage::UserMessage {
-                    message: ChatMessage {
-                        role: "user".into(),
-                        content: Some(input.text.clone()),
-                    },
+                    message: ChatMessage::text("user", input.text.clone()),
                     models: Inference::default(),
                     time: MillisecondInterval {
                         begin: offset,
@@ -98,6 +95,7 @@ impl Session {
                     },
                     from_text: true,
                     interim: false,
+                    language: None,
                 })
                 .await?;
                 self.engine
@@ -219,31 +217,29 @@ impl Session {
                     .await
             }
             ClientMessage::ToolResponse(r) => {
-                let meta = serde_json::to_value(&r).map(|mut v| {
-                    v["type"] = json!("tool_response");
-                    v.to_string()
-                });
+                let mut message = serde_json::to_value(&r).unwrap_or_default();
+                message["type"] = json!("tool_response");
                 let mut ev =
                     core.event(EventRole::Tool, EventType::FunctionCallResponse, &r.content);
-                ev.metadata = meta.ok();
+                ev.metadata = Some(message.to_string());
                 core.record(vec![ev]).await?;
                 let event = ClientEvent::ToolResult {
                     tool_call_id: &r.tool_call_id,
-                    content: r.content.clone(),
+                    content: tool_result_content(&message),
+                    message,
                 };
                 self.engine.on_client(core, accepted(event)).await
             }
             ClientMessage::ToolError(r) => {
-                let meta = serde_json::to_value(&r).map(|mut v| {
-                    v["type"] = json!("tool_error");
-                    v.to_string()
-                });
+                let mut message = serde_json::to_value(&r).unwrap_or_default();
+                message["type"] = json!("tool_error");
                 let mut ev = core.event(EventRole::Tool, EventType::FunctionCallResponse, &r.error);
-                ev.metadata = meta.ok();
+                ev.metadata = Some(message.to_string());
                 core.record(vec![ev]).await?;
                 let event = ClientEvent::ToolResult {
                     tool_call_id: &r.tool_call_id,
-                    content: format!("error: {}", r.error),
+                    content: tool_result_content(&message),
+                    message,
                 };
                 self.engine.on_client(core, accepted(event)).await
             }

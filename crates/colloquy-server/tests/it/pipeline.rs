@@ -106,7 +106,8 @@ async fn transcription(State(f): State<Fake>, body: Bytes) -> Response {
             let ev = json!({"type": "transcript.text.delta", "delta": d});
             sse.push_str(&format!("data: {ev}\n\n"));
         }
-        let done = json!({"type": "transcript.text.done", "text": text});
+        // Whisper-style servers name the language they detected.
+        let done = json!({"type": "transcript.text.done", "text": text, "language": "english"});
         sse.push_str(&format!("data: {done}\n\n"));
         return Response::builder()
             .header("content-type", "text/event-stream")
@@ -115,7 +116,9 @@ async fn transcription(State(f): State<Fake>, body: Bytes) -> Response {
     }
     Response::builder()
         .header("content-type", "application/json")
-        .body(Body::from(json!({ "text": text }).to_string()))
+        .body(Body::from(
+            json!({ "text": text, "language": "en" }).to_string(),
+        ))
         .unwrap()
 }
 
@@ -287,17 +290,33 @@ async fn a_pipeline_chat_answers_typed_turns_with_tools_and_hangs_up() {
         send_json(&mut ws, json!({"type": "user_input", "text": "weather"})).await;
         assert_eq!(recv_json(&mut ws).await["type"], "user_message");
         sentence(&mut ws, "Let me check.").await;
-        let call = recv_json(&mut ws).await;
+        let want_call = json!({"type": "tool_call", "name": "get_weather",
+            "parameters": "{\"city\":\"Paris\"}", "tool_call_id": "call-1",
+            "tool_type": "function", "response_required": true});
+        // The turn's assistant message carries the call, then the call itself.
+        let carrier = recv_json(&mut ws).await;
+        assert_eq!(carrier["type"], "assistant_message", "{carrier}");
         assert_eq!(
-            call,
-            json!({"type": "tool_call", "name": "get_weather", "parameters": "{\"city\":\"Paris\"}",
-                   "tool_call_id": "call-1", "tool_type": "function", "response_required": true})
+            carrier["message"],
+            json!({"role": "assistant", "content": "", "tool_call": want_call})
         );
+        let call = recv_json(&mut ws).await;
+        assert_eq!(call, want_call);
         send_json(
             &mut ws,
             json!({"type": "tool_response", "tool_call_id": "call-1", "content": "sunny"}),
         )
         .await;
+        // The answer goes to the assistant as a message with role `tool`.
+        let result = recv_json(&mut ws).await;
+        assert_eq!(result["type"], "user_message", "{result}");
+        assert_eq!(
+            result["message"],
+            json!({"role": "tool", "content": "sunny", "tool_result":
+                {"type": "tool_response", "tool_call_id": "call-1", "content": "sunny"}})
+        );
+        assert_eq!(result["from_text"], true);
+        assert_eq!(result["interim"], false);
         sentence(&mut ws, "It is sunny in Paris.").await;
         assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
         let req = fake.chats.lock().unwrap()[2].clone();
@@ -440,6 +459,9 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
         assert_eq!(heard["message"]["content"], "hello");
         assert_eq!(heard["from_text"], false);
         assert_eq!(heard["interim"], false);
+        // The language the recognizer detected, as ISO 639-1 ("english" → "en").
+        assert_eq!(heard["language"], "en", "{heard}");
+        assert!(interim.get("language").is_none());
         let utterance_ms = fake.heard_ms.lock().unwrap()[0];
         assert!(
             utterance_ms > 1_000,
@@ -491,6 +513,9 @@ async fn spoken_turns_are_transcribed_and_the_user_can_interrupt() {
                 "CHAT_END_MESSAGE",
             ]
         );
+        let heard_meta: Value =
+            serde_json::from_str(events[5]["metadata"].as_str().unwrap()).unwrap();
+        assert_eq!(heard_meta, json!({"language": "en"}));
         assert_eq!(events[6]["id"], cut_id.as_str());
         assert_eq!(events[6]["message_text"], "Hello there!");
         let cut = &events[7];
@@ -1027,16 +1052,25 @@ async fn a_tool_call_is_answered_through_the_control_plane() {
     assert_eq!(status, 200);
     assert_eq!(recv_json(&mut ws).await["type"], "user_message");
     sentence(&mut ws, "Let me check.").await;
+    let carrier = recv_json(&mut ws).await;
+    assert_eq!(carrier["message"]["tool_call"]["tool_call_id"], "call-1");
     let call = recv_json(&mut ws).await;
     assert_eq!(call["tool_call_id"], "call-1");
+    // A tool_error's content is what the model is told (its error is not).
     let (status, _) = crate::control::send(
         &srv,
         k,
         chat,
-        json!({"type": "tool_response", "tool_call_id": "call-1", "content": "sunny"}),
+        json!({"type": "tool_error", "tool_call_id": "call-1", "error": "timeout 504",
+               "content": "sunny"}),
     )
     .await;
     assert_eq!(status, 200);
+    let result = recv_json(&mut ws).await;
+    assert_eq!(result["message"]["role"], "tool");
+    assert_eq!(result["message"]["content"], "sunny");
+    assert_eq!(result["message"]["tool_result"]["type"], "tool_error");
+    assert_eq!(result["message"]["tool_result"]["error"], "timeout 504");
     sentence(&mut ws, "It is sunny in Paris.").await;
     assert_eq!(recv_json(&mut ws).await, json!({"type": "assistant_end"}));
     let req = fake.chats.lock().unwrap()[1].clone();

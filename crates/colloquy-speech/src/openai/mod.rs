@@ -28,7 +28,9 @@ pub use chat::{
 pub use deltas::{DeltaAssembler, LlmDelta};
 pub use speech::SpeechClient;
 pub use sse::SseDecoder;
-pub use transcription::{TranscriptEvent, TranscriptStream, TranscriptionClient};
+pub use transcription::{
+    iso639_1, Transcript, TranscriptEvent, TranscriptStream, TranscriptionClient,
+};
 
 use std::pin::Pin;
 use std::time::Duration;

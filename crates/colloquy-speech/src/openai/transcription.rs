@@ -15,8 +15,73 @@ use crate::wav::encode_wav;
 pub enum TranscriptEvent {
     /// The text recognized so far (for an interim `user_message`).
     Interim(String),
+    /// The language the service detected (ISO 639-1), when it reports one; comes before
+    /// the [`TranscriptEvent::Final`].
+    Language(String),
     /// The final text, trimmed; always the last item.
     Final(String),
+}
+
+/// A finished transcription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcript {
+    /// The text, trimmed.
+    pub text: String,
+    /// The detected language as an ISO 639-1 code, when the service reports one (Whisper
+    /// servers' `verbose_json` answers do, as a name like `english`).
+    pub language: Option<String>,
+}
+
+/// The ISO 639-1 code of a language a transcription service reported: a code (`en`,
+/// `EN`, `en-US`) or a Whisper language name (`english`). `None` for anything else.
+pub fn iso639_1(reported: &str) -> Option<String> {
+    let r = reported.trim().to_ascii_lowercase();
+    let primary = r.split(['-', '_']).next().unwrap_or_default();
+    if primary.len() == 2 && primary.bytes().all(|b| b.is_ascii_lowercase()) {
+        return Some(primary.to_string());
+    }
+    WHISPER_LANGUAGES
+        .iter()
+        .find(|(_, name)| *name == r)
+        .map(|(code, _)| code.to_string())
+}
+
+/// Whisper's language names with their ISO 639-1 codes.
+#[rustfmt::skip]
+const WHISPER_LANGUAGES: &[(&str, &str)] = &[
+    ("en", "english"), ("zh", "chinese"), ("de", "german"), ("es", "spanish"),
+    ("ru", "russian"), ("ko", "korean"), ("fr", "french"), ("ja", "japanese"),
+    ("pt", "portuguese"), ("tr", "turkish"), ("pl", "polish"), ("ca", "catalan"),
+    ("nl", "dutch"), ("ar", "arabic"), ("sv", "swedish"), ("it", "italian"),
+    ("id", "indonesian"), ("hi", "hindi"), ("fi", "finnish"), ("vi", "vietnamese"),
+    ("he", "hebrew"), ("uk", "ukrainian"), ("el", "greek"), ("ms", "malay"),
+    ("cs", "czech"), ("ro", "romanian"), ("da", "danish"), ("hu", "hungarian"),
+    ("ta", "tamil"), ("no", "norwegian"), ("th", "thai"), ("ur", "urdu"),
+    ("hr", "croatian"), ("bg", "bulgarian"), ("lt", "lithuanian"), ("la", "latin"),
+    ("mi", "maori"), ("ml", "malayalam"), ("cy", "welsh"), ("sk", "slovak"),
+    ("te", "telugu"), ("fa", "persian"), ("lv", "latvian"), ("bn", "bengali"),
+    ("sr", "serbian"), ("az", "azerbaijani"), ("sl", "slovenian"), ("kn", "kannada"),
+    ("et", "estonian"), ("mk", "macedonian"), ("br", "breton"), ("eu", "basque"),
+    ("is", "icelandic"), ("hy", "armenian"), ("ne", "nepali"), ("mn", "mongolian"),
+    ("bs", "bosnian"), ("kk", "kazakh"), ("sq", "albanian"), ("sw", "swahili"),
+    ("gl", "galician"), ("mr", "marathi"), ("pa", "punjabi"), ("si", "sinhala"),
+    ("km", "khmer"), ("sn", "shona"), ("yo", "yoruba"), ("so", "somali"),
+    ("af", "afrikaans"), ("oc", "occitan"), ("ka", "georgian"), ("be", "belarusian"),
+    ("tg", "tajik"), ("sd", "sindhi"), ("gu", "gujarati"), ("am", "amharic"),
+    ("yi", "yiddish"), ("lo", "lao"), ("uz", "uzbek"), ("fo", "faroese"),
+    ("ht", "haitian creole"), ("ps", "pashto"), ("tk", "turkmen"), ("nn", "nynorsk"),
+    ("mt", "maltese"), ("sa", "sanskrit"), ("lb", "luxembourgish"), ("my", "myanmar"),
+    ("bo", "tibetan"), ("tl", "tagalog"), ("mg", "malagasy"), ("as", "assamese"),
+    ("tt", "tatar"), ("ln", "lingala"), ("ha", "hausa"), ("ba", "bashkir"),
+    ("jw", "javanese"), ("su", "sundanese"),
+];
+
+/// The language field of a transcription answer, as ISO 639-1.
+fn language_of(answer: &Value) -> Option<String> {
+    answer
+        .get("language")
+        .and_then(Value::as_str)
+        .and_then(iso639_1)
 }
 
 /// A streamed transcription: [`TranscriptEvent::Interim`]s, then one
@@ -71,6 +136,16 @@ impl TranscriptionClient {
         audio: &Pcm,
         language: Option<&str>,
     ) -> Result<String, ServiceError> {
+        Ok(self.transcript(audio, language).await?.text)
+    }
+
+    /// Like [`transcribe`](Self::transcribe), with the language the service detected when
+    /// its answer has one.
+    pub async fn transcript(
+        &self,
+        audio: &Pcm,
+        language: Option<&str>,
+    ) -> Result<Transcript, ServiceError> {
         let ep = &self.endpoint;
         let form = self.form(audio, language, false);
         let response = ep.send(ep.post().multipart(form)).await?;
@@ -78,6 +153,8 @@ impl TranscriptionClient {
         #[derive(Deserialize)]
         struct Transcription {
             text: String,
+            #[serde(default)]
+            language: Option<Value>,
         }
         let parsed: Transcription = serde_json::from_slice(&body).map_err(|e| {
             ep.invalid(format!(
@@ -85,7 +162,14 @@ impl TranscriptionClient {
                 snippet(&String::from_utf8_lossy(&body))
             ))
         })?;
-        Ok(parsed.text.trim().to_string())
+        Ok(Transcript {
+            text: parsed.text.trim().to_string(),
+            language: parsed
+                .language
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(iso639_1),
+        })
     }
 
     /// Like [`transcribe`](Self::transcribe) but asks for a streamed answer
@@ -108,17 +192,19 @@ impl TranscriptionClient {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !is_sse {
             let body = ep.body(response).await?;
-            let text = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("text").and_then(Value::as_str).map(str::to_string))
-                .ok_or_else(|| {
-                    ep.invalid(format!(
-                        "expected JSON with `text`: {}",
-                        snippet(&String::from_utf8_lossy(&body))
-                    ))
-                })?;
-            let item = Ok(TranscriptEvent::Final(text.trim().to_string()));
-            return Ok(Box::pin(futures::stream::iter([item])));
+            let answer = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+            let text = answer.get("text").and_then(Value::as_str).ok_or_else(|| {
+                ep.invalid(format!(
+                    "expected JSON with `text`: {}",
+                    snippet(&String::from_utf8_lossy(&body))
+                ))
+            })?;
+            let mut items: Vec<Result<TranscriptEvent, ServiceError>> = Vec::new();
+            if let Some(language) = language_of(&answer) {
+                items.push(Ok(TranscriptEvent::Language(language)));
+            }
+            items.push(Ok(TranscriptEvent::Final(text.trim().to_string())));
+            return Ok(Box::pin(futures::stream::iter(items)));
         }
         let state = TranscriptState {
             body: Box::pin(response.bytes_stream()),
@@ -175,6 +261,10 @@ impl TranscriptState {
             Some("transcript.text.done") => {
                 if let Some(text) = event.get("text").and_then(Value::as_str) {
                     self.text = text.to_string();
+                }
+                if let Some(language) = language_of(&event) {
+                    self.queue
+                        .push_back(Ok(TranscriptEvent::Language(language)));
                 }
                 self.finish();
             }
@@ -297,5 +387,32 @@ mod tests {
 
         let got = events(&["data: [DONE]\n\n"]).await;
         assert_eq!(got, vec![Ok(TranscriptEvent::Final(String::new()))]);
+    }
+
+    #[tokio::test]
+    async fn a_reported_language_comes_before_the_final_text() {
+        let got = events(&[
+            "data: {\"type\":\"transcript.text.done\",\"text\":\"Hola\",\"language\":\"spanish\"}\n\n",
+        ])
+        .await;
+        assert_eq!(
+            got,
+            vec![
+                Ok(TranscriptEvent::Language("es".into())),
+                Ok(TranscriptEvent::Final("Hola".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn languages_become_iso_639_1() {
+        assert_eq!(iso639_1("english").as_deref(), Some("en"));
+        assert_eq!(iso639_1("English").as_deref(), Some("en"));
+        assert_eq!(iso639_1("en-US").as_deref(), Some("en"));
+        assert_eq!(iso639_1("FR").as_deref(), Some("fr"));
+        assert_eq!(iso639_1("haitian creole").as_deref(), Some("ht"));
+        assert_eq!(iso639_1("klingon"), None);
+        assert_eq!(iso639_1(""), None);
+        assert_eq!(iso639_1("e1"), None);
     }
 }

@@ -12,6 +12,7 @@ mod chats;
 mod erasure;
 mod jobs;
 mod keys;
+mod listings;
 mod orphans;
 mod resources;
 mod search;
@@ -65,6 +66,7 @@ macro_rules! conformance_tests {
             chats::chat_lifecycle_and_listing,
             chats::resume_and_groups,
             chats::group_event_order,
+            listings::listings_count_every_change,
             batches::failed_batch_changes_nothing,
             batches::revocation_in_batches,
             batches::large_batches,

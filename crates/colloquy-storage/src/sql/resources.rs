@@ -57,16 +57,14 @@ impl Listing {
                  WHERE m.resource_id = r.id)",
             );
         }
-        let mut limit = Clause::default();
-        limit
-            .sql(" LIMIT ")
-            .bind(Value::Int(page.size as i64))
-            .sql(" OFFSET ")
-            .bind(Value::Int(page.offset()));
         Self {
             filter: c,
-            order: " ORDER BY r.created_on ASC, r.id ASC, v.version ASC".to_string(),
-            limit,
+            keys: vec!["r.created_on", "r.id", "v.version"],
+            ascending: true,
+            page,
+            counted: None,
+            counts_table: None,
+            owner: None,
         }
     }
 }
@@ -99,11 +97,12 @@ mod tests {
             render(&all.filter),
             format!(" WHERE r.user_id = ?Uuid({user}) AND r.kind = ?Text(\"tool\")")
         );
+        let w = all.window(100).unwrap();
         assert_eq!(
-            all.order,
+            w.order,
             " ORDER BY r.created_on ASC, r.id ASC, v.version ASC"
         );
-        assert_eq!(render(&all.limit), " LIMIT ?Int(5) OFFSET ?Int(10)");
+        assert_eq!(render(&w.limit), " LIMIT ?Int(5) OFFSET ?Int(10)");
         let filter = ResourceFilter {
             id: Some(user),
             name: Some("a\0".into()),

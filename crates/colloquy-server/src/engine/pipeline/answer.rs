@@ -4,7 +4,7 @@
 
 use super::turn::TurnOutput;
 use super::PipelineEngine;
-use crate::engine::place_after;
+use crate::engine::{language_metadata, place_after};
 use crate::session::core::Core;
 use crate::session::ending::End;
 use base64::Engine as _;
@@ -37,18 +37,20 @@ impl PipelineEngine {
                 let (begin, end) = self.heard_span;
                 // Interim transcripts are sent, not recorded (as in the hosted API).
                 core.send_or_end(&ServerMessage::UserMessage {
-                    message: WireMessage {
-                        role: "user".into(),
-                        content: Some(text),
-                    },
+                    message: WireMessage::text("user", text),
                     models: Inference::default(),
                     time: MillisecondInterval { begin, end },
                     from_text: false,
                     interim: true,
+                    language: None,
                 })
                 .await
             }
-            TurnOutput::Heard { text, scores } => {
+            TurnOutput::Heard {
+                text,
+                scores,
+                language,
+            } => {
                 self.turn = None;
                 let (begin, end) = self.heard_span;
                 if text.trim().is_empty() {
@@ -60,16 +62,15 @@ impl PipelineEngine {
                 };
                 let mut ev = core.event(EventRole::User, EventType::UserMessage, &text);
                 ev.emotion_features = scores.as_ref().and_then(|s| serde_json::to_string(s).ok());
+                ev.metadata = language_metadata(language.as_deref());
                 core.record(vec![ev]).await?;
                 core.send_or_end(&ServerMessage::UserMessage {
-                    message: WireMessage {
-                        role: "user".into(),
-                        content: Some(text.clone()),
-                    },
+                    message: WireMessage::text("user", text.clone()),
                     models,
                     time: MillisecondInterval { begin, end },
                     from_text: false,
                     interim: false,
+                    language,
                 })
                 .await?;
                 self.user_turn(core, text).await
@@ -89,6 +90,7 @@ impl PipelineEngine {
                 };
                 let text = serde_json::to_string(&msg).unwrap_or_default();
                 let ev = core.event(EventRole::Tool, EventType::FunctionCall, &text);
+                let event_id = ev.id.to_string();
                 core.record(vec![ev]).await?;
                 if builtin {
                     tracing::info!("the model hung up");
@@ -109,6 +111,10 @@ impl PipelineEngine {
                     }
                 }
                 self.pending_tools.push(id);
+                // The turn's assistant message carries the call (`message.tool_call`).
+                let call = serde_json::to_value(&msg).unwrap_or_default();
+                core.send_or_end(&ServerMessage::assistant_tool_call(event_id, call))
+                    .await?;
                 core.send_or_end(&msg).await
             }
             TurnOutput::Done => {
@@ -158,13 +164,11 @@ impl PipelineEngine {
         self.sentences += 1;
         core.send_or_end(&ServerMessage::AssistantMessage {
             id: id.clone(),
-            message: WireMessage {
-                role: "assistant".into(),
-                content: Some(text),
-            },
+            message: WireMessage::text("assistant", text),
             models: Inference::default(),
             from_text: false,
             is_quick_response: false,
+            language: None,
         })
         .await?;
         let start = self.speech_end_ms.max(core.offset_now());

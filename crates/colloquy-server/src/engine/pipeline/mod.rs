@@ -22,6 +22,7 @@ use colloquy_speech::expression::ExpressionClient;
 use colloquy_speech::prompt::{build_messages, history_messages, tool_definitions};
 use colloquy_speech::{ChatMessage, ChatRequest, TurnDetector};
 use colloquy_storage::{NewEvent, PageRequest};
+use colloquy_wire::socket::ServerMessage;
 use colloquy_wire::{EventRole, EventType, ReturnChatEvent, SocketError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,7 +204,8 @@ impl PipelineEngine {
             ClientEvent::ToolResult {
                 tool_call_id,
                 content,
-            } => self.tool_result(core, tool_call_id, content).await,
+                message,
+            } => self.tool_result(core, tool_call_id, content, message).await,
             ClientEvent::Pause(paused) => {
                 self.paused = paused;
                 Ok(())
@@ -309,11 +311,16 @@ impl PipelineEngine {
         core: &mut Core,
         tool_call_id: &str,
         content: String,
+        message: serde_json::Value,
     ) -> Result<(), End> {
         let Some(i) = self.pending_tools.iter().position(|id| id == tool_call_id) else {
             return Ok(());
         };
         self.pending_tools.remove(i);
+        // The answer, as a message with role `tool` (`message.tool_result`).
+        let at = core.offset_now();
+        core.send_or_end(&ServerMessage::tool_result(message, content.clone(), at))
+            .await?;
         self.turns
             .push(ChatMessage::tool_result(tool_call_id, content));
         if self.pending_tools.is_empty() {

@@ -141,6 +141,8 @@ pub enum TurnOutput {
     Heard {
         text: String,
         scores: Option<Scores>,
+        /// The language the recognizer detected (ISO 639-1), when it reports one.
+        language: Option<String>,
     },
     /// A service failed; the turn is over.
     Failed(String),
@@ -187,10 +189,11 @@ impl Turn {
                 }
             };
             if !interim {
-                let out = match asr.transcribe(&audio, None).await {
-                    Ok(text) => TurnOutput::Heard {
-                        text,
+                let out = match asr.transcript(&audio, None).await {
+                    Ok(t) => TurnOutput::Heard {
+                        text: t.text,
                         scores: scores(measuring).await,
+                        language: t.language,
                     },
                     Err(e) => TurnOutput::Failed(e.to_string()),
                 };
@@ -205,12 +208,25 @@ impl Turn {
                 }
             };
             let mut measuring = measuring;
+            let mut language = None;
             while let Some(item) = stream.next().await {
                 let (out, last) = match item {
                     Ok(TranscriptEvent::Interim(t)) => (TurnOutput::HeardSoFar(t), false),
+                    Ok(TranscriptEvent::Language(l)) => {
+                        language = Some(l);
+                        continue;
+                    }
                     Ok(TranscriptEvent::Final(text)) => {
                         let scores = scores(measuring.take()).await;
-                        (TurnOutput::Heard { text, scores }, true)
+                        let language = language.take();
+                        (
+                            TurnOutput::Heard {
+                                text,
+                                scores,
+                                language,
+                            },
+                            true,
+                        )
                     }
                     Err(e) => (TurnOutput::Failed(e.to_string()), true),
                 };

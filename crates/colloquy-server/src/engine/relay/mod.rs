@@ -7,7 +7,7 @@
 
 pub mod upstream;
 
-use super::Output;
+use super::{language_metadata, Output};
 use crate::session::core::Core;
 use crate::session::ending::End;
 use axum::extract::ws::Message;
@@ -178,6 +178,7 @@ impl RelayEngine {
                 if v.get("interim").and_then(Value::as_bool) != Some(true) {
                     let mut ev = core.event(EventRole::User, EventType::UserMessage, &content(&v));
                     ev.emotion_features = prosody_scores(&v);
+                    ev.metadata = language_metadata(reported_language(&v).as_deref());
                     core.record(vec![ev]).await?;
                 }
                 send_frame(core, Message::Text(text.into())).await
@@ -190,6 +191,7 @@ impl RelayEngine {
                 let mut ev = core.event(EventRole::Agent, EventType::AgentMessage, &content(&v));
                 ev.id = local;
                 ev.emotion_features = prosody_scores(&v);
+                ev.metadata = language_metadata(reported_language(&v).as_deref());
                 core.record(vec![ev]).await?;
                 self.last_agent_event = Some(local);
                 v["id"] = json!(local.to_string());
@@ -332,4 +334,11 @@ async fn send_value(core: &mut Core, v: &Value) -> Result<(), End> {
 
 async fn send_frame(core: &mut Core, msg: Message) -> Result<(), End> {
     core.write(msg, true).await
+}
+
+/// The `language` an upstream `user_message` / `assistant_message` reports, as ISO 639-1.
+fn reported_language(v: &Value) -> Option<String> {
+    v.get("language")
+        .and_then(Value::as_str)
+        .and_then(colloquy_speech::openai::iso639_1)
 }

@@ -130,6 +130,26 @@ def _sentence(sock, text: str) -> str:
     return am.id
 
 
+def _tool_call_carrier(sock, call_id: str) -> None:
+    """The assistant_message of the turn that calls a tool: `message.tool_call` parses as the
+    SDK's ToolCallMessage (spec choice: no words, those went out as the turn's sentences)."""
+    am = recv(sock)
+    assert isinstance(am, AssistantMessage), am
+    assert am.message.role == "assistant" and am.message.content == ""
+    assert isinstance(am.message.tool_call, ToolCallMessage), am.message
+    assert (am.message.tool_call.name, am.message.tool_call.tool_call_id) == ("get_weather", call_id)
+
+
+def _tool_result_carrier(sock, call_id: str, content: str) -> None:
+    """The answer as it reaches the assistant: a user_message with role `tool` whose
+    `message.tool_result` parses as the SDK's ToolResponseMessage."""
+    um = recv(sock)
+    assert isinstance(um, UserMessage), um
+    assert (um.message.role, um.message.content, um.interim) == ("tool", content, False)
+    assert isinstance(um.message.tool_result, ToolResponseMessage), um.message
+    assert (um.message.tool_result.tool_call_id, um.message.tool_result.content) == (call_id, content)
+
+
 def test_a_pipeline_chat_through_the_sdk(dedicated, fake_openai):
     srv = dedicated(
         "pipeline",
@@ -165,11 +185,13 @@ def test_a_pipeline_chat_through_the_sdk(dedicated, fake_openai):
         sock.send_publish(UserInput(text="weather please"))
         assert isinstance(recv(sock), UserMessage)
         _sentence(sock, "One moment.")
+        _tool_call_carrier(sock, "call-7")
         call = recv(sock)
         assert isinstance(call, ToolCallMessage), call
         assert (call.name, call.tool_call_id, call.response_required) == ("get_weather", "call-7", True)
         assert json.loads(call.parameters) == {"city": "Oslo"}
         sock.send_publish(ToolResponseMessage(tool_call_id="call-7", content="cold", tool_name="get_weather"))
+        _tool_result_carrier(sock, "call-7", "cold")
         _sentence(sock, "The weather: cold.")
         assert isinstance(recv(sock), AssistantEnd)
 
@@ -264,9 +286,11 @@ def test_a_configs_tools_and_webhooks_in_a_pipeline_chat(dedicated, fake_openai)
             sock.send_publish(UserInput(text="weather please"))
             assert isinstance(recv(sock), UserMessage)
             _sentence(sock, "One moment.")
+            _tool_call_carrier(sock, "call-7")
             call = recv(sock)
             assert isinstance(call, ToolCallMessage) and call.tool_call_id == "call-7", call
             sock.send_publish(ToolResponseMessage(tool_call_id="call-7", content="cold", tool_name="get_weather"))
+            _tool_result_carrier(sock, "call-7", "cold")
             _sentence(sock, "The weather: cold.")
             assert isinstance(recv(sock), AssistantEnd)
             sock.send_publish(UserInput(text="bye"))

@@ -12,7 +12,10 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// Appends a shared [`Clause`] with PostgreSQL's placeholders. A search word is one probe
-/// of the partial GIN index of migration 0003.
+/// of the partial GIN index of migration 0003, evaluated once (an `ARRAY(…)` init plan)
+/// and then looked up by primary key: as an `IN (…)` semi-join under a `LIMIT`, the planner
+/// would walk the account's chats in order and test every message of each (1 s for a rare
+/// word at 200,000 events; docs/benchmarks.md, session 7).
 pub(crate) fn push(qb: &mut QueryBuilder<'_, Postgres>, clause: &Clause) {
     for piece in &clause.0 {
         match piece {
@@ -22,12 +25,12 @@ pub(crate) fn push(qb: &mut QueryBuilder<'_, Postgres>, clause: &Clause) {
             Piece::Bind(Value::Int(n)) => qb.push_bind(*n),
             Piece::Says(term) => qb
                 .push(
-                    "id IN (SELECT chat_id FROM chat_events \
+                    "id = ANY(ARRAY(SELECT chat_id FROM chat_events \
                      WHERE type IN ('USER_MESSAGE', 'AGENT_MESSAGE') \
                      AND to_tsvector('simple', message_text) @@ to_tsquery('simple', ",
                 )
                 .push_bind(format!("{term}:*"))
-                .push("))"),
+                .push(")))"),
         };
     }
 }

@@ -13,9 +13,17 @@ use uuid::Uuid;
 
 /// Appends a shared [`Clause`] with SQLite's placeholders (UUIDs as text). A search word is
 /// one FTS5 probe (migration 0004).
+///
+/// With a search word, the account's column is written `+user_id`, which keeps SQLite
+/// from walking the account's index: without statistics it takes `user_id = ?` for a
+/// selective condition and tests every chat of the account against the matches (27 ms for
+/// a rare word at 10M events; docs/benchmarks.md, session 7), where looking the matching
+/// chats up by id costs what the matches do.
 fn push(qb: &mut QueryBuilder<'_, Sqlite>, clause: &Clause) {
+    let searching = clause.0.iter().any(|p| matches!(p, Piece::Says(_)));
     for piece in &clause.0 {
         match piece {
+            Piece::Sql("user_id") if searching => qb.push("+user_id"),
             Piece::Sql(s) => qb.push(s),
             Piece::Bind(Value::Uuid(u)) => qb.push_bind(u.to_string()),
             Piece::Bind(Value::Text(t)) => qb.push_bind(t.clone()),

@@ -37,7 +37,8 @@ mod tests;
 use async_trait::async_trait;
 use colloquy_storage::*;
 use colloquy_wire::ChatStatus;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
 use uuid::Uuid;
 
 /// Settings of the PostgreSQL backend.
@@ -89,10 +90,19 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
 impl PostgresStore {
     /// Connects and applies pending migrations (under sqlx's advisory lock, so servers
     /// starting together migrate once).
+    ///
+    /// Every connection turns off JIT compilation and parallel workers: Colloquy's queries
+    /// are small index lookups, and on a large database the planner's estimates (a
+    /// full-text prefix match is guessed at thousands of rows when it finds a hundred) made
+    /// PostgreSQL compile and start workers for them, 16–150 ms of a 0.5 ms search
+    /// (docs/benchmarks.md, session 7).
     pub async fn open(url: &str, settings: &PostgresSettings) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(db)?
+            .options([("jit", "off"), ("max_parallel_workers_per_gather", "0")]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(db)?;
         MIGRATOR

@@ -499,3 +499,20 @@ async fn count_changes_fold_and_stay_exact_under_concurrent_writers() {
     })
     .await;
 }
+
+/// The store's connections run without JIT and parallel workers (small index lookups).
+#[tokio::test]
+async fn connections_turn_off_jit_and_parallel_workers() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        let (jit, workers): (String, String) = sqlx::query_as(
+            "SELECT current_setting('jit'), current_setting('max_parallel_workers_per_gather')",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!((jit.as_str(), workers.as_str()), ("off", "0"));
+        store.close().await;
+    })
+    .await;
+}

@@ -301,7 +301,7 @@ impl Case {
         };
         let at = match at {
             At::First => "first",
-            At::FirstNewest => "first, newest",
+            At::FirstNewest => "first (newest)",
             At::Middle => "middle",
             At::Deep => "90%",
             At::Last => "last",

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use colloquy_wire::socket::{BuiltinTool, Tool};
+use colloquy_wire::socket::{tool_result_content, BuiltinTool, Tool};
 use colloquy_wire::{EventType, ReturnChatEvent};
 use serde_json::Value;
 
@@ -73,12 +73,12 @@ pub fn substitute_variables(template: &str, variables: &BTreeMap<String, Value>)
 /// out, since the API rejects unpaired tool messages). Other events are skipped.
 pub fn history_messages(events: &[ReturnChatEvent], event_limit: usize) -> Vec<ChatMessage> {
     let events = &events[events.len().saturating_sub(event_limit)..];
-    // tool_call_id -> response text
+    // tool_call_id -> what the model was told
     let mut responses: HashMap<String, String> = HashMap::new();
     for e in events {
         if e.event_type == EventType::FunctionCallResponse {
-            if let Some(id) = response_call_id(e) {
-                responses.insert(id, e.message_text.clone().unwrap_or_default());
+            if let Some((id, told)) = response_of(e) {
+                responses.insert(id, told);
             }
         }
     }
@@ -123,11 +123,15 @@ pub fn history_messages(events: &[ReturnChatEvent], event_limit: usize) -> Vec<C
     out
 }
 
-fn response_call_id(e: &ReturnChatEvent) -> Option<String> {
+/// The call a `FUNCTION_CALL_RESPONSE` answered and what the model was told of it (the
+/// client's message is the event's metadata; [`tool_result_content`]).
+fn response_of(e: &ReturnChatEvent) -> Option<(String, String)> {
     let meta: Value = serde_json::from_str(e.metadata.as_deref()?).ok()?;
-    meta.get("tool_call_id")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    let id = meta
+        .get("tool_call_id")
+        .and_then(Value::as_str)?
+        .to_string();
+    Some((id, tool_result_content(&meta)))
 }
 
 /// The full message list: the system prompt (with variables substituted; omitted when
@@ -296,6 +300,29 @@ mod tests {
             vec![ChatMessage::user("No thanks.")]
         );
         assert!(history_messages(&events, 0).is_empty());
+
+        // A resumed chat's failed call: the model is told the error's content, never the
+        // error itself, as in the live chat.
+        let failed = vec![
+            event(EventType::FunctionCall, call, ""),
+            event(
+                EventType::FunctionCallResponse,
+                "upstream 504",
+                r#"{"type":"tool_error","tool_call_id":"t1","error":"upstream 504","content":"No forecast now."}"#,
+            ),
+            event(EventType::FunctionCall, orphan, ""),
+            event(
+                EventType::FunctionCallResponse,
+                "boom",
+                r#"{"type":"tool_error","tool_call_id":"t2","error":"boom"}"#,
+            ),
+        ];
+        let msgs = history_messages(&failed, 10);
+        assert_eq!(msgs[1], ChatMessage::tool_result("t1", "No forecast now."));
+        assert_eq!(
+            msgs[3],
+            ChatMessage::tool_result("t2", "The tool call failed.")
+        );
     }
 
     #[test]

@@ -505,6 +505,22 @@ pub enum ServerMessage {
     },
 }
 
+/// What the model is told of a `tool_response` or `tool_error` (`message`, `type`
+/// included): the response's `content`; for an error, its `content` when the client gave
+/// one ("text passed to the supplemental LLM in place of the tool call result"), else that
+/// the tool failed (the `error` itself is "not exposed to the LLM").
+pub fn tool_result_content(message: &Value) -> String {
+    let content = message
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|c| !c.trim().is_empty());
+    match (message.get("type").and_then(Value::as_str), content) {
+        (Some("tool_response"), _) => content.unwrap_or_default().to_string(),
+        (_, Some(c)) => c.to_string(),
+        _ => "The tool call failed.".to_string(),
+    }
+}
+
 impl ServerMessage {
     /// The `assistant_message` of a turn that calls a tool: `message.tool_call` is the call
     /// (the `tool_call` message that follows it, as JSON) and `content` is empty, because

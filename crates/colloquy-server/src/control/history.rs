@@ -4,9 +4,11 @@
 //! / `tool_error`, `user_interruption`s, and `assistant_end` where the user spoke after the
 //! assistant. No audio and no interim transcripts.
 
-use crate::engine::{language_in_metadata, tool_result_content};
+use crate::engine::language_in_metadata;
 use colloquy_storage::{EventRecord, PageRequest, Store, StoreResult};
-use colloquy_wire::socket::{ChatMessage, Inference, MillisecondInterval, ServerMessage};
+use colloquy_wire::socket::{
+    tool_result_content, ChatMessage, Inference, MillisecondInterval, ServerMessage,
+};
 use colloquy_wire::EventType;
 use serde_json::{json, Value};
 use uuid::Uuid;

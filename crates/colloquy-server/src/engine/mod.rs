@@ -73,9 +73,9 @@ pub enum ClientEvent<'a> {
     ToolResult {
         /// The call answered.
         tool_call_id: &'a str,
-        /// What the model is told.
-        content: String,
-        /// The client's message (`type` included), for `message.tool_result`.
+        /// The client's message (`type` included): what the model is told comes from it
+        /// ([`colloquy_wire::socket::tool_result_content`]), and it is the
+        /// `message.tool_result` of the answer's message.
         message: Value,
     },
     /// `pause_assistant_message` (true) or `resume_assistant_message` (false).
@@ -245,20 +245,4 @@ pub fn language_metadata(language: Option<&str>) -> Option<String> {
 pub fn language_in_metadata(metadata: Option<&str>) -> Option<String> {
     let v: Value = serde_json::from_str(metadata?).ok()?;
     v.get("language")?.as_str().map(str::to_string)
-}
-
-/// What the model is told of a `tool_response` or `tool_error` (`message`, `type`
-/// included): the response's `content`; for an error, its `content` when the client gave
-/// one ("text passed to the supplemental LLM in place of the tool call result"), else that
-/// the tool failed (the `error` itself is "not exposed to the LLM").
-pub fn tool_result_content(message: &Value) -> String {
-    let content = message
-        .get("content")
-        .and_then(Value::as_str)
-        .filter(|c| !c.trim().is_empty());
-    match (message.get("type").and_then(Value::as_str), content) {
-        (Some("tool_response"), _) => content.unwrap_or_default().to_string(),
-        (_, Some(c)) => c.to_string(),
-        _ => "The tool call failed.".to_string(),
-    }
 }

@@ -6,7 +6,7 @@
 
 use super::ending::End;
 use super::Session;
-use crate::engine::{tool_result_content, Accepted, ClientEvent};
+use crate::engine::{Accepted, ClientEvent};
 use base64::Engine as _;
 use colloquy_audio::{Linear16Format, StreamProbe};
 use colloquy_wire::socket::{
@@ -217,31 +217,14 @@ impl Session {
                     .await
             }
             ClientMessage::ToolResponse(r) => {
-                let mut message = serde_json::to_value(&r).unwrap_or_default();
-                message["type"] = json!("tool_response");
-                let mut ev =
-                    core.event(EventRole::Tool, EventType::FunctionCallResponse, &r.content);
-                ev.metadata = Some(message.to_string());
-                core.record(vec![ev]).await?;
-                let event = ClientEvent::ToolResult {
-                    tool_call_id: &r.tool_call_id,
-                    content: tool_result_content(&message),
-                    message,
-                };
-                self.engine.on_client(core, accepted(event)).await
+                let message = tagged(&r, "tool_response");
+                self.tool_answer(text, &r.tool_call_id, &r.content, message)
+                    .await
             }
             ClientMessage::ToolError(r) => {
-                let mut message = serde_json::to_value(&r).unwrap_or_default();
-                message["type"] = json!("tool_error");
-                let mut ev = core.event(EventRole::Tool, EventType::FunctionCallResponse, &r.error);
-                ev.metadata = Some(message.to_string());
-                core.record(vec![ev]).await?;
-                let event = ClientEvent::ToolResult {
-                    tool_call_id: &r.tool_call_id,
-                    content: tool_result_content(&message),
-                    message,
-                };
-                self.engine.on_client(core, accepted(event)).await
+                let message = tagged(&r, "tool_error");
+                self.tool_answer(text, &r.tool_call_id, &r.error, message)
+                    .await
             }
             ClientMessage::PauseAssistantMessage | ClientMessage::ResumeAssistantMessage => {
                 let paused = matches!(msg, ClientMessage::PauseAssistantMessage);
@@ -259,6 +242,28 @@ impl Session {
         }
     }
 
+    /// A `tool_response` / `tool_error` (`message`, `type` included): recorded as a
+    /// `FUNCTION_CALL_RESPONSE` saying `text` with the message in its metadata, then handed
+    /// to the engine (`raw`: the frame as received).
+    async fn tool_answer(
+        &mut self,
+        raw: &str,
+        tool_call_id: &str,
+        text: &str,
+        message: serde_json::Value,
+    ) -> Result<(), End> {
+        let core = &mut self.core;
+        let mut ev = core.event(EventRole::Tool, EventType::FunctionCallResponse, text);
+        ev.metadata = Some(message.to_string());
+        core.record(vec![ev]).await?;
+        let event = ClientEvent::ToolResult {
+            tool_call_id,
+            message,
+        };
+        let accepted = Accepted { raw, event };
+        self.engine.on_client(core, accepted).await
+    }
+
     /// A binary frame: refused (audio goes base64-encoded in `audio_input`).
     pub(super) async fn binary_frame(&mut self, len: usize) -> Result<(), End> {
         let checked = self.core.check_key().await;
@@ -274,4 +279,11 @@ impl Session {
             .await;
         checked.and(told)
     }
+}
+
+/// `value` as JSON with its `type`.
+fn tagged(value: &impl serde::Serialize, kind: &str) -> serde_json::Value {
+    let mut v = serde_json::to_value(value).unwrap_or_default();
+    v["type"] = json!(kind);
+    v
 }

@@ -22,7 +22,7 @@ use colloquy_speech::expression::ExpressionClient;
 use colloquy_speech::prompt::{build_messages, history_messages, tool_definitions};
 use colloquy_speech::{ChatMessage, ChatRequest, TurnDetector};
 use colloquy_storage::{NewEvent, PageRequest};
-use colloquy_wire::socket::ServerMessage;
+use colloquy_wire::socket::{tool_result_content, ServerMessage};
 use colloquy_wire::{EventRole, EventType, ReturnChatEvent, SocketError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,9 +203,8 @@ impl PipelineEngine {
             ClientEvent::Audio(bytes) => self.hear(core, bytes).await,
             ClientEvent::ToolResult {
                 tool_call_id,
-                content,
                 message,
-            } => self.tool_result(core, tool_call_id, content, message).await,
+            } => self.tool_result(core, tool_call_id, message).await,
             ClientEvent::Pause(paused) => {
                 self.paused = paused;
                 Ok(())
@@ -310,7 +309,6 @@ impl PipelineEngine {
         &mut self,
         core: &mut Core,
         tool_call_id: &str,
-        content: String,
         message: serde_json::Value,
     ) -> Result<(), End> {
         let Some(i) = self.pending_tools.iter().position(|id| id == tool_call_id) else {
@@ -318,6 +316,7 @@ impl PipelineEngine {
         };
         self.pending_tools.remove(i);
         // The answer, as a message with role `tool` (`message.tool_result`).
+        let content = tool_result_content(&message);
         let at = core.offset_now();
         core.send_or_end(&ServerMessage::tool_result(message, content.clone(), at))
             .await?;

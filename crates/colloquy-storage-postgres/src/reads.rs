@@ -47,10 +47,8 @@ pub(crate) async fn count(
     let mut c = QueryBuilder::new("");
     push(&mut c, &listing.count(from));
     let (total, rows): (i64, i64) = c.build_query_as().fetch_one(pool).await.map_err(db)?;
-    if let (Some(table), true) = (listing.counts_table, rows > FOLD_AFTER) {
-        if let Some(user_id) = listing.owner() {
-            fold_counts(pool, table, user_id).await?;
-        }
+    if let (Some((table, user_id)), true) = (listing.counts_of, rows > FOLD_AFTER) {
+        fold_counts(pool, table, user_id).await?;
     }
     Ok(total)
 }

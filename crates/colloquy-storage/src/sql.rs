@@ -296,11 +296,10 @@ pub struct Listing {
     page: PageRequest,
     /// A statement that reads the total from maintained counts; `None`: count the rows.
     pub counted: Option<Clause>,
-    /// The table of maintained counts [`Listing::counted`] reads, if it is one that
-    /// collects change rows to fold together (PostgreSQL; [`Listing::count`]).
-    pub counts_table: Option<&'static str>,
-    /// The account of [`Listing::counts_table`]'s rows.
-    owner: Option<Uuid>,
+    /// The table of maintained counts [`Listing::counted`] reads and the account whose
+    /// rows it adds up, when they are change rows to fold together (PostgreSQL;
+    /// [`Listing::count`]).
+    pub counts_of: Option<(&'static str, Uuid)>,
 }
 
 /// Where a page lies in its listing: ` ORDER BY …` and ` LIMIT … OFFSET …`.
@@ -333,14 +332,8 @@ impl Listing {
             ascending: page.ascending,
             page,
             counted: None,
-            counts_table: None,
-            owner: None,
+            counts_of: None,
         }
-    }
-
-    /// The account whose maintained counts [`Listing::counted`] reads.
-    pub fn owner(&self) -> Option<Uuid> {
-        self.owner
     }
 
     /// The statement that gives the total and how many rows of maintained counts it
@@ -446,8 +439,7 @@ impl Listing {
                     listing.counted = Some(n.after(
                         "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM chat_counts",
                     ));
-                    listing.counts_table = Some("chat_counts");
-                    listing.owner = Some(id);
+                    listing.counts_of = Some(("chat_counts", id));
                 }
                 (ChatOwner::Group(id), None) if filter.config_id.is_none() => {
                     n.and("id", " = ", Value::Uuid(id));
@@ -497,8 +489,7 @@ impl Listing {
             listing.counted = Some(
                 n.after("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM group_counts"),
             );
-            listing.counts_table = Some("group_counts");
-            listing.owner = Some(user_id);
+            listing.counts_of = Some(("group_counts", user_id));
         }
         listing
     }
@@ -514,8 +505,7 @@ impl Listing {
             ascending: page.ascending,
             page,
             counted: None,
-            counts_table: None,
-            owner: None,
+            counts_of: None,
         };
         let mut n = Clause::default();
         n.and("id", " = ", Value::Uuid(chat_id));
@@ -541,8 +531,7 @@ impl Listing {
             ascending: page.ascending,
             page,
             counted: Some(n),
-            counts_table: None,
-            owner: None,
+            counts_of: None,
         }
     }
 }
@@ -595,8 +584,7 @@ mod tests {
                  WHERE user_id = ?Uuid({user})"
             )
         );
-        assert_eq!(plain.counts_table, Some("chat_counts"));
-        assert_eq!(plain.owner(), Some(user));
+        assert_eq!(plain.counts_of, Some(("chat_counts", user)));
 
         let filter = ChatFilter {
             status: Some(ChatStatus::Active),

@@ -63,8 +63,7 @@ impl Listing {
             ascending: true,
             page,
             counted: None,
-            counts_table: None,
-            owner: None,
+            counts_of: None,
         }
     }
 }

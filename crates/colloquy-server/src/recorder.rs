@@ -1,10 +1,17 @@
-//! Group commit: sessions submit write operations; writer tasks drain whatever has queued up
-//! (up to `max_batch`) into one [`Store::apply_batch`] transaction and answer each session
-//! only after the commit. Under load one fsync covers many sessions' events; when idle a
-//! single operation commits at once. A batch that fails is applied again in halves, so only
-//! the operations that fail on their own are refused ([`commit`]).
+//! Group commit: sessions submit write operations and are answered only after the commit.
+//! Under load one fsync covers many sessions' events; when idle a single operation commits
+//! at once. Who forms the batches is the store's choice ([`Batching`]):
+//!
+//! - [`Batching::Recorder`] (PostgreSQL): writer tasks drain whatever has queued up (up to
+//!   `max_batch`) into one [`Store::apply_batch`] transaction. A batch that fails is
+//!   applied again in halves, so only the operations that fail on their own are refused
+//!   ([`commit`]).
+//! - [`Batching::Store`] (SQLite): each operation goes to the store from the submitting
+//!   task, in a call of its own; the store's writer thread commits what has queued at it
+//!   together and isolates a failing operation itself. There is no task in between to be
+//!   scheduled, twice per operation, on a busy machine (docs/benchmarks.md, session 8).
 
-use colloquy_storage::{OpOutcome, Store, StoreError, WriteOp};
+use colloquy_storage::{Batching, OpOutcome, Store, StoreError, WriteOp};
 use std::ops::Range;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -27,32 +34,69 @@ struct Job {
     reply: oneshot::Sender<Result<OpOutcome, RecordError>>,
 }
 
-/// Handle to the group-commit writers; cheap to clone.
+/// Handle to the group commit; cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<Job>,
+    to: To,
+}
+
+/// Where submitted operations go.
+#[derive(Clone)]
+enum To {
+    /// The queue of the recorder's writer tasks.
+    Writers(mpsc::Sender<Job>),
+    /// The store itself, which batches them.
+    Store(Arc<dyn Store>),
 }
 
 impl Recorder {
-    /// Starts `store.write_concurrency()` writer tasks on the current runtime.
+    /// Starts the group commit the store asks for: with [`Batching::Recorder`], its writer
+    /// tasks on the current runtime.
     pub fn start(store: Arc<dyn Store>, max_batch: usize) -> Self {
+        let concurrency = match store.batching() {
+            Batching::Store => {
+                return Recorder {
+                    to: To::Store(store),
+                }
+            }
+            Batching::Recorder { concurrency } => concurrency.max(1),
+        };
         let (tx, rx) = mpsc::channel::<Job>(max_batch.max(1) * 8);
         let rx = Arc::new(Mutex::new(rx));
         let max_batch = max_batch.max(1);
-        for _ in 0..store.write_concurrency().max(1) {
+        for _ in 0..concurrency {
             tokio::spawn(writer(store.clone(), rx.clone(), max_batch));
         }
-        Recorder { tx }
+        Recorder {
+            to: To::Writers(tx),
+        }
     }
 
     /// Submits one operation and waits until it is committed (or refused).
     pub async fn submit(&self, op: WriteOp) -> Result<OpOutcome, RecordError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { op, reply })
-            .await
-            .map_err(|_| RecordError::Closed)?;
-        rx.await.map_err(|_| RecordError::Closed)?
+        match &self.to {
+            To::Writers(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Job { op, reply })
+                    .await
+                    .map_err(|_| RecordError::Closed)?;
+                rx.await.map_err(|_| RecordError::Closed)?
+            }
+            To::Store(store) => {
+                let outcome = store.apply_batch(std::slice::from_ref(&op)).await;
+                match outcome.map(|mut outcomes| outcomes.pop()) {
+                    Ok(Some(outcome)) => Ok(outcome),
+                    Ok(None) => Err(RecordError::Database(
+                        "the store answered no outcome for the operation".into(),
+                    )),
+                    Err(e) => {
+                        let (kind, chat_id) = describe(&op);
+                        tracing::error!(error = %e, op = kind, chat_id = ?chat_id, "an operation failed to commit");
+                        Err(RecordError::Database(e.to_string()))
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -443,6 +487,65 @@ mod tests {
             .iter()
             .all(|r| matches!(r, Err(RecordError::Database(m)) if m.contains("unavailable"))));
         assert_eq!(*store.calls.lock().unwrap(), vec![8], "no retry");
+    }
+
+    /// SQLite forms its own batches: the recorder hands each operation over from the
+    /// submitting task, and of many submitted at once only the failing one is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operations_go_straight_to_a_store_that_batches_them() {
+        use colloquy_storage::conformance::{new_account, start_chat};
+        use colloquy_storage_sqlite::{SqliteSettings, SqliteStore};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("r.db").display());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&url, &SqliteSettings::default())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(store.batching(), Batching::Store);
+        let recorder = Recorder::start(store.clone(), 512);
+        assert!(matches!(recorder.to, To::Store(_)));
+        let who = new_account(&*store, true).await;
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            let group = GroupChoice::New(Uuid::new_v4());
+            ids.push(
+                start_chat(&*store, &who, group, 1, None, Uuid::new_v4())
+                    .await
+                    .0,
+            );
+        }
+        let submits = ids.iter().enumerate().map(|(i, &chat_id)| {
+            let recorder = recorder.clone();
+            let op = WriteOp::AppendEvents {
+                api_key_id: who.api_key_id,
+                chat_id,
+                events: vec![NewEvent {
+                    id: Uuid::now_v7(),
+                    // seq 0 is the chat's start: chat 17's event collides with it.
+                    seq: if i == 17 { 0 } else { 1 },
+                    timestamp: 2,
+                    role: EventRole::User,
+                    event_type: EventType::UserMessage,
+                    message_text: Some("hello".into()),
+                    emotion_features: None,
+                    metadata: None,
+                    related_event_id: None,
+                }],
+            };
+            tokio::spawn(async move { recorder.submit(op).await })
+        });
+        let results = futures::future::join_all(submits).await;
+        for (i, r) in results.into_iter().enumerate() {
+            let r = r.unwrap();
+            if i == 17 {
+                assert!(matches!(r, Err(RecordError::Database(_))), "{r:?}");
+            } else {
+                assert!(matches!(r, Ok(OpOutcome::Applied)), "{i}: {r:?}");
+            }
+            let chat = store.get_chat(who.user_id, ids[i]).await.unwrap().unwrap();
+            assert_eq!(chat.event_count, if i == 17 { 1 } else { 2 }, "chat {i}");
+        }
     }
 
     /// With a real database: a batch in which one session's events collide with stored ones

@@ -3,7 +3,7 @@
 //!
 //! One connection pool serves reads and writes. [`Store::apply_batch`] runs one transaction
 //! per call and locks the rows it updates in id order, so the server's parallel group-commit
-//! writers ([`Store::write_concurrency`]) cannot deadlock each other.
+//! writers ([`Store::batching`]) cannot deadlock each other.
 //!
 //! The files are those of the SQLite backend, one subject each: this one opens the database
 //! and delegates [`Store`]'s methods; [`keys`] (accounts, keys, tokens, server instances),
@@ -128,8 +128,8 @@ impl Store for PostgresStore {
     /// On 2 cores shared with the database server, alternated runs of the ingest benchmark
     /// gave 2 writers 19.9–26.4k events/s against 19.1–22.5k for 4 and 14.8–16.0k for 8
     /// (docs/benchmarks.md, session 4): more writers make smaller batches and more commits.
-    fn write_concurrency(&self) -> usize {
-        2
+    fn batching(&self) -> Batching {
+        Batching::Recorder { concurrency: 2 }
     }
 
     async fn create_account(&self, account: &NewAccount, key: &NewApiKey) -> StoreResult<()> {

@@ -77,7 +77,7 @@ async fn reopening_applies_no_migration_twice_and_keeps_the_data() {
     with_database(|url| async move {
         let store = open(&url).await;
         assert_eq!(store.backend(), "postgres");
-        assert_eq!(store.write_concurrency(), 2);
+        assert_eq!(store.batching(), Batching::Recorder { concurrency: 2 });
         new_account(&*store, true).await;
         store.close().await;
         let again = open(&url).await;

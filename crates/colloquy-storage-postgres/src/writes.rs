@@ -1,6 +1,7 @@
 //! The body of a batch ([`Store::apply_batch`](colloquy_storage::Store::apply_batch)) in
 //! its transaction: the facts and every lock first, in one global order, then the
-//! operations through [`BatchRules::apply`], then every event in one statement.
+//! operations through [`BatchRules::apply`], then every event and every chat's counters in
+//! one statement.
 
 use crate::db;
 use colloquy_storage::*;
@@ -81,7 +82,7 @@ async fn apply_in_tx(conn: &mut PgConnection, ops: &[WriteOp]) -> StoreResult<Ve
     let rules = BatchRules::new(revoked, groups);
     let (outcomes, queued) = rules.apply(ops, &mut Tx(conn)).await?;
 
-    // 4. Insert the events in one statement, then bump the chats' counters.
+    // 4. Insert the events and bump the chats' counters, in one statement.
     EventColumns::new(queued).write(conn).await?;
     Ok(outcomes)
 }
@@ -234,16 +235,26 @@ impl<'a> EventColumns<'a> {
         columns
     }
 
-    /// Inserts the events, then bumps each chat's counters (one statement each).
+    /// Inserts the events and bumps each chat's counters, in one statement (one round trip).
     async fn write(self, conn: &mut PgConnection) -> StoreResult<()> {
         if self.id.is_empty() {
             return Ok(());
         }
+        let (mut ids, mut counts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, c) in self.counters {
+            ids.push(id);
+            counts.push(c.count);
+            lasts.push(c.last);
+        }
         sqlx::query(
-            "INSERT INTO chat_events (id, chat_id, chat_group_id, seq, timestamp, role, type, \
-             message_text, emotion_features, metadata, related_event_id) \
+            "WITH inserted AS (INSERT INTO chat_events (id, chat_id, chat_group_id, seq, \
+             timestamp, role, type, message_text, emotion_features, metadata, related_event_id) \
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int8[], $5::int8[], \
-               $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[])",
+               $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[])) \
+             UPDATE chats c SET event_count = c.event_count + u.n, \
+             last_event_timestamp = GREATEST(c.last_event_timestamp, u.last) \
+             FROM UNNEST($12::uuid[], $13::int8[], $14::int8[]) AS u(id, n, last) \
+             WHERE c.id = u.id",
         )
         .bind(&self.id)
         .bind(&self.chat_id)
@@ -256,21 +267,6 @@ impl<'a> EventColumns<'a> {
         .bind(&self.emotion_features)
         .bind(&self.metadata)
         .bind(&self.related_event_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-        let (mut ids, mut counts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, c) in self.counters {
-            ids.push(id);
-            counts.push(c.count);
-            lasts.push(c.last);
-        }
-        sqlx::query(
-            "UPDATE chats c SET event_count = c.event_count + u.n, \
-             last_event_timestamp = GREATEST(c.last_event_timestamp, u.last) \
-             FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS u(id, n, last) \
-             WHERE c.id = u.id",
-        )
         .bind(&ids)
         .bind(&counts)
         .bind(&lasts)

@@ -36,7 +36,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -69,9 +68,6 @@ pub struct SqliteStore {
     /// The connection that checkpoints the WAL in the background.
     checkpoints: SqlitePool,
     checkpointer: tokio::task::JoinHandle<()>,
-    /// With `synchronous_full`, the WAL file, flushed by [`Store::apply_batch`] after its
-    /// commit and off the write lock (`None` for a database without a WAL file).
-    wal: Option<Arc<std::fs::File>>,
 }
 
 /// How often the background task copies committed WAL frames into the database file.
@@ -184,22 +180,21 @@ impl SqliteStore {
             .connect_with(opts.clone().read_only(true))
             .await
             .map_err(db)?;
-        let writer = writer::BatchWriter::open(opts.get_filename())?;
-        let checkpointer = tokio::spawn(checkpoint_in_background(checkpoints.clone()));
-        let wal = if settings.synchronous_full {
+        // With `synchronous_full`, the WAL file the writer's flusher flushes (none for a
+        // database without one).
+        let wal = settings.synchronous_full.then(|| {
             let mut path = opts.get_filename().as_os_str().to_owned();
             path.push("-wal");
-            std::fs::File::open(&path).ok().map(Arc::new)
-        } else {
-            None
-        };
+            std::fs::File::open(&path).ok()
+        });
+        let writer = writer::BatchWriter::open(opts.get_filename(), wal.flatten())?;
+        let checkpointer = tokio::spawn(checkpoint_in_background(checkpoints.clone()));
         Ok(Self {
             writer,
             write,
             read,
             checkpoints,
             checkpointer,
-            wal,
         })
     }
 
@@ -241,13 +236,11 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    fn write_concurrency(&self) -> usize {
-        // One batch flushes the WAL while the next one commits.
-        if self.wal.is_some() {
-            2
-        } else {
-            1
-        }
+    /// The writer thread forms the batches ([`writer`]): an operation handed over while
+    /// another transaction commits or flushes joins the next commit, without waiting for an
+    /// async task to collect it.
+    fn batching(&self) -> Batching {
+        Batching::Store
     }
 
     async fn create_account(&self, account: &NewAccount, key: &NewApiKey) -> StoreResult<()> {
@@ -314,22 +307,11 @@ impl Store for SqliteStore {
         keys::close_orphaned_chats(&self.write, stale_before_ms).await
     }
 
-    /// The batch runs on the writer thread ([`writer`]) and commits without the flush of
-    /// `FULL`; with `synchronous_full` the WAL is flushed after the write lock is released,
-    /// and the call returns only then. Another batch's transaction runs meanwhile (two
-    /// writers, [`Self::write_concurrency`]), yet nothing is acknowledged before it is on
-    /// disk: one flush covers every commit before it.
+    /// The batch runs on the writer thread ([`writer`]), in one transaction with the
+    /// batches queued beside it; with `synchronous_full` it is answered once the WAL has been
+    /// flushed after its commit, off the write lock.
     async fn apply_batch(&self, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
-        let outcomes = self.writer.apply(ops.to_vec()).await?;
-        if let Some(wal) = &self.wal {
-            let wal = wal.clone();
-            // The batch is committed: the store is failing, not the batch.
-            tokio::task::spawn_blocking(move || wal.sync_data())
-                .await
-                .map_err(|e| StoreError::Unavailable(Box::new(e)))?
-                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        }
-        Ok(outcomes)
+        self.writer.apply(ops.to_vec()).await
     }
 
     async fn list_chats(

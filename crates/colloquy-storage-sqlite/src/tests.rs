@@ -4,6 +4,7 @@ use super::*;
 use crate::writes::padded;
 use colloquy_storage::conformance::{new_account, page, start_chat};
 use colloquy_wire::{EventRole, EventType};
+use std::sync::Arc;
 
 #[test]
 fn batches_are_written_by_statements_of_power_of_two_rows() {
@@ -70,7 +71,7 @@ async fn batches_flush_the_wal_themselves_and_reopening_keeps_the_data() {
     new_account(&store, true).await;
     // Batches commit with NORMAL on the writer thread's connection and flush the WAL
     // themselves; every other write keeps FULL.
-    assert_eq!(store.write_concurrency(), 2);
+    assert_eq!(store.batching(), Batching::Store);
     let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
         .fetch_one(&store.write)
         .await
@@ -82,6 +83,91 @@ async fn batches_flush_the_wal_themselves_and_reopening_keeps_the_data() {
         .await
         .unwrap();
     assert!(again.count_accounts().await.unwrap() > 0);
+}
+
+/// Batches queued at the writer while it is busy commit in one transaction; when that
+/// transaction fails, each batch runs alone, so only the failing one is refused.
+#[tokio::test]
+async fn batches_queued_behind_a_transaction_commit_together_and_fail_alone() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let store = Arc::new(
+        SqliteStore::open(&url, &SqliteSettings::default())
+            .await
+            .unwrap(),
+    );
+    let who = new_account(&*store, true).await;
+    let mut chats = Vec::new();
+    for _ in 0..6 {
+        let group = GroupChoice::New(Uuid::new_v4());
+        chats.push(
+            start_chat(&*store, &who, group, 1, None, Uuid::new_v4())
+                .await
+                .0,
+        );
+    }
+    let say = |chat_id: Uuid, seq: i64| {
+        vec![WriteOp::AppendEvents {
+            api_key_id: who.api_key_id,
+            chat_id,
+            events: vec![NewEvent {
+                id: Uuid::now_v7(),
+                seq,
+                timestamp: 2,
+                role: EventRole::User,
+                event_type: EventType::UserMessage,
+                message_text: Some(format!("hello {chat_id}")),
+                emotion_features: None,
+                metadata: None,
+                related_event_id: None,
+            }],
+        }]
+    };
+    for bad in [None, Some(3)] {
+        // Another connection holds the write lock: the writer's first transaction waits
+        // for it, and the other batches queue behind.
+        let mut blocker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let before = store.writer.transactions();
+        let seq = if bad.is_some() { 2 } else { 1 };
+        let mut calls = Vec::new();
+        for (i, &chat) in chats.iter().enumerate() {
+            // Seq 0 is the chat's start: a duplicate that fails its transaction.
+            let ops = say(chat, if bad == Some(i) { 0 } else { seq });
+            let store = store.clone();
+            calls.push(tokio::spawn(async move { store.apply_batch(&ops).await }));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+        for (i, call) in calls.into_iter().enumerate() {
+            let outcome = call.await.unwrap();
+            if bad == Some(i) {
+                assert!(outcome.is_err(), "batch {i}: {outcome:?}");
+            } else {
+                assert_eq!(outcome.unwrap(), vec![OpOutcome::Applied], "batch {i}");
+            }
+        }
+        let transactions = store.writer.transactions() - before;
+        match bad {
+            // The first batch alone, then the five queued behind it together.
+            None => assert_eq!(transactions, 2),
+            // ... and when those five fail together, each of them again alone.
+            Some(_) => assert_eq!(transactions, 2 + 5),
+        }
+        for (i, &chat) in chats.iter().enumerate() {
+            let events = store
+                .list_chat_events(chat, page(0, 10, true))
+                .await
+                .unwrap();
+            let expected = if bad == Some(i) { seq } else { seq + 1 };
+            assert_eq!(events.items.len() as i64, expected, "chat {i}");
+        }
+    }
+    Arc::try_unwrap(store).ok().unwrap().close().await;
 }
 
 /// A database written before migration 0005 (events indexed by group) opens with each

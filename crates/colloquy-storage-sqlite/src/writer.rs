@@ -7,9 +7,19 @@
 //! (docs/benchmarks.md), so here a batch costs one hand-off each way and the transaction
 //! itself runs without a pause.
 //!
-//! The connection commits with `synchronous = NORMAL`: with `synchronous_full` the store
-//! flushes the WAL itself after the commit and before it acknowledges the batch, off the
-//! write lock ([`crate::SqliteStore`]).
+//! **Merging.** The batches queued at the writer when it becomes free run in one
+//! transaction: whatever arrived while the previous transaction ran commits together, so
+//! transactions grow with the load and one commit serves them all. When that transaction
+//! fails, each batch runs again alone and answers for itself (its caller isolates a
+//! failing operation, `colloquy-server`'s recorder).
+//!
+//! **Flushing.** The connection commits with `synchronous = NORMAL`. With
+//! `synchronous_full` a second thread, the flusher, takes the committed batches,
+//! `fdatasync`s the WAL once for all of them and only then answers them; meanwhile the
+//! writer runs the next transaction. One flush covers every commit before it started, so
+//! an acknowledged batch is as durable as with `FULL` (the background checkpointer keeps
+//! `FULL`). Both threads answer the batch's caller directly: nothing waits for an async
+//! task to be scheduled between the commit, the flush and the answer.
 //!
 //! The batch itself, its statements on this connection, is [`crate::writes`].
 
@@ -17,19 +27,29 @@ use crate::writes::{self, SqlShapes};
 use colloquy_storage::{OpOutcome, StoreError, StoreResult, WriteOp};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Where a batch's outcome goes.
+type Reply = tokio::sync::oneshot::Sender<StoreResult<Vec<OpOutcome>>>;
 
 /// One batch for the writer thread, with where to send its outcome.
 struct Job {
     ops: Vec<WriteOp>,
-    reply: tokio::sync::oneshot::Sender<StoreResult<Vec<OpOutcome>>>,
+    reply: Reply,
 }
 
-/// The handle of the writer thread.
+/// Operations past which the writer stops adding queued batches to its transaction.
+const MERGE_OPS: usize = 1024;
+
+/// The handle of the writer thread (and of the flusher, with `synchronous_full`).
 pub(crate) struct BatchWriter {
+    /// Transactions the writer has run (committed or not): how far batches were merged.
+    transactions: Arc<AtomicU64>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Maps a rusqlite error as the sqlx side does: a unique violation is a conflict. A
@@ -67,8 +87,8 @@ fn gone() -> StoreError {
 
 impl BatchWriter {
     /// Opens the writer's connection to an existing, migrated database file and starts its
-    /// thread.
-    pub(crate) fn open(path: &Path) -> StoreResult<Self> {
+    /// thread; with `wal`, the file flushed before a batch is answered, and the flusher.
+    pub(crate) fn open(path: &Path, wal: Option<std::fs::File>) -> StoreResult<Self> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -84,25 +104,61 @@ impl BatchWriter {
         .map_err(db)?;
         // Every shape of every batch statement (a few powers of two each) stays prepared.
         conn.set_prepared_statement_cache_capacity(128);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| StoreError::Database(Box::new(e)))
+        };
+        let mut threads = Vec::with_capacity(2);
+        let flushed = match wal {
+            Some(file) => {
+                let (tx, rx) = mpsc::channel::<Vec<Committed>>();
+                threads.push(spawn(
+                    "sqlite-flusher",
+                    Box::new(move || flusher(&file, rx)),
+                )?);
+                Some(tx)
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
+        let transactions = Arc::new(AtomicU64::new(0));
+        let counted = transactions.clone();
+        threads.push(spawn(
+            "sqlite-writer",
+            Box::new(move || {
                 let mut conn = conn;
                 let mut sql = SqlShapes::default();
-                for job in rx {
-                    let result = writes::run(&mut conn, &mut sql, &job.ops);
-                    let _ = job.reply.send(result);
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    let mut ops = jobs[0].ops.len();
+                    while ops < MERGE_OPS {
+                        let Ok(job) = rx.try_recv() else { break };
+                        ops += job.ops.len();
+                        jobs.push(job);
+                    }
+                    let committed = run_merged(&mut conn, &mut sql, jobs, &counted);
+                    match &flushed {
+                        Some(flusher) if !committed.is_empty() => {
+                            if let Err(mpsc::SendError(committed)) = flusher.send(committed) {
+                                answer(committed, || Err(gone()));
+                            }
+                        }
+                        _ => answer(committed, || Ok(())),
+                    }
                 }
-            })
-            .map_err(|e| StoreError::Database(Box::new(e)))?;
+            }),
+        )?);
         Ok(Self {
+            transactions,
             jobs: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(threads),
         })
     }
 
-    /// Runs one batch in one transaction and commits it (without the WAL flush).
+    /// Runs one batch, in one transaction with the batches queued beside it, commits it
+    /// and, with `synchronous_full`, flushes the WAL.
     pub(crate) async fn apply(&self, ops: Vec<WriteOp>) -> StoreResult<Vec<OpOutcome>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         {
@@ -113,13 +169,108 @@ impl BatchWriter {
         answer.await.map_err(|_| gone())?
     }
 
-    /// Stops taking batches, lets the thread finish the ones queued and closes the
+    /// Transactions run so far.
+    #[cfg(test)]
+    pub(crate) fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking batches, lets the threads finish the ones queued and closes the
     /// connection.
     pub(crate) async fn close(&self) {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        tracing::debug!(
+            transactions = self.transactions.load(Ordering::Relaxed),
+            "the SQLite batch writer has stopped"
+        );
+    }
+}
+
+/// A batch the writer has committed, or failed, and where its answer goes.
+struct Committed {
+    reply: Reply,
+    outcome: StoreResult<Vec<OpOutcome>>,
+}
+
+/// Answers batches: committed ones with their outcomes once `durable` says so, failed ones
+/// with their error.
+fn answer(batches: Vec<Committed>, durable: impl Fn() -> StoreResult<()>) {
+    for Committed { reply, outcome } in batches {
+        let _ = reply.send(outcome.and_then(|o| durable().map(|()| o)));
+    }
+}
+
+/// The flusher: each round takes every batch committed so far, flushes the WAL once and
+/// answers them. A failed flush fails the round's batches as unavailable (their commits may
+/// not be on disk); the next round flushes again.
+fn flusher(wal: &std::fs::File, rx: mpsc::Receiver<Vec<Committed>>) {
+    while let Ok(mut round) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            round.extend(more);
+        }
+        let flushed = wal.sync_data().map_err(|e| e.to_string());
+        answer(round, || {
+            flushed
+                .clone()
+                .map_err(|e| StoreError::Unavailable(format!("flushing the WAL: {e}").into()))
+        });
+    }
+}
+
+/// Runs the batches `jobs` in one transaction, or, when that fails, each in a transaction
+/// of its own, and returns each batch's outcome with its reply.
+fn run_merged(
+    conn: &mut Connection,
+    sql: &mut SqlShapes,
+    jobs: Vec<Job>,
+    transactions: &AtomicU64,
+) -> Vec<Committed> {
+    let mut run = |ops: &[WriteOp]| {
+        transactions.fetch_add(1, Ordering::Relaxed);
+        writes::run(conn, sql, ops)
+    };
+    if jobs.len() == 1 {
+        let Job { ops, reply } = jobs.into_iter().next().expect("one job");
+        let outcome = run(&ops);
+        return vec![Committed { reply, outcome }];
+    }
+    let mut all = Vec::with_capacity(jobs.iter().map(|j| j.ops.len()).sum());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        replies.push((job.ops.len(), job.reply));
+        all.extend(job.ops);
+    }
+    match run(&all) {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            replies
+                .into_iter()
+                .map(|(n, reply)| Committed {
+                    reply,
+                    outcome: Ok(outcomes.by_ref().take(n).collect()),
+                })
+                .collect()
+        }
+        Err(_) => {
+            let mut rest = &all[..];
+            replies
+                .into_iter()
+                .map(|(n, reply)| {
+                    let (ops, after) = rest.split_at(n);
+                    rest = after;
+                    Committed {
+                        reply,
+                        outcome: run(ops),
+                    }
+                })
+                .collect()
         }
     }
 }

@@ -40,6 +40,21 @@ pub use webhooks::{
 use async_trait::async_trait;
 use uuid::Uuid;
 
+/// Who forms the batches of [`Store::apply_batch`] (`colloquy-server`'s recorder does the
+/// group commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// The recorder queues operations and hands whatever has queued up to one call, with
+    /// up to `concurrency` calls in flight; a failing batch is applied again in halves to
+    /// isolate the operations that fail.
+    Recorder { concurrency: usize },
+    /// The store forms its own batches: each operation is handed over in a call of its own
+    /// as soon as it is submitted, and the store commits the calls queued at it together.
+    /// When such a transaction fails, the store applies each call again alone, so only an
+    /// operation that fails on its own is refused.
+    Store,
+}
+
 /// The storage of accounts, keys, chats, chat groups, events and audio reconstructions,
 /// and (through [`ResourceStore`]) of prompts, tools and configs, and (through
 /// [`VoiceStore`]) of text to speech's generations and saved voices.
@@ -51,9 +66,9 @@ pub trait Store: ResourceStore + LiveStore + VoiceStore + Send + Sync + 'static 
     /// Short backend name (`sqlite`, `postgres`) for logs.
     fn backend(&self) -> &'static str;
 
-    /// How many concurrent [`Store::apply_batch`] calls the backend benefits from.
-    fn write_concurrency(&self) -> usize {
-        1
+    /// Who forms the batches of [`Store::apply_batch`] (the group commit).
+    fn batching(&self) -> Batching {
+        Batching::Recorder { concurrency: 1 }
     }
 
     // ----- accounts and keys -----

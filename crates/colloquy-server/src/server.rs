@@ -65,6 +65,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             &url,
             &SqliteSettings {
                 synchronous_full: settings.database.sqlite_synchronous == "full",
+                max_batch: settings.database.max_batch,
                 ..Default::default()
             },
         )

@@ -47,6 +47,8 @@ pub struct SqliteSettings {
     pub synchronous_full: bool,
     /// Connections of the read pool.
     pub read_connections: u32,
+    /// Most operations the writer thread merges into one transaction.
+    pub max_batch: usize,
 }
 
 impl Default for SqliteSettings {
@@ -54,6 +56,7 @@ impl Default for SqliteSettings {
         Self {
             synchronous_full: true,
             read_connections: 4,
+            max_batch: 512,
         }
     }
 }
@@ -187,7 +190,8 @@ impl SqliteStore {
             path.push("-wal");
             std::fs::File::open(&path).ok()
         });
-        let writer = writer::BatchWriter::open(opts.get_filename(), wal.flatten())?;
+        let writer =
+            writer::BatchWriter::open(opts.get_filename(), wal.flatten(), settings.max_batch)?;
         let checkpointer = tokio::spawn(checkpoint_in_background(checkpoints.clone()));
         Ok(Self {
             writer,

@@ -41,9 +41,6 @@ struct Job {
     reply: Reply,
 }
 
-/// Operations past which the writer stops adding queued batches to its transaction.
-const MERGE_OPS: usize = 1024;
-
 /// The handle of the writer thread (and of the flusher, with `synchronous_full`).
 pub(crate) struct BatchWriter {
     /// Transactions the writer has run (committed or not): how far batches were merged.
@@ -88,7 +85,13 @@ fn gone() -> StoreError {
 impl BatchWriter {
     /// Opens the writer's connection to an existing, migrated database file and starts its
     /// thread; with `wal`, the file flushed before a batch is answered, and the flusher.
-    pub(crate) fn open(path: &Path, wal: Option<std::fs::File>) -> StoreResult<Self> {
+    /// The writer stops adding queued batches to a transaction once it holds `max_batch`
+    /// operations.
+    pub(crate) fn open(
+        path: &Path,
+        wal: Option<std::fs::File>,
+        max_batch: usize,
+    ) -> StoreResult<Self> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -133,7 +136,7 @@ impl BatchWriter {
                 while let Ok(first) = rx.recv() {
                     let mut jobs = vec![first];
                     let mut ops = jobs[0].ops.len();
-                    while ops < MERGE_OPS {
+                    while ops < max_batch {
                         let Ok(job) = rx.try_recv() else { break };
                         ops += job.ops.len();
                         jobs.push(job);

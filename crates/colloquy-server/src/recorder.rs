@@ -90,8 +90,7 @@ impl Recorder {
                         "the store answered no outcome for the operation".into(),
                     )),
                     Err(e) => {
-                        let (kind, chat_id) = describe(&op);
-                        tracing::error!(error = %e, op = kind, chat_id = ?chat_id, "an operation failed to commit");
+                        log_refused(&op, &e);
                         Err(RecordError::Database(e.to_string()))
                     }
                 }
@@ -162,8 +161,7 @@ async fn commit(store: &dyn Store, ops: &[WriteOp]) -> Vec<Result<OpOutcome, Rec
             }
             Err(e) => {
                 if range.len() == 1 {
-                    let (kind, chat_id) = describe(&ops[range.start]);
-                    tracing::error!(error = %e, op = kind, chat_id = ?chat_id, "an operation failed to commit");
+                    log_refused(&ops[range.start], &e);
                 } else {
                     tracing::error!(error = %e, ops = range.len(), "group commit failed");
                 }
@@ -179,6 +177,12 @@ async fn commit(store: &dyn Store, ops: &[WriteOp]) -> Vec<Result<OpOutcome, Rec
         .into_iter()
         .map(|r| r.unwrap_or(Err(RecordError::Closed)))
         .collect()
+}
+
+/// Logs an operation the database refused on its own.
+fn log_refused(op: &WriteOp, e: &StoreError) {
+    let (kind, chat_id) = describe(op);
+    tracing::error!(error = %e, op = kind, chat_id = ?chat_id, "an operation failed to commit");
 }
 
 /// An operation's kind and chat, for logs.
@@ -493,7 +497,7 @@ mod tests {
     /// submitting task, and of many submitted at once only the failing one is refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn operations_go_straight_to_a_store_that_batches_them() {
-        use colloquy_storage::conformance::{new_account, start_chat};
+        use colloquy_storage::conformance::{event, new_account, start_chat};
         use colloquy_storage_sqlite::{SqliteSettings, SqliteStore};
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("r.db").display());
@@ -520,18 +524,14 @@ mod tests {
             let op = WriteOp::AppendEvents {
                 api_key_id: who.api_key_id,
                 chat_id,
-                events: vec![NewEvent {
-                    id: Uuid::now_v7(),
-                    // seq 0 is the chat's start: chat 17's event collides with it.
-                    seq: if i == 17 { 0 } else { 1 },
-                    timestamp: 2,
-                    role: EventRole::User,
-                    event_type: EventType::UserMessage,
-                    message_text: Some("hello".into()),
-                    emotion_features: None,
-                    metadata: None,
-                    related_event_id: None,
-                }],
+                // seq 0 is the chat's start: chat 17's event collides with it.
+                events: vec![event(
+                    if i == 17 { 0 } else { 1 },
+                    2,
+                    EventRole::User,
+                    EventType::UserMessage,
+                    "hello",
+                )],
             };
             tokio::spawn(async move { recorder.submit(op).await })
         });

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::writes::padded;
-use colloquy_storage::conformance::{new_account, page, start_chat};
+use colloquy_storage::conformance::{event, new_account, page, start_chat};
 use colloquy_wire::{EventRole, EventType};
 use std::sync::Arc;
 
@@ -111,17 +111,13 @@ async fn batches_queued_behind_a_transaction_commit_together_and_fail_alone() {
         vec![WriteOp::AppendEvents {
             api_key_id: who.api_key_id,
             chat_id,
-            events: vec![NewEvent {
-                id: Uuid::now_v7(),
+            events: vec![event(
                 seq,
-                timestamp: 2,
-                role: EventRole::User,
-                event_type: EventType::UserMessage,
-                message_text: Some(format!("hello {chat_id}")),
-                emotion_features: None,
-                metadata: None,
-                related_event_id: None,
-            }],
+                2,
+                EventRole::User,
+                EventType::UserMessage,
+                &format!("hello {chat_id}"),
+            )],
         }]
     };
     for bad in [None, Some(3)] {

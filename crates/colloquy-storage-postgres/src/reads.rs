@@ -49,6 +49,9 @@ pub(crate) async fn count(
     let (total, rows): (i64, i64) = c.build_query_as().fetch_one(pool).await.map_err(db)?;
     if let (Some((table, user_id)), true) = (listing.counts_of, rows > FOLD_AFTER) {
         fold_counts(pool, table, user_id).await?;
+        if let Some(buckets) = &listing.buckets {
+            fold_recent_buckets(pool, buckets.table, user_id).await?;
+        }
     }
     Ok(total)
 }
@@ -76,6 +79,72 @@ pub(crate) async fn fold_counts(pool: &PgPool, table: &str, user_id: Uuid) -> St
     Ok(())
 }
 
+/// Walks the bucket counts down to a deep page ([`sql::Descent`]). A level's read that
+/// added up more change rows than [`FOLD_AFTER`] beyond one per bucket folds the range it
+/// read into one row per key (the account's, `counts_of`).
+async fn descend(
+    pool: &PgPool,
+    descent: sql::Descent,
+    counts_of: Option<(&'static str, Uuid)>,
+) -> StoreResult<Option<sql::Window>> {
+    let table = descent.table();
+    sql::descend(descent, |q, (level, lo, hi)| async move {
+        let mut b = QueryBuilder::new("");
+        push(&mut b, &q);
+        let rows: Vec<(i64, i64, i64)> = b.build_query_as().fetch_all(pool).await.map_err(db)?;
+        let stored: i64 = rows.iter().map(|r| r.2).sum();
+        if let Some((_, user_id)) = counts_of {
+            if stored > rows.len() as i64 + FOLD_AFTER {
+                fold_buckets(pool, table, user_id, level, lo, hi).await?;
+            }
+        }
+        Ok(rows)
+    })
+    .await
+}
+
+/// Folds `user_id`'s bucket rows of the last day at every level: where new chats and
+/// groups, and the ends of chats, add their change rows. Run beside [`fold_counts`], so
+/// that a deep page's first read does not add up every change since the account began.
+async fn fold_recent_buckets(pool: &PgPool, table: &str, user_id: Uuid) -> StoreResult<()> {
+    let since = colloquy_storage::now_ms() - 86_400_000;
+    for (i, shift) in sql::buckets::BUCKET_SHIFTS.iter().enumerate() {
+        let level = (sql::buckets::BUCKET_SHIFTS.len() - 1 - i) as i64;
+        fold_buckets(pool, table, user_id, level, since >> shift, i64::MAX).await?;
+    }
+    Ok(())
+}
+
+/// Folds `user_id`'s rows of `table` (`chat_buckets` or `group_buckets`) at `level` in
+/// buckets `lo..=hi` into one per key, as [`fold_counts`] does for the totals.
+pub(crate) async fn fold_buckets(
+    pool: &PgPool,
+    table: &str,
+    user_id: Uuid,
+    level: i64,
+    lo: i64,
+    hi: i64,
+) -> StoreResult<()> {
+    let keys = match table {
+        "chat_buckets" => "bucket, status, config_id",
+        _ => "bucket, config_id",
+    };
+    sqlx::query(&format!(
+        "WITH gone AS (DELETE FROM {table} WHERE user_id = $1 AND level = $2 \
+         AND bucket >= $3 AND bucket <= $4 RETURNING {keys}, n) \
+         INSERT INTO {table} (user_id, level, {keys}, n) \
+         SELECT $1, $2, {keys}, SUM(n) FROM gone GROUP BY {keys} HAVING SUM(n) <> 0"
+    ))
+    .bind(user_id)
+    .bind(level as i16)
+    .bind(lo)
+    .bind(hi)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 /// One page of a [`Listing`] of `SELECT {columns} FROM {from}`, and its total: the total
 /// first, then the page's rows read from the nearer end ([`Listing::window`]). With `by_id`,
 /// the page's ids come from an index-only walk of the ordering index and only those rows
@@ -91,14 +160,20 @@ pub(crate) async fn page_of<T>(
     decode: fn(&PgRow) -> StoreResult<T>,
 ) -> StoreResult<Page<T>> {
     let total = count(pool, from, listing).await?;
-    let Some(window) = listing.window(total) else {
+    let Some(mut window) = listing.window(total) else {
         return sql::page::<PgRow, T>(&[], decode, total);
     };
+    if let Some(descent) = listing.descent(total) {
+        if let Some(found) = descend(pool, descent, listing.counts_of).await? {
+            window = found;
+        }
+    }
     let mut q = if by_id {
         let mut q = QueryBuilder::new(format!(
             "SELECT {columns} FROM {from} JOIN (SELECT id FROM {from}"
         ));
         push(&mut q, &listing.filter);
+        push(&mut q, &window.bound);
         q.push(&window.order);
         push(&mut q, &window.limit);
         q.push(") AS page USING (id)").push(&window.order);
@@ -106,6 +181,7 @@ pub(crate) async fn page_of<T>(
     } else {
         let mut q = QueryBuilder::new(format!("SELECT {columns} FROM {from}"));
         push(&mut q, &listing.filter);
+        push(&mut q, &window.bound);
         q.push(&window.order);
         push(&mut q, &window.limit);
         q

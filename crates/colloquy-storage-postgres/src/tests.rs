@@ -404,6 +404,36 @@ async fn the_active_chat_limit_holds_across_servers() {
     .await;
 }
 
+/// The bucket counts of deep pages, added up, are exactly the chats' and groups' own
+/// after every kind of change and the folds of the reads (the pages alone would not show
+/// counts that are too low).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_counts_match_the_rows_they_count() {
+    with_database(|url| async move {
+        let store = open(&url).await;
+        colloquy_storage::conformance::scenarios::deep_pages(&*store).await;
+        let wrong: i64 = sqlx::query_scalar(colloquy_storage::conformance::BUCKET_MISMATCHES)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(wrong, 0);
+        // The deep reads folded the top level they added up: about one row per key, where
+        // each chat left one change row there, and two more per change of status (the
+        // other account's, never read deep, are not folded).
+        let (rows, keys): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(DISTINCT (user_id, level, bucket, status, config_id)) \
+             FROM chat_buckets WHERE level = 2 AND user_id = \
+             (SELECT user_id FROM chats GROUP BY user_id ORDER BY COUNT(*) DESC LIMIT 1)",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert!(rows <= keys + 64, "{rows} rows for {keys} keys");
+        store.close().await;
+    })
+    .await;
+}
+
 /// Concurrent writers only insert change rows into `chat_counts`; a read that adds up
 /// many of them folds them into one per key, and the totals stay exact, also when chats
 /// start and end on many connections at once.
@@ -464,6 +494,11 @@ async fn count_changes_fold_and_stay_exact_under_concurrent_writers() {
         assert_eq!(all.total, 200);
         // Folded: one row per (status, config).
         assert_eq!(rows("chat_counts").await, 4);
+        let wrong: i64 = sqlx::query_scalar(colloquy_storage::conformance::BUCKET_MISMATCHES)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(wrong, 0, "bucket counts under concurrent writers");
         for (status, want) in [(ChatStatus::Active, 96), (ChatStatus::UserEnded, 104)] {
             let got = store
                 .list_chats(

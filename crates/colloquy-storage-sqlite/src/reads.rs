@@ -49,7 +49,8 @@ pub(crate) async fn total(
 }
 
 /// One page of a [`Listing`] of `SELECT {columns} FROM {from}`, and its total: the total
-/// first, then the page's rows read from the nearer end ([`Listing::window`]).
+/// first, then the page's rows read from the nearer end ([`Listing::window`]), or from the
+/// bucket that holds them when the page lies deep ([`Listing::descent`]).
 pub(crate) async fn page_of<T>(
     read: &SqlitePool,
     columns: &str,
@@ -58,12 +59,27 @@ pub(crate) async fn page_of<T>(
     decode: fn(&SqliteRow) -> StoreResult<T>,
 ) -> StoreResult<Page<T>> {
     let total = total(read, from, listing).await?;
-    let Some(window) = listing.window(total) else {
+    let Some(mut window) = listing.window(total) else {
         return sql::page::<SqliteRow, T>(&[], decode, total);
     };
+    if let Some(descent) = listing.descent(total) {
+        let found = sql::descend(descent, |q, _| async move {
+            let mut b = QueryBuilder::new("");
+            push(&mut b, &q);
+            b.build_query_as::<(i64, i64, i64)>()
+                .fetch_all(read)
+                .await
+                .map_err(db)
+        })
+        .await?;
+        if let Some(found) = found {
+            window = found;
+        }
+    }
     // SQLite skips the OFFSET's rows in the ordering index before it reads any table row.
     let mut q = QueryBuilder::new(format!("SELECT {columns} FROM {from}"));
     push(&mut q, &listing.filter);
+    push(&mut q, &window.bound);
     q.push(&window.order);
     push(&mut q, &window.limit);
     let rows = window.arrange(q.build().fetch_all(read).await.map_err(db)?);

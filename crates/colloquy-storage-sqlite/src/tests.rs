@@ -61,6 +61,29 @@ mod conformance {
     colloquy_storage::conformance_tests!(#[tokio::test] run: run);
 }
 
+/// The bucket counts of deep pages are exactly the chats' and groups' own after every
+/// kind of change (the pages alone would not show counts that are too low).
+#[tokio::test]
+async fn bucket_counts_match_the_rows_they_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let store = SqliteStore::open(&url, &SqliteSettings::default())
+        .await
+        .unwrap();
+    colloquy_storage::conformance::scenarios::deep_pages(&store).await;
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chat_buckets")
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+    assert!(kept > 1_000, "{kept}");
+    let wrong: i64 = sqlx::query_scalar(colloquy_storage::conformance::BUCKET_MISMATCHES)
+        .fetch_one(&store.read)
+        .await
+        .unwrap();
+    assert_eq!(wrong, 0);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn batches_flush_the_wal_themselves_and_reopening_keeps_the_data() {
     let dir = tempfile::tempdir().unwrap();

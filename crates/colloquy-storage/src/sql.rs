@@ -11,7 +11,10 @@ use colloquy_wire::ChatStatus;
 use std::str::FromStr;
 use uuid::Uuid;
 
+pub mod buckets;
 pub mod resources;
+
+pub use buckets::{descend, BucketRow, Buckets, Descent};
 
 /// Columns of a chat ([`chat_record`]), from `chats`.
 pub const CHAT_COLUMNS: &str =
@@ -300,6 +303,8 @@ pub struct Listing {
     /// rows it adds up, when they are change rows to fold together (PostgreSQL;
     /// [`Listing::count`]).
     pub counts_of: Option<(&'static str, Uuid)>,
+    /// Counts per span of time that find a deep page ([`Listing::descent`]).
+    pub buckets: Option<Buckets>,
 }
 
 /// Where a page lies in its listing: ` ORDER BY …` and ` LIMIT … OFFSET …`.
@@ -307,6 +312,9 @@ pub struct Listing {
 pub struct Window {
     /// ` ORDER BY …`.
     pub order: String,
+    /// ` AND …` after the listing's filter: where a page found through the buckets starts
+    /// ([`Descent::window`]); empty otherwise.
+    pub bound: Clause,
     /// ` LIMIT … OFFSET …`.
     pub limit: Clause,
     /// Read from the other end: the rows come in the opposite order and are turned around
@@ -333,6 +341,7 @@ impl Listing {
             page,
             counted: None,
             counts_of: None,
+            buckets: None,
         }
     }
 
@@ -349,9 +358,11 @@ impl Listing {
         c
     }
 
-    /// The page's window in a listing of `total` rows; `None` when the page lies past the
-    /// end (it is empty).
-    pub fn window(&self, total: i64) -> Option<Window> {
+    /// Where the page lies in a listing of `total` rows: the order to read in, how many
+    /// rows, how many to skip first, and whether that is the opposite of the listing's
+    /// order (the page is nearer the end: its rows are the last ones from the other end).
+    /// `None` when the page lies past the end (it is empty).
+    fn placement(&self, total: i64) -> Option<(bool, i64, i64, bool)> {
         let offset = self.page.offset();
         let size = self.page.size as i64;
         if offset >= total || size == 0 {
@@ -360,15 +371,22 @@ impl Listing {
         let remaining = total - offset;
         // Nearer the end: read `remaining`'s last rows from the other end.
         let reversed = offset > remaining;
-        let (ascending, limit, skip) = if reversed {
+        Some(if reversed {
             (
                 !self.ascending,
                 size.min(remaining),
                 (remaining - size).max(0),
+                true,
             )
         } else {
-            (self.ascending, size, offset)
-        };
+            (self.ascending, size, offset, false)
+        })
+    }
+
+    /// The page's window in a listing of `total` rows; `None` when the page lies past the
+    /// end (it is empty).
+    pub fn window(&self, total: i64) -> Option<Window> {
+        let (ascending, limit, skip, reversed) = self.placement(total)?;
         let d = direction(ascending);
         let order = self
             .keys
@@ -383,9 +401,20 @@ impl Listing {
             .bind(Value::Int(skip));
         Some(Window {
             order: format!(" ORDER BY {order}"),
+            bound: Clause::default(),
             limit: l,
             reversed,
         })
+    }
+
+    /// The walk down the bucket counts to the page, when the listing has them and more
+    /// than [`buckets::DESCEND_AFTER`] rows lie between the page and both ends; `None`:
+    /// read [`Listing::window`].
+    pub fn descent(&self, total: i64) -> Option<Descent> {
+        let buckets = self.buckets.clone()?;
+        let (ascending, limit, skip, reversed) = self.placement(total)?;
+        (skip > buckets::DESCEND_AFTER)
+            .then(|| Descent::new(buckets, self.keys.clone(), ascending, skip, limit, reversed))
     }
 
     /// Chats ([`CHAT_COLUMNS`] from `chats`) of an account or a group, by start time, that
@@ -436,6 +465,11 @@ impl Listing {
                     if let Some(cfg) = config {
                         n.and("config_id", " = ", Value::Text(cfg.into_owned()));
                     }
+                    listing.buckets = Some(Buckets {
+                        table: "chat_buckets",
+                        keys: n.clone(),
+                        column: "start_timestamp",
+                    });
                     listing.counted = Some(n.after(
                         "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM chat_counts",
                     ));
@@ -486,6 +520,11 @@ impl Listing {
             if let Some(cfg) = config {
                 n.and("config_id", " = ", Value::Text(cfg.into_owned()));
             }
+            listing.buckets = Some(Buckets {
+                table: "group_buckets",
+                keys: n.clone(),
+                column: "g.first_start_timestamp",
+            });
             listing.counted = Some(
                 n.after("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM group_counts"),
             );
@@ -506,6 +545,7 @@ impl Listing {
             page,
             counted: None,
             counts_of: None,
+            buckets: None,
         };
         let mut n = Clause::default();
         n.and("id", " = ", Value::Uuid(chat_id));
@@ -532,6 +572,7 @@ impl Listing {
             page,
             counted: Some(n),
             counts_of: None,
+            buckets: None,
         }
     }
 }

@@ -10,8 +10,9 @@
 //!
 //! `--events 1000000,10000000,30000000` grows one database through the three sizes and
 //! measures at each (the scaling curve); `--csv FILE` appends one line per backend, size
-//! and request, for `scripts/plot-list-scaling`. At each size, migration 0011 (the
-//! maintained counts) is also re-applied and timed on the database as it is.
+//! and request, for `scripts/plot-list-scaling`. At each size, the list migrations (the
+//! maintained counts and the bucket counts) are also re-applied and timed on the database
+//! as it is.
 //!
 //! Baseline, same run: the same reads straight on the server's store (same connections,
 //! same runtime), timed inside the runtime: the list call alone, and every store call the
@@ -145,7 +146,7 @@ const CHATS: List = List::Chats {
     search: false,
 };
 
-const CASES: [Case; 19] = [
+const CASES: [Case; 23] = [
     Case(CHATS, At::First),
     Case(CHATS, At::FirstNewest),
     Case(CHATS, At::Middle),
@@ -165,6 +166,14 @@ const CASES: [Case; 19] = [
             config: false,
             search: false,
         },
+        At::Middle,
+    ),
+    Case(
+        List::Chats {
+            status: true,
+            config: false,
+            search: false,
+        },
         At::Last,
     ),
     Case(
@@ -174,6 +183,14 @@ const CASES: [Case; 19] = [
             search: false,
         },
         At::First,
+    ),
+    Case(
+        List::Chats {
+            status: false,
+            config: true,
+            search: false,
+        },
+        At::Middle,
     ),
     Case(
         List::Chats {
@@ -200,7 +217,9 @@ const CASES: [Case; 19] = [
         At::Last,
     ),
     Case(List::Groups { config: false }, At::First),
+    Case(List::Groups { config: false }, At::Middle),
     Case(List::Groups { config: false }, At::Last),
+    Case(List::Groups { config: true }, At::Middle),
     Case(List::Groups { config: true }, At::Last),
     Case(List::GroupChats, At::First),
     Case(List::ChatEvents, At::First),
@@ -452,18 +471,46 @@ struct Measured {
     store_handler: Summary,
 }
 
-/// Migration 0011 (the maintained counts) of each backend, and what undoes it.
-const SQLITE_0011: &str =
-    include_str!("../../../colloquy-storage-sqlite/migrations/0011_list_counts.sql");
-const POSTGRES_0011: &str =
-    include_str!("../../../colloquy-storage-postgres/migrations/0011_list_counts.sql");
-const SQLITE_UNDO_0011: &str = "DROP TRIGGER chats_counted; DROP TRIGGER chats_recounted; \
-    DROP TRIGGER chats_uncounted; DROP TRIGGER groups_counted; DROP TRIGGER groups_recounted; \
-    DROP TRIGGER groups_uncounted; DROP TABLE chat_counts; DROP TABLE group_counts;";
-const POSTGRES_UNDO_0011: &str = "DROP TRIGGER chats_counted ON chats; \
-    DROP TRIGGER chats_recounted ON chats; DROP TRIGGER groups_counted ON chat_groups; \
-    DROP TRIGGER groups_recounted ON chat_groups; DROP FUNCTION colloquy_count_chats(); \
-    DROP FUNCTION colloquy_count_groups(); DROP TABLE chat_counts; DROP TABLE group_counts;";
+/// The migrations of the list endpoints (the maintained counts, 0011; the bucket counts of
+/// deep pages, SQLite 0012 / PostgreSQL 0013) of each backend, and what undoes each: each
+/// is undone and applied again, timed, on the database as it is.
+const SQLITE_MIGRATIONS: [(&str, &str, &str); 2] = [
+    (
+        "0011 (maintained counts)",
+        include_str!("../../../colloquy-storage-sqlite/migrations/0011_list_counts.sql"),
+        "DROP TRIGGER chats_counted; DROP TRIGGER chats_recounted; \
+         DROP TRIGGER chats_uncounted; DROP TRIGGER groups_counted; \
+         DROP TRIGGER groups_recounted; DROP TRIGGER groups_uncounted; \
+         DROP TABLE chat_counts; DROP TABLE group_counts;",
+    ),
+    (
+        "0012 (bucket counts)",
+        include_str!("../../../colloquy-storage-sqlite/migrations/0012_list_buckets.sql"),
+        "DROP TRIGGER chats_bucketed; DROP TRIGGER chats_rebucketed; \
+         DROP TRIGGER chats_unbucketed; DROP TRIGGER groups_bucketed; \
+         DROP TRIGGER groups_rebucketed; DROP TRIGGER groups_unbucketed; \
+         DROP TABLE chat_buckets; DROP TABLE group_buckets;",
+    ),
+];
+const POSTGRES_MIGRATIONS: [(&str, &str, &str); 2] = [
+    (
+        "0011 (maintained counts)",
+        include_str!("../../../colloquy-storage-postgres/migrations/0011_list_counts.sql"),
+        "DROP TRIGGER chats_counted ON chats; DROP TRIGGER chats_recounted ON chats; \
+         DROP TRIGGER groups_counted ON chat_groups; \
+         DROP TRIGGER groups_recounted ON chat_groups; DROP FUNCTION colloquy_count_chats(); \
+         DROP FUNCTION colloquy_count_groups(); DROP TABLE chat_counts; DROP TABLE group_counts;",
+    ),
+    (
+        "0013 (bucket counts)",
+        include_str!("../../../colloquy-storage-postgres/migrations/0013_list_buckets.sql"),
+        "DROP TRIGGER chats_bucketed ON chats; DROP TRIGGER chats_rebucketed ON chats; \
+         DROP TRIGGER groups_bucketed ON chat_groups; \
+         DROP TRIGGER groups_rebucketed ON chat_groups; DROP FUNCTION colloquy_bucket_chats(); \
+         DROP FUNCTION colloquy_bucket_groups(); DROP TABLE chat_buckets; \
+         DROP TABLE group_buckets;",
+    ),
+];
 
 /// One size's results.
 struct Table {
@@ -627,37 +674,41 @@ fn geometry_of(args: &Args, events: u64) -> Geometry {
     }
 }
 
-/// Undoes migration 0011 and applies it again on the database as it is, timed: how long
-/// a server upgrading this database would hold its lock.
+/// Undoes each list migration and applies it again on the database as it is, timed: how
+/// long a server upgrading this database would hold its lock.
 async fn time_sqlite_migration(url: &str) -> anyhow::Result<()> {
     use sqlx::sqlite::SqliteConnectOptions;
     let mut conn = SqliteConnectOptions::from_str(url)?.connect().await?;
-    sqlx::raw_sql(SQLITE_UNDO_0011).execute(&mut conn).await?;
-    let t = Instant::now();
-    let mut tx = conn.begin().await?;
-    sqlx::raw_sql(SQLITE_0011).execute(&mut *tx).await?;
-    tx.commit().await?;
-    println!(
-        "migration 0011 (maintained counts) applied again on this database in {:.0} ms \
-         (one write transaction; readers go on)",
-        t.elapsed().as_secs_f64() * 1000.0
-    );
+    for (name, apply, undo) in SQLITE_MIGRATIONS {
+        sqlx::raw_sql(undo).execute(&mut conn).await?;
+        let t = Instant::now();
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(apply).execute(&mut *tx).await?;
+        tx.commit().await?;
+        println!(
+            "migration {name} applied again on this database in {:.0} ms \
+             (one write transaction; readers go on)",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     conn.close().await?;
     Ok(())
 }
 
 async fn time_postgres_migration(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnectOptions::from_str(url)?.connect().await?;
-    sqlx::raw_sql(POSTGRES_UNDO_0011).execute(&mut conn).await?;
-    let t = Instant::now();
-    let mut tx = conn.begin().await?;
-    sqlx::raw_sql(POSTGRES_0011).execute(&mut *tx).await?;
-    tx.commit().await?;
-    println!(
-        "migration 0011 (maintained counts) applied again on this database in {:.0} ms \
-         (writes to chats and chat_groups wait that long; reads do not)",
-        t.elapsed().as_secs_f64() * 1000.0
-    );
+    for (name, apply, undo) in POSTGRES_MIGRATIONS {
+        sqlx::raw_sql(undo).execute(&mut conn).await?;
+        let t = Instant::now();
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(apply).execute(&mut *tx).await?;
+        tx.commit().await?;
+        println!(
+            "migration {name} applied again on this database in {:.0} ms \
+             (writes to chats and chat_groups wait that long; reads do not)",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     conn.close().await?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod batches;
 mod chats;
+mod deep_pages;
 mod erasure;
 mod jobs;
 mod keys;
@@ -19,6 +20,7 @@ mod search;
 mod support;
 mod webhooks;
 
+pub use deep_pages::BUCKET_MISMATCHES;
 pub use support::*;
 
 use crate::Store;
@@ -67,6 +69,7 @@ macro_rules! conformance_tests {
             chats::resume_and_groups,
             chats::group_event_order,
             listings::listings_count_every_change,
+            deep_pages::deep_pages,
             batches::failed_batch_changes_nothing,
             batches::revocation_in_batches,
             batches::large_batches,

@@ -64,6 +64,7 @@ impl Listing {
             page,
             counted: None,
             counts_of: None,
+            buckets: None,
         }
     }
 }

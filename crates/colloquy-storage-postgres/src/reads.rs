@@ -80,7 +80,7 @@ pub(crate) async fn fold_counts(pool: &PgPool, table: &str, user_id: Uuid) -> St
 }
 
 /// Walks the bucket counts down to a deep page ([`sql::Descent`]). A level's read that
-/// added up more change rows than [`FOLD_AFTER`] beyond one per bucket folds the range it
+/// added up more than [`FOLD_AFTER`] change rows beyond one per key folds the range it
 /// read into one row per key (the account's, `counts_of`).
 async fn descend(
     pool: &PgPool,

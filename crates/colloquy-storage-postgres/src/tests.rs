@@ -429,6 +429,39 @@ async fn bucket_counts_match_the_rows_they_count() {
         .await
         .unwrap();
         assert!(rows <= keys + 64, "{rows} rows for {keys} keys");
+        // Reading folded rows again folds nothing: a fold rewrites rows (new ctids).
+        let user: Uuid = sqlx::query_scalar(
+            "SELECT user_id FROM chats GROUP BY user_id ORDER BY COUNT(*) DESC LIMIT 1",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let places = || async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT string_agg(ctid::text, ',' ORDER BY ctid) FROM chat_buckets",
+            )
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+        };
+        let middle = || async {
+            store
+                .list_chats(user, &ChatFilter::default(), page(200, 10, true))
+                .await
+                .unwrap()
+        };
+        let first = middle().await;
+        let before = places().await;
+        let again = middle().await;
+        assert_eq!(
+            first.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+            again.items.iter().map(|c| c.id).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            places().await,
+            before,
+            "a second deep read folded rows again"
+        );
         store.close().await;
     })
     .await;

@@ -408,12 +408,12 @@ impl Listing {
     }
 
     /// The walk down the bucket counts to the page, when the listing has them and more
-    /// than [`buckets::DESCEND_AFTER`] rows lie between the page and both ends; `None`:
+    /// than [`buckets::descend_after`] rows lie between the page and both ends; `None`:
     /// read [`Listing::window`].
     pub fn descent(&self, total: i64) -> Option<Descent> {
         let buckets = self.buckets.clone()?;
         let (ascending, limit, skip, reversed) = self.placement(total)?;
-        (skip > buckets::DESCEND_AFTER)
+        (skip > buckets::descend_after())
             .then(|| Descent::new(buckets, self.keys.clone(), ascending, skip, limit, reversed))
     }
 
@@ -469,6 +469,7 @@ impl Listing {
                         table: "chat_buckets",
                         keys: n.clone(),
                         column: "start_timestamp",
+                        key_columns: "status, config_id",
                     });
                     listing.counted = Some(n.after(
                         "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM chat_counts",
@@ -524,6 +525,7 @@ impl Listing {
                 table: "group_buckets",
                 keys: n.clone(),
                 column: "g.first_start_timestamp",
+                key_columns: "config_id",
             });
             listing.counted = Some(
                 n.after("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM group_counts"),

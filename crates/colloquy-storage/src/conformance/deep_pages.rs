@@ -4,14 +4,18 @@
 //! erased; pages far from both ends are checked against the chats as they are.
 
 use super::support::*;
-use crate::sql::buckets::DESCEND_AFTER;
+use crate::sql::buckets::descend_after_for_tests;
 use crate::*;
 use colloquy_wire::{ChatStatus, EventRole, EventType};
 use uuid::Uuid;
 
-/// Chats of the account: enough that the middle lies more than [`DESCEND_AFTER`] rows
-/// from both ends of the unfiltered listing and of a third of it (one config).
-const CHATS: i64 = 6 * DESCEND_AFTER + 1_500;
+/// How deep a page must lie to be found through the buckets, in this scenario (the
+/// server's [`crate::sql::buckets::DESCEND_AFTER`] would need tens of thousands of chats).
+const DEEP: i64 = 500;
+
+/// Chats of the account: enough that the middle lies more than [`DEEP`] rows from both
+/// ends of the unfiltered listing, of a third of it (one config) and of its groups.
+const CHATS: i64 = 6 * DEEP + 1_500;
 
 /// A start time: a third of the chats in one burst inside one 17.5-minute bucket (many in
 /// the same millisecond), the others spread over about four years.
@@ -58,7 +62,7 @@ async fn check_pages<T, F, Fut>(
 /// Offsets to check in a listing of `n`: just past where pages are found through the
 /// buckets, the middle, across bucket edges, and near the end.
 fn offsets(n: usize) -> Vec<usize> {
-    let deep = DESCEND_AFTER as usize;
+    let deep = DEEP as usize;
     vec![
         deep + 3,
         n / 2,
@@ -69,6 +73,8 @@ fn offsets(n: usize) -> Vec<usize> {
 }
 
 pub async fn deep_pages(store: &dyn Store) {
+    // Only where pages are read from changes, for every test of this process alike.
+    descend_after_for_tests(DEEP);
     let who = new_account(store, true).await;
     let other = new_account(store, true).await;
     let (lasting, stopped) = (Uuid::new_v4(), Uuid::new_v4());
@@ -183,7 +189,7 @@ pub async fn deep_pages(store: &dyn Store) {
             .collect();
         want.sort_by_key(|c| (c.start_timestamp, c.id));
         let mut want: Vec<Uuid> = want.iter().map(|c| c.id).collect();
-        if want.len() > 2 * DESCEND_AFTER as usize + 200 {
+        if want.len() > 2 * DEEP as usize + 200 {
             deep_listings += 1;
         }
         for ascending in [true, false] {

@@ -323,6 +323,35 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window that reads `limit` rows after skipping `skip`, ordered by `keys` (all
+    /// ascending or all descending), where `bound` allows.
+    pub(crate) fn new(
+        keys: &[&'static str],
+        ascending: bool,
+        bound: Clause,
+        limit: i64,
+        skip: i64,
+        reversed: bool,
+    ) -> Self {
+        let d = direction(ascending);
+        let order = keys
+            .iter()
+            .map(|k| format!("{k} {d}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut l = Clause::default();
+        l.sql(" LIMIT ")
+            .bind(Value::Int(limit))
+            .sql(" OFFSET ")
+            .bind(Value::Int(skip));
+        Window {
+            order: format!(" ORDER BY {order}"),
+            bound,
+            limit: l,
+            reversed,
+        }
+    }
+
     /// The rows a query of this window returned, in the listing's order.
     pub fn arrange<R>(&self, mut rows: Vec<R>) -> Vec<R> {
         if self.reversed {
@@ -387,24 +416,14 @@ impl Listing {
     /// end (it is empty).
     pub fn window(&self, total: i64) -> Option<Window> {
         let (ascending, limit, skip, reversed) = self.placement(total)?;
-        let d = direction(ascending);
-        let order = self
-            .keys
-            .iter()
-            .map(|k| format!("{k} {d}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut l = Clause::default();
-        l.sql(" LIMIT ")
-            .bind(Value::Int(limit))
-            .sql(" OFFSET ")
-            .bind(Value::Int(skip));
-        Some(Window {
-            order: format!(" ORDER BY {order}"),
-            bound: Clause::default(),
-            limit: l,
+        Some(Window::new(
+            &self.keys,
+            ascending,
+            Clause::default(),
+            limit,
+            skip,
             reversed,
-        })
+        ))
     }
 
     /// The walk down the bucket counts to the page, when the listing has them and more

@@ -177,18 +177,7 @@ pub async fn deep_pages(store: &dyn Store) {
     ];
     let mut deep_listings = 0;
     for filter in &filters {
-        let mut want: Vec<&ChatRecord> = chats
-            .iter()
-            .filter(|c| filter.status.is_none_or(|s| c.status == s))
-            .filter(|c| {
-                filter
-                    .config_id
-                    .as_deref()
-                    .is_none_or(|f| c.config_id.as_deref() == Some(f))
-            })
-            .collect();
-        want.sort_by_key(|c| (c.start_timestamp, c.id));
-        let mut want: Vec<Uuid> = want.iter().map(|c| c.id).collect();
+        let mut want = super::listings::expected(&chats, filter);
         if want.len() > 2 * DEEP as usize + 200 {
             deep_listings += 1;
         }

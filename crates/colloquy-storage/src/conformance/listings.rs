@@ -34,7 +34,7 @@ where
 }
 
 /// What `list_chats` must return for `filter`, oldest first.
-fn expected(chats: &[ChatRecord], filter: &ChatFilter) -> Vec<Uuid> {
+pub(super) fn expected(chats: &[ChatRecord], filter: &ChatFilter) -> Vec<Uuid> {
     let mut want: Vec<&ChatRecord> = chats
         .iter()
         .filter(|c| filter.status.is_none_or(|s| c.status == s))

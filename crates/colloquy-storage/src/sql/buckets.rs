@@ -202,25 +202,14 @@ impl Descent {
         } else {
             bound.sql(" < ").bind(Value::Int((bucket + 1) << shift));
         }
-        let d = direction(self.ascending);
-        let order = self
-            .keys
-            .iter()
-            .map(|k| format!("{k} {d}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut limit = Clause::default();
-        limit
-            .sql(" LIMIT ")
-            .bind(Value::Int(self.limit))
-            .sql(" OFFSET ")
-            .bind(Value::Int(self.skip));
-        Some(Window {
-            order: format!(" ORDER BY {order}"),
+        Some(Window::new(
+            &self.keys,
+            self.ascending,
             bound,
-            limit,
-            reversed: self.reversed,
-        })
+            self.limit,
+            self.skip,
+            self.reversed,
+        ))
     }
 }
 

@@ -25,6 +25,13 @@ pub fn keyed_request(url: &str, key: &str) -> anyhow::Result<Request> {
     Ok(req)
 }
 
+/// The client's socket settings: a 4 KiB read buffer, as the server's own. tungstenite's
+/// default (128 KiB) is zeroed before every read, which cost the `ingest` benchmark's
+/// clients 5% of the machine's CPU (docs/benchmarks.md, session 10).
+pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024)
+}
+
 /// Opens the chat socket `url` (with `key` in the header, or none when the URL carries the
 /// credentials) and reads its first message, which must be `chat_metadata`; `nodelay` sets
 /// `TCP_NODELAY` on the client's side. The socket and that message.
@@ -33,9 +40,10 @@ pub async fn open_chat(url: &str, key: Option<&str>, nodelay: bool) -> anyhow::R
         Some(key) => keyed_request(url, key)?,
         None => url.into_client_request()?,
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, None, nodelay)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(req, Some(client_config()), nodelay)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
     let meta = next_json(&mut ws).await?;
     anyhow::ensure!(meta["type"] == "chat_metadata", "first message: {meta}");
     Ok((ws, meta))

@@ -532,23 +532,28 @@ const SQLITE_MIGRATIONS: [(&str, &str, &str); 2] = [
          DROP TABLE chat_buckets; DROP TABLE group_buckets;",
     ),
 ];
-const POSTGRES_MIGRATIONS: [(&str, &str, &str); 2] = [
+
+/// On PostgreSQL, the first entry undoes all three (0014 replaced the triggers of 0011 and
+/// 0013 with one per table), and each is then applied again in order.
+const POSTGRES_MIGRATIONS: [(&str, &str, &str); 3] = [
     (
         "0011 (maintained counts)",
         include_str!("../../../colloquy-storage-postgres/migrations/0011_list_counts.sql"),
-        "DROP TRIGGER chats_counted ON chats; DROP TRIGGER chats_recounted ON chats; \
-         DROP TRIGGER groups_counted ON chat_groups; \
-         DROP TRIGGER groups_recounted ON chat_groups; DROP FUNCTION colloquy_count_chats(); \
-         DROP FUNCTION colloquy_count_groups(); DROP TABLE chat_counts; DROP TABLE group_counts;",
+        "DROP TRIGGER chats_listed ON chats; DROP TRIGGER chats_relisted ON chats; \
+         DROP TRIGGER groups_listed ON chat_groups; DROP TRIGGER groups_relisted ON chat_groups; \
+         DROP FUNCTION colloquy_list_chats(); DROP FUNCTION colloquy_list_groups(); \
+         DROP TABLE chat_counts; DROP TABLE group_counts; DROP TABLE chat_buckets; \
+         DROP TABLE group_buckets;",
     ),
     (
         "0013 (bucket counts)",
         include_str!("../../../colloquy-storage-postgres/migrations/0013_list_buckets.sql"),
-        "DROP TRIGGER chats_bucketed ON chats; DROP TRIGGER chats_rebucketed ON chats; \
-         DROP TRIGGER groups_bucketed ON chat_groups; \
-         DROP TRIGGER groups_rebucketed ON chat_groups; DROP FUNCTION colloquy_bucket_chats(); \
-         DROP FUNCTION colloquy_bucket_groups(); DROP TABLE chat_buckets; \
-         DROP TABLE group_buckets;",
+        "SELECT 1",
+    ),
+    (
+        "0014 (one trigger per table)",
+        include_str!("../../../colloquy-storage-postgres/migrations/0014_list_triggers_merged.sql"),
+        "SELECT 1",
     ),
 ];
 

@@ -28,7 +28,7 @@ pub fn keyed_request(url: &str, key: &str) -> anyhow::Result<Request> {
 /// The client's socket settings: a 4 KiB read buffer, as the server's own. tungstenite's
 /// default (128 KiB) is zeroed before every read, which cost the `ingest` benchmark's
 /// clients 5% of the machine's CPU (docs/benchmarks.md, session 10).
-pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024)
 }
 

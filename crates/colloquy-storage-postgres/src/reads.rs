@@ -79,28 +79,25 @@ pub(crate) async fn fold_counts(pool: &PgPool, table: &str, user_id: Uuid) -> St
     Ok(())
 }
 
-/// Walks the bucket counts down to a deep page ([`sql::Descent`]). A level's read that
-/// added up more than [`FOLD_AFTER`] change rows beyond one per key folds the range it
+/// Walks the bucket counts down to a deep page ([`sql::Descent`], one statement). A level
+/// that added up more than [`FOLD_AFTER`] change rows beyond one per key folds the range it
 /// read into one row per key (the account's, `counts_of`).
 async fn descend(
     pool: &PgPool,
     descent: sql::Descent,
     counts_of: Option<(&'static str, Uuid)>,
 ) -> StoreResult<Option<sql::Window>> {
-    let table = descent.table();
-    sql::descend(descent, |q, (level, lo, hi)| async move {
-        let mut b = QueryBuilder::new("");
-        push(&mut b, &q);
-        let rows: Vec<(i64, i64, i64)> = b.build_query_as().fetch_all(pool).await.map_err(db)?;
-        let stored: i64 = rows.iter().map(|r| r.2).sum();
-        if let Some((_, user_id)) = counts_of {
-            if stored > rows.len() as i64 + FOLD_AFTER {
-                fold_buckets(pool, table, user_id, level, lo, hi).await?;
+    let mut b = QueryBuilder::new("");
+    push(&mut b, &descent.statement());
+    let rows: Vec<sql::LevelRow> = b.build_query_as().fetch_all(pool).await.map_err(db)?;
+    if let Some((_, user_id)) = counts_of {
+        for (row, (level, lo, hi)) in rows.iter().zip(sql::Descent::ranges(&rows)) {
+            if row.3 > row.4 + FOLD_AFTER {
+                fold_buckets(pool, descent.table(), user_id, level, lo, hi).await?;
             }
         }
-        Ok(rows)
-    })
-    .await
+    }
+    Ok(descent.window(&rows))
 }
 
 /// Folds `user_id`'s bucket rows of the last day at every level: where new chats and

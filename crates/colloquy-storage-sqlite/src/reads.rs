@@ -19,7 +19,7 @@ use uuid::Uuid;
 /// selective condition and tests every chat of the account against the matches (27 ms for
 /// a rare word at 10M events; docs/benchmarks.md, session 7), where looking the matching
 /// chats up by id costs what the matches do.
-fn push(qb: &mut QueryBuilder<'_, Sqlite>, clause: &Clause) {
+pub(crate) fn push(qb: &mut QueryBuilder<'_, Sqlite>, clause: &Clause) {
     let searching = clause.0.iter().any(|p| matches!(p, Piece::Says(_)));
     for piece in &clause.0 {
         match piece {
@@ -63,15 +63,10 @@ pub(crate) async fn page_of<T>(
         return sql::page::<SqliteRow, T>(&[], decode, total);
     };
     if let Some(descent) = listing.descent(total) {
-        let found = sql::descend(descent, |q, _| async move {
-            let mut b = QueryBuilder::new("");
-            push(&mut b, &q);
-            b.build_query_as::<(i64, i64, i64)>()
-                .fetch_all(read)
-                .await
-                .map_err(db)
-        })
-        .await?;
+        let mut b = QueryBuilder::new("");
+        push(&mut b, &descent.statement());
+        let rows: Vec<sql::LevelRow> = b.build_query_as().fetch_all(read).await.map_err(db)?;
+        let found = descent.window(&rows);
         if let Some(found) = found {
             window = found;
         }

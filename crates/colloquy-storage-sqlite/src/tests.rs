@@ -446,3 +446,113 @@ async fn events_are_immutable() {
         .unwrap_err();
     assert!(err.to_string().contains("immutable"), "{err}");
 }
+
+/// The walk's statement ([`colloquy_storage::sql::Descent`]) against bucket counts made
+/// from start times over ~3 years with a burst of ties in one bucket, two keys per bucket
+/// (one sometimes empty), and another account's counts in the same buckets: every deep
+/// page lands exactly where skipping would, and skips inside one bucket only.
+#[tokio::test]
+async fn the_walk_finds_every_deep_page() {
+    use colloquy_storage::sql::buckets::{descend_after_for_tests, BUCKET_SHIFTS};
+    use colloquy_storage::sql::{ChatOwner, Listing, Piece, Value};
+    use std::collections::BTreeMap;
+    descend_after_for_tests(2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    let store = SqliteStore::open(&url, &SqliteSettings::default())
+        .await
+        .unwrap();
+    let mut times: Vec<i64> = (0..9_000i64)
+        .map(|i| {
+            if i % 4 == 0 {
+                1_700_000_000_000 + (i % 13)
+            } else {
+                1_700_000_000_000 + (i.wrapping_mul(2_654_435_761) % (1 << 36))
+            }
+        })
+        .collect();
+    times.sort();
+    let total = times.len() as i64;
+    let (who, other) = (Uuid::new_v4(), Uuid::new_v4());
+    for (level, shift) in BUCKET_SHIFTS.iter().rev().enumerate() {
+        let mut m = BTreeMap::<i64, i64>::new();
+        for t in &times {
+            *m.entry(t >> shift).or_default() += 1;
+        }
+        for (bucket, n) in m {
+            for (user, status, count) in [
+                (who, "USER_ENDED", n / 3),
+                (who, "ACTIVE", n - n / 3),
+                (other, "ACTIVE", 7),
+            ] {
+                sqlx::query(
+                    "INSERT INTO chat_buckets (user_id, level, bucket, status, config_id, n) \
+                     VALUES (?, ?, ?, ?, '', ?)",
+                )
+                .bind(user.to_string())
+                .bind(level as i64)
+                .bind(bucket)
+                .bind(status)
+                .bind(count)
+                .execute(&store.write)
+                .await
+                .unwrap();
+            }
+        }
+    }
+    let ints = |c: &colloquy_storage::sql::Clause| -> Vec<i64> {
+        c.0.iter()
+            .filter_map(|p| match p {
+                Piece::Bind(Value::Int(n)) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut walked = 0;
+    for (number, size) in [(500, 10), (449, 10), (4_000, 1), (3, 2_100), (80, 100)] {
+        for ascending in [true, false] {
+            let listing = Listing::chats(
+                ChatOwner::Account(who),
+                &ChatFilter::default(),
+                PageRequest {
+                    number,
+                    size,
+                    ascending,
+                },
+            );
+            let Some(d) = listing.descent(total) else {
+                continue;
+            };
+            walked += 1;
+            let mut b = sqlx::QueryBuilder::new("");
+            reads::push(&mut b, &d.statement());
+            let rows: Vec<colloquy_storage::sql::LevelRow> =
+                b.build_query_as().fetch_all(&store.read).await.unwrap();
+            assert_eq!(rows.len(), BUCKET_SHIFTS.len(), "{rows:?}");
+            let w = d.window(&rows).expect("the counts hold the page");
+            let from = ints(&w.bound)[0];
+            let (limit, skip) = (ints(&w.limit)[0], ints(&w.limit)[1]);
+            let read_asc = w.order.starts_with(" ORDER BY start_timestamp ASC");
+            let mut rows: Vec<i64> = if read_asc {
+                times.iter().copied().filter(|t| *t >= from).collect()
+            } else {
+                times.iter().rev().copied().filter(|t| *t < from).collect()
+            };
+            rows = rows
+                .into_iter()
+                .skip(skip as usize)
+                .take(limit as usize)
+                .collect();
+            let got = w.arrange(rows);
+            let mut all = times.clone();
+            if !ascending {
+                all.reverse();
+            }
+            let offset = number as usize * size as usize;
+            let want: Vec<i64> = all.into_iter().skip(offset).take(size as usize).collect();
+            assert_eq!(got, want, "page {number} of {size}, ascending {ascending}");
+            assert!(skip < 2_500, "skips inside one bucket only ({skip})");
+        }
+    }
+    assert!(walked >= 6);
+}

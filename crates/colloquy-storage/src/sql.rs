@@ -14,7 +14,7 @@ use uuid::Uuid;
 pub mod buckets;
 pub mod resources;
 
-pub use buckets::{descend, BucketRow, Buckets, Descent};
+pub use buckets::{Buckets, Descent, LevelRow};
 
 /// Columns of a chat ([`chat_record`]), from `chats`.
 pub const CHAT_COLUMNS: &str =

@@ -5,9 +5,9 @@
 //! ([`BUCKET_SHIFTS`]: 2^34 ms ≈ 199 days, 2^27 ms ≈ 1.6 days, 2^20 ms ≈ 17.5 minutes),
 //! per status and config (migrations `list_buckets`). A page deep in a listing is found by
 //! walking down them: the top level's buckets are added up in order until the one that
-//! holds the page's first row, then that bucket's 128 children, then theirs; the rows
-//! themselves are read from the start of the last bucket found, skipping only the rows
-//! before the page inside it. What that costs grows with the account's age in years and
+//! holds the page's first row, then that bucket's 128 children, then theirs, all in one
+//! statement; the rows themselves are read from the start of the last bucket found,
+//! skipping only the rows before the page inside it. What that costs grows with the account's age in years and
 //! with how many chats one 17.5-minute span holds, not with how many chats come before
 //! the page (docs/decisions.md, "Deep pages").
 
@@ -52,8 +52,9 @@ pub struct Buckets {
     pub key_columns: &'static str,
 }
 
-/// The walk down the buckets to one page: ask [`Descent::query`], hand its rows to
-/// [`Descent::take`], until `query` gives `None`; then [`Descent::window`] reads the page.
+/// The walk down the buckets to one page, in one statement: [`Descent::statement`] reads
+/// every level (each narrowed to the children of the bucket the level above found), and
+/// [`Descent::window`] takes its rows ([`LevelRow`]) and gives where the page is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descent {
     buckets: Buckets,
@@ -62,36 +63,35 @@ pub struct Descent {
     /// The order in which the walk goes (the page's order, or the opposite one when the
     /// page is nearer the end).
     ascending: bool,
-    /// Rows still to skip, from the start of the current range.
+    /// Rows to skip from the start of the listing (in the walk's order).
     skip: i64,
     /// Rows of the page.
     limit: i64,
     /// The rows come in the opposite order of the listing's.
     reversed: bool,
-    /// Index into [`BUCKET_SHIFTS`] of the next level to read.
-    next: usize,
-    /// The buckets of that level to read (inclusive); `None` at the top: all of them.
-    range: Option<(i64, i64)>,
-    /// The bucket found at the last level read.
-    found: Option<i64>,
-    /// The counts did not hold the page (they changed between reads): read the page the
-    /// ordinary way.
-    lost: bool,
 }
 
 /// Walks given up in this process so far ([`lost_descents`]).
 static LOST: AtomicU64 = AtomicU64::new(0);
 
 /// How many walks this process gave up because the counts did not hold their page. The
-/// counts change in the same transactions as the rows, so only a write between a walk's
-/// reads can do that; the conformance suite checks that its deep pages lose none (counts
-/// that were wrong would show here, not in the pages).
+/// counts change in the same transactions as the rows and the walk reads them in one
+/// statement, so only a write between the read of the listing's total and the walk (or
+/// counts that were wrong) can do that; the conformance suite checks that its deep pages
+/// lose none.
 pub fn lost_descents() -> u64 {
     LOST.load(Ordering::Relaxed)
 }
 
-/// One row of a level's read: a bucket, its count and how many stored rows made it up.
-pub type BucketRow = (i64, i64, i64);
+/// One level of a walk, as [`Descent::statement`] gives it: the level, the bucket that
+/// holds the page's first row, the rows before the page inside that bucket (in the walk's
+/// order), how many stored rows of counts the level added up, and how many rows they
+/// made once added up per key (a backend that folds change rows compares the two).
+pub type LevelRow = (i64, i64, i64, i64, i64);
+
+/// The names of one level's parts of [`Descent::statement`]: the counts per bucket and
+/// key, per bucket with how many rows lie up to each, and the bucket found.
+const LEVEL_PARTS: [[&str; 3]; 3] = [["k2", "u2", "f2"], ["k1", "u1", "f1"], ["k0", "u0", "f0"]];
 
 impl Descent {
     pub(crate) fn new(
@@ -109,10 +109,6 @@ impl Descent {
             skip,
             limit,
             reversed,
-            next: 0,
-            range: None,
-            found: None,
-            lost: false,
         }
     }
 
@@ -121,79 +117,116 @@ impl Descent {
         self.buckets.table
     }
 
-    /// The level and range of buckets the next [`Descent::query`] reads (for a backend
-    /// that folds what it read, [`Descent::take`]'s third column).
-    pub fn reading(&self) -> (i64, i64, i64) {
-        let (lo, hi) = self.range.unwrap_or((i64::MIN, i64::MAX));
-        (self.level(), lo, hi)
+    /// The level read `i`-th ([`BUCKET_SHIFTS`]'s index).
+    fn level(i: usize) -> i64 {
+        (BUCKET_SHIFTS.len() - 1 - i) as i64
     }
 
-    fn level(&self) -> i64 {
-        (BUCKET_SHIFTS.len() - 1 - self.next) as i64
-    }
-
-    /// The next level's read in the walk's order, one row per key of the table (bucket,
-    /// count, how many stored rows made it up), or `None` when the walk is over.
-    pub fn query(&self) -> Option<Clause> {
-        if self.lost || self.next == BUCKET_SHIFTS.len() {
-            return None;
-        }
+    /// The whole walk as one statement (one round trip, one snapshot of the counts): one
+    /// [`LevelRow`] per level, the widest first. Each level adds up its counts per bucket
+    /// in the walk's order and keeps the first bucket whose running total passes the rows
+    /// still to skip; the next level reads only that bucket's children. A level that finds
+    /// nothing (the counts do not hold the page) ends the rows early.
+    pub fn statement(&self) -> Clause {
+        assert_eq!(BUCKET_SHIFTS.len(), LEVEL_PARTS.len());
+        let order = direction(self.ascending);
         let mut c = Clause::default();
-        c.sql("SELECT bucket, CAST(SUM(n) AS BIGINT), CAST(COUNT(*) AS BIGINT) FROM ")
-            .sql(self.buckets.table);
-        c.0.extend(self.buckets.keys.0.iter().cloned());
-        c.and("level", " = ", Value::Int(self.level()));
-        if let Some((lo, hi)) = self.range {
-            c.and("bucket", " >= ", Value::Int(lo))
-                .and("bucket", " <= ", Value::Int(hi));
+        c.sql("WITH ");
+        for (i, [counted, upto, found]) in LEVEL_PARTS.iter().enumerate() {
+            if i > 0 {
+                c.sql(", ");
+            }
+            // The level's counts in its range, added up per bucket and key.
+            c.sql(counted)
+                .sql(" AS (SELECT bucket, SUM(n) AS n, COUNT(*) AS stored FROM ")
+                .sql(self.buckets.table);
+            c.0.extend(self.buckets.keys.0.iter().cloned());
+            c.and("level", " = ", Value::Int(Self::level(i)));
+            if i > 0 {
+                let above = LEVEL_PARTS[i - 1][2];
+                let width = Value::Int(1 << (BUCKET_SHIFTS[i - 1] - BUCKET_SHIFTS[i]));
+                c.sql(" AND bucket >= (SELECT found * ")
+                    .bind(width.clone())
+                    .sql(" FROM ")
+                    .sql(above)
+                    .sql(") AND bucket < (SELECT (found + 1) * ")
+                    .bind(width)
+                    .sql(" FROM ")
+                    .sql(above)
+                    .sql(")");
+            }
+            c.sql(" GROUP BY bucket, ")
+                .sql(self.buckets.key_columns)
+                .sql("), ");
+            // Its buckets that hold rows, with the rows up to each one's end.
+            c.sql(upto)
+                .sql(" AS (SELECT bucket, n, CAST(SUM(n) OVER (ORDER BY bucket ")
+                .sql(order)
+                .sql(" ROWS UNBOUNDED PRECEDING) AS BIGINT) AS upto FROM (SELECT bucket, CAST(SUM(n) AS BIGINT) AS n FROM ")
+                .sql(counted)
+                .sql(" GROUP BY bucket HAVING SUM(n) > 0) AS b), ");
+            // The first whose rows reach past the rows to skip, and what is left to skip.
+            let mut to_skip = Clause::default();
+            if i == 0 {
+                to_skip.bind(Value::Int(self.skip));
+            } else {
+                to_skip
+                    .sql("(SELECT skip FROM ")
+                    .sql(LEVEL_PARTS[i - 1][2])
+                    .sql(")");
+            }
+            c.sql(found).sql(" AS (SELECT bucket AS found, ");
+            c.0.extend(to_skip.0.iter().cloned());
+            c.sql(" - (upto - n) AS skip FROM ")
+                .sql(upto)
+                .sql(" WHERE upto > ");
+            c.0.extend(to_skip.0);
+            c.sql(" ORDER BY bucket ").sql(order).sql(" LIMIT 1)");
         }
-        c.sql(" GROUP BY bucket, ")
-            .sql(self.buckets.key_columns)
-            .sql(" ORDER BY bucket ")
-            .sql(direction(self.ascending));
-        Some(c)
+        for (i, [counted, _, found]) in LEVEL_PARTS.iter().enumerate() {
+            c.sql(if i == 0 { " " } else { " UNION ALL " })
+                .sql("SELECT CAST(")
+                .bind(Value::Int(Self::level(i)))
+                .sql(" AS BIGINT) AS level, found, skip, (SELECT CAST(COALESCE(SUM(stored), 0) AS BIGINT) FROM ")
+                .sql(counted)
+                .sql("), (SELECT CAST(COUNT(*) AS BIGINT) FROM ")
+                .sql(counted)
+                .sql(") FROM ")
+                .sql(found);
+        }
+        c.sql(" ORDER BY level DESC");
+        c
     }
 
-    /// Takes the rows of [`Descent::query`] (a bucket's keys are adjacent): finds the
-    /// bucket that holds the page's first row and narrows the next read to its children.
-    pub fn take(&mut self, rows: &[BucketRow]) {
-        let mut found = None;
-        let mut keys = rows.iter().peekable();
-        while let Some(&(bucket, first, _)) = keys.next() {
-            let mut n = first;
-            while let Some(&(_, more, _)) = keys.next_if(|r| r.0 == bucket) {
-                n += more;
+    /// The buckets each level of `rows` read, inclusive, as (level, first, last): all of
+    /// them at the top, then the children of the bucket found above.
+    pub fn ranges(rows: &[LevelRow]) -> Vec<(i64, i64, i64)> {
+        let mut range = (i64::MIN, i64::MAX);
+        let mut out = Vec::new();
+        for (i, row) in rows.iter().enumerate().take(BUCKET_SHIFTS.len()) {
+            out.push((row.0, range.0, range.1));
+            if let Some(&shift) = BUCKET_SHIFTS.get(i + 1) {
+                let width = BUCKET_SHIFTS[i] - shift;
+                range = (row.1 << width, ((row.1 + 1) << width) - 1);
             }
-            if n <= 0 {
-                continue;
-            }
-            if self.skip < n {
-                found = Some(bucket);
-                break;
-            }
-            self.skip -= n;
         }
-        let Some(bucket) = found else {
-            self.lost = true;
+        out
+    }
+
+    /// The page's window from the rows of [`Descent::statement`]: from the start of the
+    /// narrowest bucket found, skipping the rows before the page inside it. `None` when
+    /// the counts did not hold the page (a level found nothing): read it the ordinary way.
+    pub fn window(&self, rows: &[LevelRow]) -> Option<Window> {
+        let levels_found = rows.len() == BUCKET_SHIFTS.len()
+            && rows
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.0 == Self::level(i) && r.2 >= 0);
+        if !levels_found {
             LOST.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        self.found = Some(bucket);
-        self.next += 1;
-        if let Some(&shift) = BUCKET_SHIFTS.get(self.next) {
-            let width = BUCKET_SHIFTS[self.next - 1] - shift;
-            self.range = Some((bucket << width, ((bucket + 1) << width) - 1));
-        }
-    }
-
-    /// The page's window once the walk is over: from the start of the last bucket found,
-    /// skipping the rows before the page inside it. `None` when the counts did not hold
-    /// the page.
-    pub fn window(&self) -> Option<Window> {
-        if self.lost || self.next != BUCKET_SHIFTS.len() {
             return None;
         }
-        let bucket = self.found?;
+        let &(_, bucket, skip, _, _) = rows.last()?;
         let shift = BUCKET_SHIFTS[BUCKET_SHIFTS.len() - 1];
         let mut bound = Clause::default();
         bound.sql(" AND ").sql(self.buckets.column);
@@ -207,24 +240,10 @@ impl Descent {
             self.ascending,
             bound,
             self.limit,
-            self.skip,
+            skip,
             self.reversed,
         ))
     }
-}
-
-/// Walks a [`Descent`] with `read` (which runs a level's query and returns its rows) and
-/// gives the page's window; `None` when the counts did not hold the page.
-pub async fn descend<F, Fut, E>(mut descent: Descent, mut read: F) -> Result<Option<Window>, E>
-where
-    F: FnMut(Clause, (i64, i64, i64)) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<BucketRow>, E>>,
-{
-    while let Some(q) = descent.query() {
-        let rows = read(q, descent.reading()).await?;
-        descent.take(&rows);
-    }
-    Ok(descent.window())
 }
 
 #[cfg(test)]
@@ -246,107 +265,58 @@ mod tests {
             .collect()
     }
 
-    /// The walk, against bucket counts made from `rows` (start times, in listing order by
-    /// (time, index)), lands on exactly the page that skipping would.
+    /// The statement reads the levels widest first, each narrowed by the one above; its
+    /// rows give the window from the narrowest bucket found, and the ranges each level read.
+    /// (The walk itself runs on a real database: `colloquy-storage-sqlite`'s
+    /// `the_walk_finds_every_deep_page`, and the conformance suite's `deep_pages`.)
     #[test]
-    fn the_walk_finds_every_deep_page() {
+    fn one_statement_reads_every_level() {
         descend_after_for_tests(TEST_DESCEND_AFTER);
-        // Start times over ~3 years, a burst in one bucket with ties, sorted as a listing.
-        let mut times: Vec<i64> = (0..9_000i64)
-            .map(|i| {
-                if i % 4 == 0 {
-                    1_700_000_000_000 + (i % 13)
-                } else {
-                    1_700_000_000_000 + (i.wrapping_mul(2_654_435_761) % (1 << 36))
-                }
-            })
-            .collect();
-        times.sort();
-        let total = times.len() as i64;
-        let counts = |level: i64, lo: i64, hi: i64, ascending: bool| -> Vec<BucketRow> {
-            let shift = BUCKET_SHIFTS[BUCKET_SHIFTS.len() - 1 - level as usize];
-            let mut m = std::collections::BTreeMap::<i64, i64>::new();
-            for t in &times {
-                let b = t >> shift;
-                if (lo..=hi).contains(&b) {
-                    *m.entry(b).or_default() += 1;
-                }
-            }
-            // Two keys per bucket (as statuses would be), one of them sometimes empty.
-            let mut v: Vec<BucketRow> = m
-                .into_iter()
-                .flat_map(|(b, n)| [(b, n / 3, 1), (b, n - n / 3, 2)])
-                .collect();
-            if !ascending {
-                v.reverse();
-            }
-            v
-        };
-        let mut walked = 0;
-        for (number, size) in [(500, 10), (449, 10), (4_000, 1), (3, 2_100), (80, 100)] {
-            for ascending in [true, false] {
-                let listing = Listing::chats(
-                    ChatOwner::Account(Uuid::nil()),
-                    &ChatFilter::default(),
-                    PageRequest {
-                        number,
-                        size,
-                        ascending,
-                    },
-                );
-                let Some(mut d) = listing.descent(total) else {
-                    continue;
-                };
-                walked += 1;
-                let mut reads = 0;
-                while let Some(q) = d.query() {
-                    reads += 1;
-                    let (level, lo, hi) = d.reading();
-                    assert_eq!(ints(&q)[0], level, "the query reads its level");
-                    let rows = counts(level, lo, hi, d.ascending);
-                    d.take(&rows);
-                }
-                assert_eq!(reads, BUCKET_SHIFTS.len());
-                let w = d.window().expect("the counts hold the page");
-                let from = ints(&w.bound)[0];
-                let (limit, skip) = (ints(&w.limit)[0], ints(&w.limit)[1]);
-                let read_asc = w.order.starts_with(" ORDER BY start_timestamp ASC");
-                let mut rows: Vec<i64> = if read_asc {
-                    times.iter().copied().filter(|t| *t >= from).collect()
-                } else {
-                    times.iter().rev().copied().filter(|t| *t < from).collect()
-                };
-                rows = rows
-                    .into_iter()
-                    .skip(skip as usize)
-                    .take(limit as usize)
-                    .collect();
-                let got = w.arrange(rows);
-                let mut all = times.clone();
-                if !ascending {
-                    all.reverse();
-                }
-                let offset = number as usize * size as usize;
-                let want: Vec<i64> = all.into_iter().skip(offset).take(size as usize).collect();
-                assert_eq!(got, want, "page {number} of {size}, ascending {ascending}");
-                assert!(skip < 2_500, "skips inside one bucket only ({skip})");
-            }
-        }
-        assert!(walked >= 6);
-        // Near either end the ordinary window is read.
-        let first = Listing::chats(
+        let listing = Listing::chats(
             ChatOwner::Account(Uuid::nil()),
             &ChatFilter::default(),
             PageRequest {
-                number: 5,
+                number: 400,
                 size: 10,
-                ascending: true,
+                ascending: false,
             },
         );
-        assert_eq!(first.descent(total), None);
+        let d = listing.descent(10_000).expect("deep");
+        let q = d.statement();
+        // Levels 2, 1, 0; the skip twice at the top; 128 children twice below; the levels
+        // of the rows.
+        assert_eq!(
+            ints(&q),
+            vec![2, 4_000, 4_000, 1, 128, 128, 0, 128, 128, 2, 1, 0]
+        );
+        let text: String =
+            q.0.iter()
+                .filter_map(|p| match p {
+                    Piece::Sql(s) => Some(*s),
+                    _ => None,
+                })
+                .collect();
+        assert!(text.contains("ORDER BY bucket DESC"), "{text}");
+        let rows: Vec<LevelRow> = vec![
+            (2, 100, 3_000, 5, 2),
+            (1, 12_805, 700, 90, 40),
+            (0, 1_639_100, 4, 130, 128),
+        ];
+        assert_eq!(
+            Descent::ranges(&rows),
+            vec![
+                (2, i64::MIN, i64::MAX),
+                (1, 100 << 7, (101 << 7) - 1),
+                (0, 12_805 << 7, (12_806 << 7) - 1)
+            ]
+        );
+        let w = d.window(&rows).expect("found");
+        assert_eq!(ints(&w.bound), vec![(1_639_100 + 1) << 20]);
+        assert_eq!(ints(&w.limit), vec![10, 4]);
+        assert!(w.order.starts_with(" ORDER BY start_timestamp DESC"));
     }
 
-    /// Counts that no longer hold the page (changed between reads) give no window: the
+    /// Counts that no longer hold the page (a level found nothing) give no window: the
     /// page is read the ordinary way.
     #[test]
     fn counts_short_of_the_page_are_lost() {
@@ -360,10 +330,22 @@ mod tests {
                 ascending: true,
             },
         );
-        let mut d = listing.descent(10_000).expect("deep");
+        let d = listing.descent(10_000).expect("deep");
         assert_eq!(d.table(), "group_buckets");
-        d.take(&[(1, 1_500, 1), (1, 500, 2), (2, 0, 3)]);
-        assert_eq!(d.query(), None);
-        assert_eq!(d.window(), None);
+        let lost = lost_descents();
+        assert_eq!(d.window(&[(2, 1, 1_500, 3, 3), (1, 130, 20, 9, 9)]), None);
+        assert_eq!(d.window(&[]), None);
+        assert!(lost_descents() >= lost + 2);
+        // Near either end the ordinary window is read.
+        let first = Listing::groups(
+            Uuid::nil(),
+            None,
+            PageRequest {
+                number: 5,
+                size: 10,
+                ascending: true,
+            },
+        );
+        assert_eq!(first.descent(10_000), None);
     }
 }

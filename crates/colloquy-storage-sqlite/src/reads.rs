@@ -66,8 +66,7 @@ pub(crate) async fn page_of<T>(
         let mut b = QueryBuilder::new("");
         push(&mut b, &descent.statement());
         let rows: Vec<sql::LevelRow> = b.build_query_as().fetch_all(read).await.map_err(db)?;
-        let found = descent.window(&rows);
-        if let Some(found) = found {
+        if let Some(found) = descent.window(&rows) {
             window = found;
         }
     }

@@ -92,6 +92,7 @@ pub type LevelRow = (i64, i64, i64, i64, i64);
 /// The names of one level's parts of [`Descent::statement`]: the counts per bucket and
 /// key, per bucket with how many rows lie up to each, and the bucket found.
 const LEVEL_PARTS: [[&str; 3]; 3] = [["k2", "u2", "f2"], ["k1", "u1", "f1"], ["k0", "u0", "f0"]];
+const _: () = assert!(LEVEL_PARTS.len() == BUCKET_SHIFTS.len());
 
 impl Descent {
     pub(crate) fn new(
@@ -128,7 +129,6 @@ impl Descent {
     /// still to skip; the next level reads only that bucket's children. A level that finds
     /// nothing (the counts do not hold the page) ends the rows early.
     pub fn statement(&self) -> Clause {
-        assert_eq!(BUCKET_SHIFTS.len(), LEVEL_PARTS.len());
         let order = direction(self.ascending);
         let mut c = Clause::default();
         c.sql("WITH ");

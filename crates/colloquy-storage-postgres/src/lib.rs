@@ -16,8 +16,11 @@
 //! here is a few round trips on a pooled connection (its events in one `UNNEST` insert)
 //! that several writers run at once; and its `group_events.rs` lists a group's events
 //! through its chats because SQLite's events are indexed by chat only, while here
-//! `chat_events_by_group` answers in one query.
+//! `chat_events_by_group` answers in one query. One file is this backend's own:
+//! [`appends`], a batch that only appends events, written in one statement that commits on
+//! its own (one round trip instead of five).
 
+mod appends;
 mod configs;
 mod erasure;
 mod jobs;

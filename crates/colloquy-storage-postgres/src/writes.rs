@@ -1,8 +1,9 @@
 //! The body of a batch ([`Store::apply_batch`](colloquy_storage::Store::apply_batch)) in
 //! its transaction: the facts and every lock first, in one global order, then the
 //! operations through [`BatchRules::apply`], then every event and every chat's counters in
-//! one statement.
+//! one statement. A batch that only appends takes [`crate::appends`]' single statement.
 
+use crate::appends::Appends;
 use crate::db;
 use colloquy_storage::*;
 use colloquy_wire::ChatStatus;
@@ -12,6 +13,9 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 pub async fn apply_batch(pool: &PgPool, ops: &[WriteOp]) -> StoreResult<Vec<OpOutcome>> {
+    if let Some(appends) = Appends::of(ops) {
+        return appends.write(pool, ops).await;
+    }
     let mut tx = pool.begin().await.map_err(db)?;
     let outcomes = apply_in_tx(&mut tx, ops).await?;
     tx.commit().await.map_err(db)?;
@@ -188,20 +192,21 @@ impl BatchTx for Tx<'_> {
     }
 }
 
-/// The events of a batch as column arrays, for one `INSERT ... SELECT FROM UNNEST(...)`.
+/// The events of a batch as column arrays, for one `INSERT ... SELECT FROM UNNEST(...)`
+/// (here, and in [`crate::appends`]' statement, which finds the groups itself).
 #[derive(Default)]
-struct EventColumns<'a> {
-    id: Vec<Uuid>,
-    chat_id: Vec<Uuid>,
+pub(crate) struct EventColumns<'a> {
+    pub(crate) id: Vec<Uuid>,
+    pub(crate) chat_id: Vec<Uuid>,
     group_id: Vec<Uuid>,
-    seq: Vec<i64>,
-    timestamp: Vec<i64>,
-    role: Vec<&'static str>,
-    event_type: Vec<&'static str>,
-    message_text: Vec<Option<Cow<'a, str>>>,
-    emotion_features: Vec<Option<Cow<'a, str>>>,
-    metadata: Vec<Option<Cow<'a, str>>>,
-    related_event_id: Vec<Option<Uuid>>,
+    pub(crate) seq: Vec<i64>,
+    pub(crate) timestamp: Vec<i64>,
+    pub(crate) role: Vec<&'static str>,
+    pub(crate) event_type: Vec<&'static str>,
+    pub(crate) message_text: Vec<Option<Cow<'a, str>>>,
+    pub(crate) emotion_features: Vec<Option<Cow<'a, str>>>,
+    pub(crate) metadata: Vec<Option<Cow<'a, str>>>,
+    pub(crate) related_event_id: Vec<Option<Uuid>>,
     /// Per chat, in id order: events added and the latest event time.
     counters: Vec<(Uuid, ChatCounters)>,
 }
@@ -212,27 +217,29 @@ impl<'a> EventColumns<'a> {
         for QueuedEvent {
             chat_id,
             group_id,
-            event: e,
+            event,
         } in queued.events
         {
-            columns.id.push(e.id);
-            columns.chat_id.push(chat_id);
+            columns.push(chat_id, event);
             columns.group_id.push(group_id);
-            columns.seq.push(e.seq);
-            columns.timestamp.push(e.timestamp);
-            columns.role.push(e.role.as_str());
-            columns.event_type.push(e.event_type.as_str());
-            columns
-                .message_text
-                .push(storable(e.message_text.as_deref()));
-            columns
-                .emotion_features
-                .push(storable(e.emotion_features.as_deref()));
-            columns.metadata.push(storable(e.metadata.as_deref()));
-            columns.related_event_id.push(e.related_event_id);
         }
         columns.counters = queued.chats.into_iter().collect();
         columns
+    }
+
+    /// Adds one event of `chat_id` to every column but the group's.
+    pub(crate) fn push(&mut self, chat_id: Uuid, e: &'a NewEvent) {
+        self.id.push(e.id);
+        self.chat_id.push(chat_id);
+        self.seq.push(e.seq);
+        self.timestamp.push(e.timestamp);
+        self.role.push(e.role.as_str());
+        self.event_type.push(e.event_type.as_str());
+        self.message_text.push(storable(e.message_text.as_deref()));
+        self.emotion_features
+            .push(storable(e.emotion_features.as_deref()));
+        self.metadata.push(storable(e.metadata.as_deref()));
+        self.related_event_id.push(e.related_event_id);
     }
 
     /// Inserts the events and bumps each chat's counters, in one statement (one round trip).

@@ -193,6 +193,128 @@ pub async fn revocation_in_batches(store: &dyn Store) {
     assert_eq!(l.event_count, 2);
 }
 
+/// A batch of nothing but appends and key checks (PostgreSQL writes it in one statement):
+/// each operation's outcome is the one a mixed batch would give, only the events of live
+/// keys on `ACTIVE` chats are stored and counted, several operations on one chat add up,
+/// and a failing event fails the whole batch.
+pub async fn appends_only_batches(store: &dyn Store) {
+    let who = new_account(store, true).await;
+    let gone = new_account(store, true).await;
+    let instance = Uuid::new_v4();
+    let mut chats = Vec::new();
+    for who in [&who, &who, &gone] {
+        let group = GroupChoice::New(Uuid::new_v4());
+        chats.push(start_chat(store, who, group, 1_000, None, instance).await.0);
+    }
+    let [a, ended, revoked_chat] = chats[..] else {
+        unreachable!()
+    };
+    end_chat(store, &who, ended, 1_500).await;
+    store.revoke_api_key(gone.api_key_id, 1_600).await.unwrap();
+    let say = |seq: i64, text: &str| {
+        event(
+            seq,
+            2_000 + seq,
+            EventRole::User,
+            EventType::UserMessage,
+            text,
+        )
+    };
+    let append = |who: &Principal, chat_id: Uuid, events: Vec<NewEvent>| WriteOp::AppendEvents {
+        api_key_id: who.api_key_id,
+        chat_id,
+        events,
+    };
+    let out = store
+        .apply_batch(&[
+            append(&who, a, vec![say(1, "quokka one"), say(2, "quokka two")]),
+            WriteOp::CheckKey {
+                api_key_id: gone.api_key_id,
+            },
+            append(&who, ended, vec![say(2, "quokka ended")]),
+            append(&gone, revoked_chat, vec![say(1, "quokka revoked")]),
+            append(&who, a, vec![say(3, "quokka three")]),
+            WriteOp::CheckKey {
+                api_key_id: who.api_key_id,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            OpOutcome::Applied,
+            OpOutcome::KeyRevoked,
+            OpOutcome::ChatClosed,
+            OpOutcome::KeyRevoked,
+            OpOutcome::Applied,
+            OpOutcome::Applied,
+        ]
+    );
+    let texts = |chat: Uuid| async move {
+        store
+            .list_chat_events(chat, page(0, 10, true))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| (e.seq, e.message_text.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let stored = texts(a).await;
+    assert_eq!(
+        stored[1..],
+        [
+            (1, "quokka one".to_string()),
+            (2, "quokka two".to_string()),
+            (3, "quokka three".to_string())
+        ]
+    );
+    let chat = store.get_chat(who.user_id, a).await.unwrap().unwrap();
+    assert_eq!(chat.event_count, 4, "start + the three appended");
+    assert_eq!(texts(ended).await.len(), 2, "start and end only");
+    let chat = store.get_chat(who.user_id, ended).await.unwrap().unwrap();
+    assert_eq!((chat.event_count, chat.status), (2, ChatStatus::UserEnded));
+    assert_eq!(
+        texts(revoked_chat).await.len(),
+        1,
+        "the revoked key's append dropped"
+    );
+    let chat = store
+        .get_chat(gone.user_id, revoked_chat)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(chat.event_count, 1);
+    let search = |words: &str| ChatFilter {
+        search: Some(words.into()),
+        ..Default::default()
+    };
+    assert_eq!(found(store, &who, search("quokka three")).await, vec![a]);
+    assert!(found(store, &who, search("ended")).await.is_empty());
+    assert!(found(store, &gone, search("quokka")).await.is_empty());
+
+    // A duplicate sequence number fails the batch as a whole.
+    let failed = store
+        .apply_batch(&[
+            append(&who, a, vec![say(4, "quokka four")]),
+            append(&who, a, vec![say(3, "quokka again")]),
+        ])
+        .await;
+    assert!(
+        failed.is_err(),
+        "a duplicate sequence number must fail the batch"
+    );
+    assert_eq!(
+        texts(a).await.len(),
+        4,
+        "nothing of the failed batch is stored"
+    );
+    let chat = store.get_chat(who.user_id, a).await.unwrap().unwrap();
+    assert_eq!(chat.event_count, 4, "nor counted");
+    assert!(found(store, &who, search("four")).await.is_empty());
+}
+
 pub async fn large_batches(store: &dyn Store) {
     let who = new_account(store, true).await;
     let instance = Uuid::new_v4();

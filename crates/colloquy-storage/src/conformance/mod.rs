@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             deep_pages::deep_pages,
             batches::failed_batch_changes_nothing,
             batches::revocation_in_batches,
+            batches::appends_only_batches,
             batches::large_batches,
             batches::active_chat_limit,
             orphans::orphaned_chats,

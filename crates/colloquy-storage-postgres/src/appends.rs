@@ -8,8 +8,10 @@
 //! The statement reads the facts [`BatchRules`] decides on, the batch's revoked keys and
 //! its chats still `ACTIVE` (locked, in id order, as in [`crate::writes`]), and inserts the
 //! events whose key is live and whose chat is `ACTIVE`, bumping those chats' counters. The
-//! outcomes are then [`BatchRules::step`]'s, from the same facts; that the events it queues
-//! are the events inserted is checked on every batch.
+//! outcomes are then [`BatchRules::step`]'s, from the same facts, and the number of events
+//! the rules queue is checked against the rows inserted on every batch. A mismatch (a bug)
+//! is an error, although the statement has committed by then: an operation whose rows may
+//! be stored is refused rather than one whose rows are not acknowledged.
 
 use crate::db;
 use crate::writes::EventColumns;

@@ -10,8 +10,8 @@
 //! events whose key is live and whose chat is `ACTIVE`, bumping those chats' counters. The
 //! outcomes are then [`BatchRules::step`]'s, from the same facts, and the number of events
 //! the rules queue is checked against the rows inserted on every batch. A mismatch (a bug)
-//! is an error, although the statement has committed by then: an operation whose rows may
-//! be stored is refused rather than one whose rows are not acknowledged.
+//! is an error, although the statement has committed by then: better to refuse operations
+//! whose rows may be stored than to acknowledge one whose rows are not.
 
 use crate::db;
 use crate::writes::EventColumns;

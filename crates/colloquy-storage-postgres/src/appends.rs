@@ -35,21 +35,26 @@ pub(crate) struct Appends<'a> {
 
 impl<'a> Appends<'a> {
     pub(crate) fn of(ops: &'a [WriteOp]) -> Option<Self> {
+        let takes_the_statement = |op: &WriteOp| match op {
+            WriteOp::CheckKey { .. } => true,
+            WriteOp::AppendEvents { events, .. } => !concerns_webhooks(events),
+            _ => false,
+        };
+        if !ops.iter().all(takes_the_statement) {
+            return None;
+        }
         let mut appends = Self::default();
         for op in ops {
-            match op {
-                WriteOp::CheckKey { .. } => {}
-                WriteOp::AppendEvents {
-                    api_key_id,
-                    chat_id,
-                    events,
-                } if !concerns_webhooks(events) => {
-                    for e in events {
-                        appends.key.push(*api_key_id);
-                        appends.events.push(*chat_id, e);
-                    }
+            if let WriteOp::AppendEvents {
+                api_key_id,
+                chat_id,
+                events,
+            } = op
+            {
+                for e in events {
+                    appends.key.push(*api_key_id);
+                    appends.events.push(*chat_id, e);
                 }
-                _ => return None,
             }
         }
         appends.keys = batch_keys(ops);

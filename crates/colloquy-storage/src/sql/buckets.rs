@@ -7,9 +7,9 @@
 //! walking down them: the top level's buckets are added up in order until the one that
 //! holds the page's first row, then that bucket's 128 children, then theirs, all in one
 //! statement; the rows themselves are read from the start of the last bucket found,
-//! skipping only the rows before the page inside it. What that costs grows with the account's age in years and
-//! with how many chats one 17.5-minute span holds, not with how many chats come before
-//! the page (docs/decisions.md, "Deep pages").
+//! skipping only the rows before the page inside it. What that costs grows with the
+//! account's age in years and with how many chats one 17.5-minute span holds, not with how
+//! many chats come before the page (docs/decisions.md, "Deep pages").
 
 use super::{direction, Clause, Value, Window};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
